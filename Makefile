@@ -1,0 +1,36 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both create .venv on a
+# fresh machine and are fast and safe to run again.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint schema clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torchrec's metadata asks for the CUDA fbgemm-gpu wheel (~500 MB), so it goes in with
+# --no-deps after its light dependencies (pinned in pyproject.toml). recbole only ships the
+# MovieLens-100k files we read; it is never imported.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps torchrec==1.8.0 recbole==1.2.1
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rea campaign start --embedded --auto-approve
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+schema: $(STAMP)
+	$(BIN)/rea schema
+
+clean:
+	rm -rf $(VENV) .rea

@@ -1,0 +1,1 @@
+"""Every side effect of openrea: planning, training, storage. Classes with injected ports."""

@@ -1,0 +1,106 @@
+"""The planner: hypotheses for a campaign and the estimated cost of testing them.
+
+Until the insights database and the research agent land, hypotheses are a fixed set of
+mutations that ranking engineers try first on a DLRM; each is checked against the action space
+(``ModelSpec``) before it enters a plan.
+"""
+
+from collections.abc import Callable
+
+from pydantic import ValidationError
+from temporalio import activity
+
+from contracts import DatasetRef, Hypothesis, ModelSpec, PhasePlan, Plan, PlanningInput
+
+# Seconds one trial of this spec on this dataset is expected to take on one device.
+Estimator = Callable[[ModelSpec, DatasetRef], float]
+
+
+def fixed_hypotheses(baseline: ModelSpec) -> list[Hypothesis]:
+    """A handful of single changes to ``baseline`` that often move NE on DLRM-style models."""
+    widest = max(baseline.over_hidden, default=32)
+    return [
+        Hypothesis(
+            id="wider-embeddings",
+            title=f"Embedding dim {baseline.embedding_dim} -> {baseline.embedding_dim * 2}",
+            rationale="More capacity per id helps when ids carry most of the signal.",
+            changes={"embedding_dim": baseline.embedding_dim * 2},
+        ),
+        Hypothesis(
+            id="wider-over-arch",
+            title=f"Over arch {baseline.over_hidden} -> {[w * 2 for w in baseline.over_hidden]}",
+            rationale="The over arch models feature interactions; it is often under-sized.",
+            changes={"over_hidden": [w * 2 for w in baseline.over_hidden]},
+        ),
+        Hypothesis(
+            id="deeper-over-arch",
+            title=f"One more over-arch layer of {widest}",
+            rationale="Depth adds higher-order interactions at a small cost.",
+            changes={"over_hidden": [widest, *baseline.over_hidden]},
+        ),
+        Hypothesis(
+            id="higher-sparse-lr",
+            title=f"Sparse learning rate {baseline.sparse_lr:g} -> {baseline.sparse_lr * 2:g}",
+            rationale="Rare ids see few updates; row-wise Adagrad tolerates a larger step.",
+            changes={"sparse_lr": baseline.sparse_lr * 2},
+        ),
+        Hypothesis(
+            id="over-arch-dropout",
+            title=f"Over-arch dropout {baseline.dropout:g} -> {min(baseline.dropout + 0.1, 0.5):g}",
+            rationale="Small datasets overfit; dropout regularises the dense interactions.",
+            changes={"dropout": min(baseline.dropout + 0.1, 0.5)},
+        ),
+    ]
+
+
+def make_plan(inp: PlanningInput, estimate_seconds: Estimator) -> Plan:
+    """A plan for ``inp.request``: hypotheses that form valid specs, and cost per phase.
+
+    The validation phase runs the baseline and every hypothesis; the combination phase runs
+    at most two merges of the promising ones.
+    """
+    request = inp.request
+    hypotheses = []
+    for hypothesis in fixed_hypotheses(request.baseline):
+        try:
+            request.baseline.with_changes(hypothesis.changes)
+        except ValidationError:
+            continue  # outside the action space for this baseline, e.g. a dim past its cap
+        hypotheses.append(hypothesis)
+        if len(hypotheses) + 1 >= request.budget.max_trials:
+            break
+    per_trial = estimate_seconds(request.baseline, request.dataset) / 3600.0
+    validation = 1 + len(hypotheses)
+    combination = max(0, min(2, request.budget.max_trials - validation))
+    return Plan(
+        hypotheses=hypotheses,
+        phases=[
+            PhasePlan(
+                phase="validation",
+                trials=validation,
+                estimated_device_hours=validation * per_trial,
+            ),
+            PhasePlan(
+                phase="combination",
+                trials=combination,
+                estimated_device_hours=combination * per_trial,
+            ),
+        ],
+        estimated_device_hours_per_trial=per_trial,
+    )
+
+
+class PlanningActivities:
+    """Planning with an injected cost estimator.
+
+    Args:
+        estimate_seconds: Seconds one trial of a spec takes on one device.
+    """
+
+    def __init__(self, estimate_seconds: Estimator) -> None:
+        self._estimate_seconds = estimate_seconds
+
+    @activity.defn(name="plan_campaign")
+    def plan_campaign(self, inp: PlanningInput) -> Plan:
+        """Propose hypotheses for a campaign and estimate the cost of each phase."""
+        return make_plan(inp, self._estimate_seconds)

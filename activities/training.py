@@ -1,0 +1,79 @@
+"""The training activity: run one trial in this worker, heartbeating progress."""
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from contracts import DatasetRef, Metrics, ModelSpec, TrialProgress, TrialResult, TrialSpec
+from ranking_models.errors import TrainingCancelled, TrainingError
+
+
+class Outcome(Protocol):
+    validation: Metrics
+    test: Metrics
+    steps: int
+
+
+class Trainer(Protocol):
+    def __call__(
+        self,
+        model: ModelSpec,
+        dataset: DatasetRef,
+        *,
+        on_progress: Callable[[TrialProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Outcome: ...
+
+
+class TrainingActivities:
+    """Training on this host with an injected trainer.
+
+    Args:
+        train: Trains one spec; ``ranking_models.trainer.train`` in production.
+        devices: Devices one trial occupies; device-hours = wall hours x devices.
+    """
+
+    def __init__(self, train: Trainer, devices: int = 1) -> None:
+        self._train = train
+        self._devices = devices
+
+    @activity.defn(name="train_trial")
+    def train_trial(self, spec: TrialSpec) -> TrialResult:
+        """Train ``spec`` and report its metrics.
+
+        Progress goes out as heartbeat details (visible in the Web UI); cancellation is
+        noticed at the next progress callback.
+
+        Raises:
+            ApplicationError: typed by the trainer's error class (``BadSpecError``,
+                ``DivergenceError``...), so retry policies and runbooks can match on it.
+        """
+        started = time.monotonic()
+        try:
+            outcome = self._train(
+                spec.model,
+                spec.dataset,
+                on_progress=lambda p: activity.heartbeat(
+                    p.model_copy(update={"trial_id": spec.trial_id})
+                ),
+                should_stop=activity.is_cancelled,
+            )
+        except TrainingCancelled as err:
+            # Reported as cancelled (not failed) only when raised as Temporal's CancelledError.
+            raise CancelledError(f"trial {spec.trial_id} cancelled") from err
+        except TrainingError as err:
+            raise ApplicationError(str(err), type=type(err).__name__) from err
+        duration = time.monotonic() - started
+        return TrialResult(
+            campaign_id=spec.campaign_id,
+            trial_id=spec.trial_id,
+            state="succeeded",
+            validation=outcome.validation,
+            test=outcome.test,
+            duration_s=duration,
+            device_hours=duration * self._devices / 3600.0,
+            steps=outcome.steps,
+        )

@@ -1,0 +1,538 @@
+"""`rea`: the command line over the Temporal client (typer + rich).
+
+Every command talks to Temporal through ``client.make_client``; nothing here decides anything a
+workflow should decide.
+"""
+
+import asyncio
+import contextlib
+import json
+import secrets
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import TypedSearchAttributes
+from temporalio.service import RPCError
+
+import devserver
+from client import ServerUnreachable, make_client
+from contracts import (
+    ApproveInput,
+    CampaignRequest,
+    CampaignResult,
+    CampaignStatus,
+    ControlInput,
+    DatasetRef,
+    ModelSpec,
+    TrialProgress,
+    TrialSpec,
+)
+from settings import Settings
+from workflows.campaign import CampaignWorkflow
+from workflows.options import BEST_METRIC, ORCHESTRATION_QUEUE, PHASE
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CAMPAIGN = ROOT / "examples" / "ml100k-campaign.json"
+SCHEMA_DIR = ROOT / "schema"
+PUBLIC_MODELS: list[type[BaseModel]] = [
+    CampaignRequest,
+    CampaignStatus,
+    CampaignResult,
+    ApproveInput,
+    ControlInput,
+    TrialSpec,
+]
+
+app = typer.Typer(help="openrea: a ranking engineer agent on Temporal.", no_args_is_help=True)
+campaign_app = typer.Typer(
+    help="Start, approve, inspect and steer campaigns.", no_args_is_help=True
+)
+app.add_typer(campaign_app, name="campaign")
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def run(coro: Awaitable[T]) -> T:
+    """Run a coroutine, turning an unreachable server into a one-line error."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except ServerUnreachable as err:
+        raise fail(str(err)) from None
+
+
+def load_json(path: Path, model: type[M], label: str) -> M:
+    """Parse a JSON file into ``model``; errors name the file and each bad field."""
+    try:
+        return model.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise fail(f"{label} {path} does not exist") from None
+    except ValidationError as err:
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()
+        )
+        raise fail(f"{label} {path} is invalid:\n{problems}") from None
+
+
+# ---- server and worker ---------------------------------------------------------------------
+
+
+@app.command()
+def server() -> None:
+    """Run the Temporal dev server (SQLite under the data dir, Web UI) in the foreground."""
+    settings = Settings()
+    with devserver.DevServer(settings) as dev:
+        console.print(f"Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}")
+        with contextlib.suppress(KeyboardInterrupt):
+            dev.wait()
+
+
+@app.command()
+def worker(
+    role: Annotated[
+        list[str] | None, typer.Option(help="orchestration and/or training (default: both).")
+    ] = None,
+) -> None:
+    """Run workers against the configured server until interrupted."""
+    from worker import ROLES, run_workers
+
+    roles = tuple(role or ROLES)
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise fail(f"--role: unknown role(s) {sorted(unknown)}; choose from {list(ROLES)}")
+    with contextlib.suppress(KeyboardInterrupt):
+        run(run_workers(Settings(), roles))  # type: ignore[arg-type]
+
+
+@app.command()
+def up() -> None:
+    """Run the dev server and a worker with every role, and keep them running."""
+    from worker import run_workers
+
+    settings = Settings()
+    with devserver.DevServer(settings):
+        console.print(
+            f"openrea is up: Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}\n"
+            "Start a campaign in another shell: rea campaign start"
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            run(run_workers(settings))
+
+
+@contextlib.asynccontextmanager
+async def embedded(settings: Settings) -> AsyncIterator[Client]:
+    """A dev server and in-process workers for the length of one command."""
+    from worker import run_workers
+
+    with devserver.DevServer(settings):
+        client = await make_client(settings)
+        workers = asyncio.create_task(run_workers(settings, client=client))
+        try:
+            yield client
+        finally:
+            workers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await workers
+
+
+# ---- campaigns -----------------------------------------------------------------------------
+
+
+def new_campaign_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"campaign-{stamp}-{secrets.token_hex(2)}"
+
+
+@campaign_app.command("start")
+def campaign_start(
+    spec: Annotated[
+        Path, typer.Argument(help="CampaignRequest JSON (see schema/CampaignRequest.json).")
+    ] = DEFAULT_CAMPAIGN,
+    campaign_id: Annotated[str | None, typer.Option("--id", help="Workflow id.")] = None,
+    auto_approve: Annotated[
+        bool, typer.Option(help="Approve the plan as the first approver without asking.")
+    ] = False,
+    watch: Annotated[bool, typer.Option(help="Follow progress until the campaign ends.")] = True,
+    embedded_server: Annotated[
+        bool,
+        typer.Option(
+            "--embedded", help="Start a dev server and worker for this command, then stop them."
+        ),
+    ] = False,
+) -> None:
+    """Start a campaign (by default the embedded MovieLens-100k example)."""
+    request = load_json(spec, CampaignRequest, "campaign spec")
+    settings = Settings()
+    workflow_id = campaign_id or new_campaign_id()
+
+    async def go(client: Client) -> None:
+        handle = await client.start_workflow(
+            CampaignWorkflow.run,
+            request,
+            id=workflow_id,
+            task_queue=ORCHESTRATION_QUEUE,
+            search_attributes=TypedSearchAttributes([PHASE.value_set("planning")]),
+            static_summary=request.goal or None,
+        )
+        console.print(
+            f"Started [bold]{workflow_id}[/]  Web UI: {settings.workflow_url(workflow_id)}"
+        )
+        if auto_approve:
+            await approve_when_planned(handle, request.approvers[0])
+        if watch:
+            await follow(client, handle, settings)
+        else:
+            console.print(
+                f"Approve with: rea campaign approve {workflow_id} --as {request.approvers[0]}"
+            )
+
+    async def main() -> None:
+        if embedded_server:
+            async with embedded(settings) as client:
+                await go(client)
+        else:
+            await go(await make_client(settings))
+
+    run(main())
+
+
+async def approve_when_planned(handle: WorkflowHandle[Any, Any], approver: str) -> None:
+    status = await poll_status(handle, lambda s: s.phase != "planning")
+    if status.phase != "awaiting_approval":
+        return
+    plan = status.plan
+    assert plan is not None
+    console.print(render_plan(status))
+    approval = await handle.execute_update(
+        CampaignWorkflow.approve,
+        ApproveInput(
+            approver=approver, comment="auto-approved by `rea campaign start --auto-approve`"
+        ),
+    )
+    console.print(f"Approved as {approval.approver} ({approval.device_hours} device-hours).")
+
+
+async def poll_status(
+    handle: WorkflowHandle[Any, Any], done: Callable[[CampaignStatus], bool], every_s: float = 0.5
+) -> CampaignStatus:
+    while True:
+        status = await handle.query(CampaignWorkflow.status)
+        if done(status):
+            return status
+        await asyncio.sleep(every_s)
+
+
+async def running_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> list[TrialProgress]:
+    """Heartbeat details of the campaign's running trials."""
+    description = await handle.describe()
+    progress = []
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name != "train_trial" or not pending.heartbeat_details.payloads:
+            continue
+        [details] = await client.data_converter.decode(
+            pending.heartbeat_details.payloads, [TrialProgress]
+        )
+        progress.append(details)
+    return progress
+
+
+async def follow(client: Client, handle: WorkflowHandle[Any, Any], settings: Settings) -> None:
+    """Show progress until the campaign ends, then print its result."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        campaign = progress.add_task("campaign", total=None)
+        bars: dict[str, Any] = {}
+        while True:
+            description = await handle.describe()
+            if description.status != WorkflowExecutionStatus.RUNNING:
+                break
+            status = await handle.query(CampaignWorkflow.status)
+            planned = sum(p.trials for p in status.plan.phases) if status.plan else None
+            finished = sum(1 for t in status.trials if t.result is not None)
+            progress.update(
+                campaign,
+                description=f"{status.phase}{' (paused)' if status.paused else ''}",
+                total=planned,
+                completed=finished,
+            )
+            for p in await running_progress(client, handle):
+                bar = bars.get(p.trial_id)
+                if bar is None:
+                    bar = bars[p.trial_id] = progress.add_task(
+                        f"  {p.trial_id}", total=p.total_steps
+                    )
+                progress.update(bar, completed=p.step, total=p.total_steps)
+            for trial in status.trials:
+                if trial.result is not None and trial.spec.trial_id in bars:
+                    progress.remove_task(bars.pop(trial.spec.trial_id))
+            await asyncio.sleep(1.0)
+    if description.status != WorkflowExecutionStatus.COMPLETED:
+        raise fail(
+            f"campaign {handle.id} ended {description.status.name if description.status else '?'}"
+        )
+    result: CampaignResult = await handle.result()
+    console.print(render_result(result))
+    console.print(f"Web UI: {settings.workflow_url(handle.id)}")
+
+
+@campaign_app.command("status")
+def campaign_status(
+    campaign_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw status.")] = False,
+) -> None:
+    """Show a campaign's phase, plan, trials and best metric."""
+
+    async def main() -> CampaignStatus:
+        client = await make_client(Settings())
+        return await client.get_workflow_handle(campaign_id).query(CampaignWorkflow.status)
+
+    status = run(main())
+    if as_json:
+        print(status.model_dump_json(indent=2))
+        return
+    console.print(render_plan(status))
+    console.print(render_trials(status))
+
+
+@campaign_app.command("approve")
+def campaign_approve(
+    campaign_id: str,
+    approver: Annotated[
+        str, typer.Option("--as", help="Your name, as listed in the request's approvers.")
+    ],
+    comment: Annotated[str, typer.Option(help="Kept in the campaign's history.")] = "",
+) -> None:
+    """Approve a campaign's pending plan."""
+
+    async def main() -> None:
+        client = await make_client(Settings())
+        handle = client.get_workflow_handle(campaign_id)
+        try:
+            approval = await handle.execute_update(
+                CampaignWorkflow.approve, ApproveInput(approver=approver, comment=comment)
+            )
+        except WorkflowUpdateFailedError as err:
+            raise fail(f"approval rejected: {err.cause}") from None
+        console.print(
+            f"Approved by {approval.approver} at {approval.approved_at:%Y-%m-%d %H:%M:%S}."
+        )
+
+    run(main())
+
+
+def _signal_command(name: str, help_text: str) -> None:
+    def command(
+        campaign_id: str,
+        by: Annotated[str, typer.Option(help="Who asks.")] = "",
+        reason: Annotated[str, typer.Option(help="Why.")] = "",
+    ) -> None:
+        async def main() -> None:
+            client = await make_client(Settings())
+            await client.get_workflow_handle(campaign_id).signal(
+                name, ControlInput(by=by, reason=reason)
+            )
+            console.print(f"Sent {name} to {campaign_id}.")
+
+        run(main())
+
+    command.__doc__ = help_text
+    campaign_app.command(name)(command)
+
+
+_signal_command("pause", "Launch no new trials until resumed; running trials finish.")
+_signal_command("resume", "Launch trials again after a pause.")
+_signal_command("stop", "Cancel running trials and finish with what has been learned.")
+
+
+@campaign_app.command("watch")
+def campaign_watch(campaign_id: str) -> None:
+    """Follow a campaign's progress until it ends and print its result."""
+
+    async def main() -> None:
+        settings = Settings()
+        client = await make_client(settings)
+        await follow(client, client.get_workflow_handle(campaign_id), settings)
+
+    run(main())
+
+
+@campaign_app.command("list")
+def campaign_list(limit: Annotated[int, typer.Option(help="At most this many.")] = 20) -> None:
+    """List campaigns, newest first, with phase and best metric."""
+
+    async def main() -> Table:
+        client = await make_client(Settings())
+        table = Table("campaign", "status", "phase", "best", "started")
+        count = 0
+        async for wf in client.list_workflows('WorkflowType = "CampaignWorkflow"'):
+            attributes = wf.typed_search_attributes
+            best = attributes.get(BEST_METRIC)
+            table.add_row(
+                wf.id,
+                wf.status.name if wf.status else "?",
+                attributes.get(PHASE) or "",
+                f"{best:.5f}" if best is not None else "",
+                f"{wf.start_time:%Y-%m-%d %H:%M:%S}",
+            )
+            count += 1
+            if count >= limit:
+                break
+        return table
+
+    console.print(run(main()))
+
+
+# ---- one trial, schema ---------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    spec: Annotated[Path, typer.Argument(help="JSON with optional 'model' and 'dataset' keys.")],
+) -> None:
+    """Train one trial here, without Temporal, and print its metrics."""
+    from ranking_models.errors import TrainingError
+    from ranking_models.trainer import train as train_model
+
+    raw = json.loads(spec.read_text()) if spec.exists() else None
+    if raw is None:
+        raise fail(f"spec {spec} does not exist")
+    try:
+        model = ModelSpec.model_validate(raw.get("model", {}))
+        dataset = DatasetRef.model_validate(raw.get("dataset", {}))
+    except ValidationError as err:
+        raise fail(f"spec {spec} is invalid:\n{err}") from None
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("training", total=None)
+
+        def on_progress(p: TrialProgress) -> None:
+            progress.update(
+                bar, completed=p.step, total=p.total_steps,
+                description=f"epoch {p.epoch} loss {p.train_loss:.4f}",
+            )  # fmt: skip
+
+        try:
+            outcome = train_model(model, dataset, on_progress=on_progress)
+        except TrainingError as err:
+            raise fail(f"{type(err).__name__}: {err}") from None
+    table = Table("split", "NE", "AUC", "log loss", "examples")
+    for split, m in (("validation", outcome.validation), ("test", outcome.test)):
+        table.add_row(split, f"{m.ne:.5f}", f"{m.auc:.5f}", f"{m.logloss:.5f}", str(m.examples))
+    console.print(table)
+    console.print(f"{outcome.steps} steps in {outcome.duration_s:.1f}s")
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option(help="Folder to write JSON Schema files into.")] = SCHEMA_DIR,
+) -> None:
+    """Write JSON Schema of the public contracts, for clients in other languages."""
+    out.mkdir(parents=True, exist_ok=True)
+    for model in PUBLIC_MODELS:
+        path = out / f"{model.__name__}.json"
+        path.write_text(json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n")
+        console.print(f"wrote {path}")
+
+
+# ---- rendering -----------------------------------------------------------------------------
+
+
+def render_plan(status: CampaignStatus) -> Table:
+    table = Table(title=f"{status.campaign_id}: {status.phase}", show_lines=False)
+    table.add_column("hypothesis")
+    table.add_column("change")
+    table.add_column("source")
+    if status.plan:
+        for h in status.plan.hypotheses:
+            table.add_row(h.id, h.title, h.source)
+        phases = ", ".join(
+            f"{p.phase} {p.trials} trials ~{p.estimated_device_hours:.4f} h"
+            for p in status.plan.phases
+        )
+        table.caption = f"{phases}; total ~{status.plan.estimated_device_hours:.4f} device-hours"
+    return table
+
+
+def render_trials(status: CampaignStatus) -> Table:
+    metric = status.metric
+    table = Table(title=f"trials ({metric} on validation; test reported, never selected on)")
+    for column in (
+        "trial",
+        "phase",
+        "state",
+        f"val {metric}",
+        "val AUC",
+        f"test {metric}",
+        "seconds",
+    ):
+        table.add_column(column)
+    for t in status.trials:
+        r = t.result
+        val, test = (r.validation, r.test) if r else (None, None)
+        best = t.spec.trial_id == status.best_trial_id
+        table.add_row(
+            f"[bold green]{t.spec.trial_id} *[/]" if best else t.spec.trial_id,
+            t.spec.phase,
+            r.state if r else "running",
+            f"{getattr(val, metric):.5f}" if val else "",
+            f"{val.auc:.5f}" if val else "",
+            f"{getattr(test, metric):.5f}" if test else "",
+            f"{r.duration_s:.1f}" if r else "",
+            style=None if r is None or r.state == "succeeded" else "red",
+        )
+    return table
+
+
+def render_result(result: CampaignResult) -> Table:
+    status = result.status
+    table = render_trials(status)
+    if result.improvement is not None:
+        table.caption = (
+            f"best {status.best_trial_id}: {status.metric} {status.best_metric:.5f} vs baseline "
+            f"{status.baseline_metric:.5f} ({result.improvement:+.2%}); "
+            f"{status.device_hours_spent:.4f} of {status.device_hours_approved} device-hours spent"
+        )
+    return table
+
+
+def main() -> None:
+    try:
+        app()
+    except RPCError as err:
+        err_console.print(f"[bold red]error:[/] Temporal said: {err.message}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

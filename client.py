@@ -1,0 +1,35 @@
+"""The one way to build a Temporal client: used by the CLI, the worker, tests and the replayer."""
+
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from settings import Settings
+
+
+class ServerUnreachable(RuntimeError):
+    """No Temporal server answers at the configured address."""
+
+
+def client_options() -> dict[str, Any]:
+    """Keyword arguments every client needs: pydantic payloads and tracing."""
+    return {"data_converter": pydantic_data_converter, "interceptors": [TracingInterceptor()]}
+
+
+async def make_client(settings: Settings) -> Client:
+    """Connect to the configured server.
+
+    Raises:
+        ServerUnreachable: with a message that says how to start one.
+    """
+    try:
+        return await Client.connect(
+            settings.temporal_address, namespace=settings.namespace, **client_options()
+        )
+    except RuntimeError as err:
+        raise ServerUnreachable(
+            f"no Temporal server at {settings.temporal_address} — run `rea up` "
+            "or set REA_TEMPORAL_ADDRESS"
+        ) from err

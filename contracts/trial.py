@@ -1,0 +1,80 @@
+"""One training run: its spec, its progress and its result."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from contracts.base import Record, Spec
+from contracts.model import DatasetRef, ModelSpec
+
+Phase = Literal["baseline", "validation", "combination", "exploitation"]
+TrialState = Literal["succeeded", "failed", "cancelled"]
+
+
+class TrialSpec(Spec):
+    """Everything a trainer needs to run one trial, and nothing it does not.
+
+    Attributes:
+        campaign_id: The campaign (workflow id) that owns the trial.
+        trial_id: Unique within the campaign; with ``campaign_id`` it keys stored results.
+        phase: The executor phase that launched it.
+        hypothesis_ids: The hypotheses this trial tests (empty for the baseline).
+        model: The model to train.
+        dataset: The data to train and evaluate on.
+        metric: The metric the campaign optimises (all metrics are reported).
+        estimated_device_hours: The planner's cost estimate, for the ledger.
+    """
+
+    campaign_id: str = Field(min_length=1)
+    trial_id: str = Field(min_length=1)
+    phase: Phase
+    hypothesis_ids: list[str] = Field(default_factory=list)
+    model: ModelSpec
+    dataset: DatasetRef
+    metric: Literal["ne", "auc", "logloss"] = "ne"
+    estimated_device_hours: float = Field(default=0.0, ge=0.0)
+
+
+class TrialProgress(Record):
+    """Heartbeat details of a running trial: what the Web UI shows and retries resume from."""
+
+    trial_id: str = ""
+    epoch: int = 0
+    step: int = 0
+    total_steps: int = 0
+    train_loss: float = 0.0
+
+
+class Metrics(Record):
+    """Ranking metrics on one split. NE and log loss: lower is better; AUC: higher."""
+
+    ne: float
+    auc: float
+    logloss: float
+    examples: int
+
+
+class TrialResult(Record):
+    """What a finished trial reports.
+
+    Attributes:
+        validation: Metrics on the validation split (used for selection).
+        test: Metrics on the test split (reported, never used for selection).
+        device_hours: Wall time times devices actually used, the ledger's actual cost.
+        error: Why the trial failed, when it did.
+    """
+
+    campaign_id: str
+    trial_id: str
+    state: TrialState
+    validation: Metrics | None = None
+    test: Metrics | None = None
+    duration_s: float = 0.0
+    device_hours: float = 0.0
+    steps: int = 0
+    error: str = ""
+    error_type: str = ""
+
+    def metric(self, name: str) -> float | None:
+        """The validation value of ``name``, or None when the trial has none."""
+        return None if self.validation is None else getattr(self.validation, name)

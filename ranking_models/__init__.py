@@ -1,0 +1,1 @@
+"""Ranking models: datasets, TorchRec DLRM, metrics and the trainer. No Temporal here."""

@@ -1,0 +1,71 @@
+"""Typed training errors, so callers map each failure to a decision without parsing text.
+
+``retryable`` tells an activity whether running the same spec again could succeed; the
+activity turns ``retryable=False`` into a non-retryable application error.
+"""
+
+from typing import ClassVar
+
+
+class TrainingError(Exception):
+    """Base of every error ``ranking_models`` raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+
+
+class BadSpecError(TrainingError):
+    """The ``ModelSpec`` cannot be built or trained as written.
+
+    Args:
+        field: The spec field at fault, e.g. ``embedding_dim``.
+        reason: What is wrong and how to fix it.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        super().__init__(f"ModelSpec.{field}: {reason}")
+
+
+class BadDataError(TrainingError):
+    """The dataset is missing, malformed or cut into an unusable split.
+
+    Args:
+        message: What is wrong, naming the file or ``DatasetRef`` field and the fix.
+    """
+
+
+class DivergenceError(TrainingError):
+    """The training loss became NaN or infinite.
+
+    Args:
+        step: The step (1-based) whose loss was not finite.
+        loss: The loss value.
+    """
+
+    def __init__(self, step: int, loss: float) -> None:
+        self.step = step
+        self.loss = loss
+        super().__init__(
+            f"training diverged: loss is {loss} at step {step}; "
+            "lower dense_lr or sparse_lr, or add weight_decay"
+        )
+
+
+class OutOfMemoryError(TrainingError):
+    """The model or a batch did not fit in host or device memory.
+
+    A retry on the same kind of machine fails the same way, so it is not retryable;
+    a smaller ``batch_size``, ``embedding_dim`` or ``max_table_rows`` may fit.
+    """
+
+
+class TrainingCancelled(TrainingError):
+    """``should_stop`` asked the trainer to stop before it finished.
+
+    Args:
+        step: The number of steps completed when training stopped.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        super().__init__(f"training cancelled after {step} steps")

@@ -1,0 +1,45 @@
+"""Builders shared by the tests."""
+
+from typing import Any
+
+from contracts import (
+    Budget,
+    CampaignRequest,
+    DatasetRef,
+    Metrics,
+    ModelSpec,
+    TrialResult,
+    TrialSpec,
+)
+
+APPROVER = "alice@example.com"
+
+
+def campaign_request(**overrides: Any) -> CampaignRequest:
+    """A small valid request; keyword arguments replace its fields."""
+    fields: dict[str, Any] = {
+        "goal": "test campaign",
+        "baseline": ModelSpec(epochs=1),
+        "dataset": DatasetRef(max_rows=3000),
+        "budget": Budget(device_hours=100.0, max_parallel_trials=2, max_trials=10),
+        "approvers": [APPROVER, "bob@example.com"],
+    }
+    fields.update(overrides)
+    return CampaignRequest(**fields)
+
+
+def metrics(ne: float, examples: int = 100) -> Metrics:
+    return Metrics(ne=ne, auc=1.0 - ne / 2, logloss=ne * 0.6, examples=examples)
+
+
+def succeeded(spec: TrialSpec, ne: float, device_hours: float = 0.01) -> TrialResult:
+    return TrialResult(
+        campaign_id=spec.campaign_id,
+        trial_id=spec.trial_id,
+        state="succeeded",
+        validation=metrics(ne),
+        test=metrics(ne + 0.01),
+        duration_s=device_hours * 3600,
+        device_hours=device_hours,
+        steps=10,
+    )

@@ -1,0 +1,285 @@
+"""CampaignWorkflow on the time-skipping server, with activities mocked by name."""
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.planning import make_plan
+from contracts import (
+    ApproveInput,
+    Budget,
+    CampaignResult,
+    ControlInput,
+    Plan,
+    PlanningInput,
+    TrialRecord,
+    TrialResult,
+    TrialSpec,
+)
+from tests.factories import APPROVER, campaign_request, succeeded
+from worker import HEARTBEAT_THROTTLE, WORKFLOW_RUNNER
+from workflows.campaign import CampaignWorkflow
+from workflows.options import TRAINING_QUEUE
+
+# Validation NE by trial: two hypotheses beat the baseline (0.90), three do not.
+NE = {
+    "baseline": 0.90,
+    "v-wider-embeddings": 0.88,
+    "v-wider-over-arch": 0.89,
+    "v-deeper-over-arch": 0.91,
+    "v-higher-sparse-lr": 0.95,
+    "v-over-arch-dropout": 0.92,
+    "c-wider-embeddings+wider-over-arch": 0.86,
+}
+HOUR = 3600.0
+
+
+@dataclass
+class FakeActivities:
+    """Activities registered under the real names; they record what the workflow asked."""
+
+    trial_seconds: float = HOUR
+    fail: dict[str, str] = field(default_factory=dict)
+    block_until_cancelled: bool = False
+    planning_may_finish: threading.Event = field(default_factory=threading.Event)
+    trained: list[str] = field(default_factory=list)
+    recorded: list[TrialRecord] = field(default_factory=list)
+
+    def all(self) -> list[Callable[..., object]]:
+        @activity.defn(name="plan_campaign")
+        def plan_campaign(inp: PlanningInput) -> Plan:
+            self.planning_may_finish.wait(timeout=30)
+            return make_plan(inp, estimate_seconds=lambda model, dataset: self.trial_seconds)
+
+        @activity.defn(name="record_trial")
+        def record_trial(record: TrialRecord) -> None:
+            self.recorded.append(record)
+
+        return [plan_campaign, record_trial]
+
+    def training(self) -> list[Callable[..., object]]:
+        @activity.defn(name="train_trial")
+        async def train_trial(spec: TrialSpec) -> TrialResult:
+            self.trained.append(spec.trial_id)
+            if spec.trial_id in self.fail:
+                raise ApplicationError(
+                    self.fail[spec.trial_id], type="DivergenceError", non_retryable=True
+                )
+            if self.block_until_cancelled:
+                while True:  # a long job: heartbeats until the campaign cancels it
+                    activity.heartbeat()
+                    await asyncio.sleep(0.1)
+            return succeeded(spec, NE[spec.trial_id], device_hours=self.trial_seconds / HOUR)
+
+        return [train_trial]
+
+
+@pytest.fixture
+async def queue() -> str:
+    return f"test-{uuid.uuid4()}"
+
+
+@pytest.fixture
+async def fakes() -> FakeActivities:
+    fakes = FakeActivities()
+    fakes.planning_may_finish.set()
+    return fakes
+
+
+@pytest.fixture
+async def workers(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities
+) -> AsyncIterator[None]:
+    client = time_skipping_env.client
+    async with (
+        Worker(
+            client,
+            task_queue=queue,
+            workflows=[CampaignWorkflow],
+            activities=fakes.all(),
+            activity_executor=_executor(),
+            workflow_runner=WORKFLOW_RUNNER,
+        ),
+        Worker(
+            client,
+            task_queue=TRAINING_QUEUE,
+            activities=fakes.training(),
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        ),
+    ):
+        yield
+
+
+def _executor():  # sync fakes need a thread pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=4)
+
+
+async def start(env: WorkflowEnvironment, queue: str, **overrides: object) -> WorkflowHandle:
+    return await env.client.start_workflow(
+        CampaignWorkflow.run,
+        campaign_request(**overrides),
+        id=f"campaign-{uuid.uuid4()}",
+        task_queue=queue,
+    )
+
+
+async def wait_for_phase(handle: WorkflowHandle, phase: str) -> None:
+    for _ in range(200):
+        if (await handle.query(CampaignWorkflow.status)).phase == phase:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never reached phase {phase}")
+
+
+async def test_campaign_approved_after_a_week_completes_with_best_combination(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    handle = await start(time_skipping_env, queue)
+    await wait_for_phase(handle, "awaiting_approval")
+    await time_skipping_env.sleep(timedelta(days=7))
+    status = await handle.query(CampaignWorkflow.status)
+    assert status.phase == "awaiting_approval" and not status.trials
+
+    approval = await handle.execute_update(
+        CampaignWorkflow.approve, ApproveInput(approver=APPROVER)
+    )
+    result: CampaignResult = await handle.result()
+
+    assert approval.approver == APPROVER
+    assert result.status.phase == "done"
+    ids = [t.spec.trial_id for t in result.status.trials]
+    assert ids[0] == "baseline" and len(ids) == len(set(ids)) == 7
+    assert result.status.best_trial_id == "c-wider-embeddings+wider-over-arch"
+    assert result.status.best_metric == pytest.approx(0.86)
+    assert result.improvement == pytest.approx((0.90 - 0.86) / 0.90)
+    assert result.best_model is not None and result.best_model.embedding_dim == 32
+    assert result.status.device_hours_spent == pytest.approx(7.0)
+    assert sorted(r.spec.trial_id for r in fakes.recorded) == sorted(ids)
+    assert (await handle.describe()).typed_search_attributes is not None
+
+
+async def test_only_listed_approvers_may_approve_and_repeats_are_idempotent(
+    time_skipping_env: WorkflowEnvironment, queue: str, workers: None
+) -> None:
+    handle = await start(time_skipping_env, queue)
+    await wait_for_phase(handle, "awaiting_approval")
+
+    with pytest.raises(WorkflowUpdateFailedError) as rejected:
+        await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver="mallory"))
+    assert "mallory" in str(rejected.value.cause) and APPROVER in str(rejected.value.cause)
+
+    first = await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
+    again = await handle.execute_update(
+        CampaignWorkflow.approve, ApproveInput(approver="bob@example.com")
+    )
+    assert again == first
+    await handle.result()
+
+
+async def test_pause_holds_new_trials_until_resume(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    handle = await start(time_skipping_env, queue)
+    await wait_for_phase(handle, "awaiting_approval")
+    await handle.signal(CampaignWorkflow.pause, ControlInput(by=APPROVER, reason="holiday"))
+    await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
+    await time_skipping_env.sleep(timedelta(days=3))
+
+    status = await handle.query(CampaignWorkflow.status)
+    assert status.paused and status.phase == "validation"
+    assert fakes.trained == [] and status.trials == []
+
+    await handle.signal(CampaignWorkflow.resume, ControlInput(by=APPROVER))
+    result: CampaignResult = await handle.result()
+    assert result.status.phase == "done" and len(fakes.trained) == 7
+
+
+async def test_stop_cancels_running_trials_and_reports(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.block_until_cancelled = True
+    handle = await start(time_skipping_env, queue)
+    await wait_for_phase(handle, "awaiting_approval")
+    await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
+    while len(fakes.trained) < 2:
+        await asyncio.sleep(0.05)
+
+    await handle.signal(CampaignWorkflow.stop, ControlInput(by=APPROVER, reason="enough"))
+    # Poll instead of awaiting the result at once: awaiting it lets the server skip time past
+    # the running trials' heartbeat timeout, which is not what this test is about.
+    await wait_for_phase(handle, "stopped")
+    result: CampaignResult = await handle.result()
+
+    assert result.status.phase == "stopped"
+    assert [t.result.state for t in result.status.trials if t.result] == ["cancelled", "cancelled"]
+    assert len(fakes.trained) == 2  # nothing launched after the stop
+
+
+async def test_failed_trial_is_recorded_and_campaign_goes_on(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.fail["v-wider-embeddings"] = "loss is NaN at step 12"
+    handle = await start(time_skipping_env, queue)
+    await wait_for_phase(handle, "awaiting_approval")
+    await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
+    result: CampaignResult = await handle.result()
+
+    failed = {t.spec.trial_id: t.result for t in result.status.trials if t.result.state == "failed"}
+    assert list(failed) == ["v-wider-embeddings"]
+    assert failed["v-wider-embeddings"].error_type == "DivergenceError"
+    assert "NaN" in failed["v-wider-embeddings"].error
+    # One improver left, so nothing to combine: the best single change wins.
+    assert result.status.best_trial_id == "v-wider-over-arch"
+
+
+async def test_budget_guardrail_skips_trials_that_would_exceed_it(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    # Each trial is estimated at one hour; three hours are approved, one trial at a time.
+    handle = await start(
+        time_skipping_env, queue, budget=Budget(device_hours=3.0, max_parallel_trials=1)
+    )
+    await wait_for_phase(handle, "awaiting_approval")
+    await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
+    result: CampaignResult = await handle.result()
+
+    assert len(fakes.trained) == 3
+    assert result.status.device_hours_spent <= 3.0
+
+
+async def test_approval_before_the_plan_is_ready_is_rejected(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.planning_may_finish.clear()
+    handle = await start(time_skipping_env, queue)
+    with pytest.raises(WorkflowUpdateFailedError) as rejected:
+        await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
+    assert "no plan is pending" in str(rejected.value.cause)
+    fakes.planning_may_finish.set()
+    await handle.terminate()
+
+
+async def test_malformed_request_fails_the_workflow_naming_the_field(
+    time_skipping_env: WorkflowEnvironment, queue: str, workers: None
+) -> None:
+    handle = await time_skipping_env.client.start_workflow(
+        "CampaignWorkflow",
+        {"approvers": ["alice"], "budget": {"device_hours": -1}},
+        id=f"campaign-{uuid.uuid4()}",
+        task_queue=queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert "budget.device_hours" in str(failed.value.cause)

@@ -1,0 +1,135 @@
+"""Composition root: builds the client, wires real ports into activities, runs workers by role.
+
+Roles:
+    orchestration: campaign workflows plus planning and bookkeeping activities.
+    training: the training activity, one trial per slot (one worker per GPU host).
+"""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Literal
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.planning import PlanningActivities
+from activities.results import ResultActivities, SqliteTrialStore
+from client import make_client
+from settings import Settings
+from workflows.campaign import CampaignWorkflow
+from workflows.options import ORCHESTRATION_QUEUE, SEARCH_ATTRIBUTES, TRAINING_QUEUE
+
+Role = Literal["orchestration", "training"]
+ROLES: tuple[Role, ...] = ("orchestration", "training")
+
+# Contracts are immutable pydantic models: share them with the sandbox instead of re-importing
+# pydantic for every workflow run.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic", "contracts")
+)
+
+# Cancellation reaches an activity with a heartbeat reply; heartbeats are throttled to this, so
+# it bounds how long a stopped campaign waits for its trainers to notice.
+HEARTBEAT_THROTTLE = timedelta(seconds=5)
+
+log = logging.getLogger("openrea.worker")
+
+
+def orchestration_worker(
+    client: Client, settings: Settings, task_queue: str = ORCHESTRATION_QUEUE
+) -> Worker:
+    """Campaign workflows with planning and result-storing activities."""
+    from ranking_models.cost import estimate_seconds
+
+    planning = PlanningActivities(estimate_seconds=estimate_seconds)
+    results = ResultActivities(SqliteTrialStore(settings.results_db))
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CampaignWorkflow],
+        activities=[planning.plan_campaign, results.record_trial],
+        activity_executor=ThreadPoolExecutor(max_workers=4),
+        workflow_runner=WORKFLOW_RUNNER,
+    )
+
+
+def training_worker(client: Client, settings: Settings, task_queue: str = TRAINING_QUEUE) -> Worker:
+    """The training activity; ``settings.training_slots`` trials at once."""
+    from activities.training import TrainingActivities
+    from ranking_models.trainer import train
+
+    training = TrainingActivities(train=train)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        activities=[training.train_trial],
+        activity_executor=ThreadPoolExecutor(max_workers=settings.training_slots),
+        max_concurrent_activities=settings.training_slots,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+    )
+
+
+def build_workers(
+    client: Client, settings: Settings, roles: Sequence[Role] = ROLES
+) -> list[Worker]:
+    """One worker per role."""
+    builders = {"orchestration": orchestration_worker, "training": training_worker}
+    return [builders[role](client, settings) for role in roles]
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    """Register openrea's search attributes where missing (idempotent).
+
+    One call per attribute, tolerating "already exists": the time-skipping test server
+    implements adding search attributes but not listing them.
+    """
+    for key in SEARCH_ATTRIBUTES:
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=namespace,
+                    search_attributes={
+                        key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
+                    },
+                )
+            )
+        except RPCError as err:
+            if err.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
+
+
+def configure_tracing(settings: Settings) -> None:
+    """Install an OpenTelemetry tracer provider; spans go to stderr when asked."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "openrea"}))
+    if settings.trace_console:
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+async def run_workers(
+    settings: Settings, roles: Sequence[Role] = ROLES, client: Client | None = None
+) -> None:
+    """Run workers for ``roles`` until cancelled."""
+    configure_tracing(settings)
+    client = client or await make_client(settings)
+    await ensure_search_attributes(client, settings.namespace)
+    workers = build_workers(client, settings, roles)
+    log.info("worker running: roles=%s server=%s", ",".join(roles), settings.temporal_address)
+    await asyncio.gather(*(w.run() for w in workers))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(run_workers(Settings()))

@@ -1,0 +1,1 @@
+"""Deterministic decisions. These modules import pydantic, temporalio and contracts only."""

@@ -1,0 +1,34 @@
+"""Task queues, timeouts and retry policies, named once and shared by workflows and workers."""
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy, SearchAttributeKey
+
+# Workers by role: orchestration runs workflows and light activities; training runs one
+# trial per slot on a training host.
+ORCHESTRATION_QUEUE = "rea-orchestration"
+TRAINING_QUEUE = "rea-training"
+
+# Planning reads a dataset header and may call an LLM: minutes at most.
+PLANNING_TIMEOUT = timedelta(minutes=10)
+# A trial may train for days; the heartbeat timeout is what notices a dead worker.
+TRIAL_TIMEOUT = timedelta(days=7)
+TRIAL_HEARTBEAT_TIMEOUT = timedelta(minutes=2)
+RECORD_TIMEOUT = timedelta(seconds=30)
+
+# Errors a retry cannot fix: the spec or the data is wrong, or the run diverged.
+TRIAL_NON_RETRYABLE = ["BadSpecError", "BadDataError", "DivergenceError"]
+TRIAL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=3,
+    non_retryable_error_types=TRIAL_NON_RETRYABLE,
+)
+# Bookkeeping activities retry until they succeed; their writes are idempotent.
+BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+
+# Search attributes that let the Web UI and `rea campaign list` tell the story.
+PHASE = SearchAttributeKey.for_keyword("ReaPhase")
+BEST_METRIC = SearchAttributeKey.for_float("ReaBestMetric")
+DEVICE_HOURS_SPENT = SearchAttributeKey.for_float("ReaDeviceHoursSpent")
+SEARCH_ATTRIBUTES = (PHASE, BEST_METRIC, DEVICE_HOURS_SPENT)
