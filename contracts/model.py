@@ -41,10 +41,11 @@ class ModelSpec(Spec):
     Only ``ranking_models`` turns this into TorchRec objects; here it is plain JSON.
 
     Attributes:
-        embedding_dim: D, the width of every sparse embedding (and of the dense arch output).
+        embedding_dim: D, the width of every sparse embedding (and of the dense arch output);
+            a multiple of 4, as FBGEMM's table-batched kernels require.
         max_table_rows: Ids are hashed into at most this many rows per table.
         dense_hidden: Hidden widths of the dense arch; its output width is ``embedding_dim``.
-        over_hidden: Hidden widths of the over arch; its output is one logit.
+        over_hidden: Hidden widths of the over arch (at least one); its output is one logit.
         dropout: Dropout after each over-arch hidden layer.
         dense_lr: Learning rate of the dense parts (Adam).
         sparse_lr: Learning rate of the embeddings (row-wise Adagrad fused into backward).
@@ -54,10 +55,10 @@ class ModelSpec(Spec):
         seed: Seeds initialisation and data order, so a spec trains the same way twice.
     """
 
-    embedding_dim: int = Field(default=16, ge=2, le=512)
+    embedding_dim: int = Field(default=16, ge=4, le=512, multiple_of=4)
     max_table_rows: int = Field(default=100_000, ge=16, le=100_000_000)
     dense_hidden: list[int] = Field(default_factory=lambda: [32])
-    over_hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    over_hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     dense_lr: float = Field(default=1e-3, gt=0.0, le=10.0)
     sparse_lr: float = Field(default=0.05, gt=0.0, le=10.0)
