@@ -25,7 +25,6 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import TypedSearchAttributes
 from temporalio.service import RPCError
 
 import devserver
@@ -192,7 +191,6 @@ def campaign_start(
             request,
             id=workflow_id,
             task_queue=ORCHESTRATION_QUEUE,
-            search_attributes=TypedSearchAttributes([PHASE.value_set("planning")]),
             static_summary=request.goal or None,
         )
         console.print(

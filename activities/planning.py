@@ -39,10 +39,16 @@ def fixed_hypotheses(baseline: ModelSpec) -> list[Hypothesis]:
             changes={"over_hidden": [widest, *baseline.over_hidden]},
         ),
         Hypothesis(
-            id="higher-sparse-lr",
-            title=f"Sparse learning rate {baseline.sparse_lr:g} -> {baseline.sparse_lr * 2:g}",
-            rationale="Rare ids see few updates; row-wise Adagrad tolerates a larger step.",
-            changes={"sparse_lr": baseline.sparse_lr * 2},
+            id="lower-dense-lr",
+            title=f"Dense learning rate {baseline.dense_lr:g} -> {baseline.dense_lr / 3:g}",
+            rationale="Adam on small CTR data often overshoots; a smaller step generalises better.",
+            changes={"dense_lr": baseline.dense_lr / 3},
+        ),
+        Hypothesis(
+            id="larger-batch",
+            title=f"Batch size {baseline.batch_size} -> {baseline.batch_size * 2}",
+            rationale="Larger batches lower gradient noise and raise throughput per device.",
+            changes={"batch_size": baseline.batch_size * 2},
         ),
         Hypothesis(
             id="over-arch-dropout",

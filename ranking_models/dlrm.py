@@ -5,6 +5,7 @@ model cannot be built with raises ``BadSpecError`` naming the field, before any
 training time is spent.
 """
 
+import logging
 import threading
 
 import torch
@@ -17,6 +18,10 @@ from contracts import ModelSpec
 from kernels import FusedEmbeddingBagCollection
 from ranking_models.data import FeatureSchema
 from ranking_models.errors import BadSpecError
+
+# torchrec calls torch.fx.is_fx_tracing(), which warns once per process about an API change
+# that does not concern eager training; it would land in every `rea` output.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 # Row-wise Adagrad's epsilon; not part of the spec (it rarely matters at this scale).
 SPARSE_EPS = 1e-8

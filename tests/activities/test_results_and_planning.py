@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.planning import PlanningActivities, make_plan
@@ -43,13 +44,13 @@ def test_plan_keeps_hypotheses_inside_the_action_space() -> None:
     plan = make_plan(PlanningInput(campaign_id="c1", request=request), lambda m, d: 36.0)
 
     ids = [h.id for h in plan.hypotheses]
-    assert "wider-embeddings" not in ids and len(ids) == 4
+    assert "wider-embeddings" not in ids and len(ids) == 5
     for hypothesis in plan.hypotheses:
         request.baseline.with_changes(hypothesis.changes)  # raises if invalid
     assert plan.estimated_device_hours_per_trial == 0.01
     validation, combination = plan.phases
-    assert validation.trials == 5 and combination.trials == 2
-    assert plan.estimated_device_hours == 0.07
+    assert validation.trials == 6 and combination.trials == 2
+    assert plan.estimated_device_hours == pytest.approx(0.08)
 
 
 def test_plan_respects_the_trial_cap() -> None:

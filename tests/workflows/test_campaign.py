@@ -1,87 +1,26 @@
 """CampaignWorkflow on the time-skipping server, with activities mocked by name."""
 
 import asyncio
-import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.planning import make_plan
 from contracts import (
     ApproveInput,
     Budget,
     CampaignResult,
     ControlInput,
-    Plan,
-    PlanningInput,
-    TrialRecord,
-    TrialResult,
-    TrialSpec,
 )
-from tests.factories import APPROVER, campaign_request, succeeded
+from tests.factories import APPROVER, campaign_request
+from tests.fakes import FakeActivities
 from worker import HEARTBEAT_THROTTLE, WORKFLOW_RUNNER
 from workflows.campaign import CampaignWorkflow
 from workflows.options import TRAINING_QUEUE
-
-# Validation NE by trial: two hypotheses beat the baseline (0.90), three do not.
-NE = {
-    "baseline": 0.90,
-    "v-wider-embeddings": 0.88,
-    "v-wider-over-arch": 0.89,
-    "v-deeper-over-arch": 0.91,
-    "v-higher-sparse-lr": 0.95,
-    "v-over-arch-dropout": 0.92,
-    "c-wider-embeddings+wider-over-arch": 0.86,
-}
-HOUR = 3600.0
-
-
-@dataclass
-class FakeActivities:
-    """Activities registered under the real names; they record what the workflow asked."""
-
-    trial_seconds: float = HOUR
-    fail: dict[str, str] = field(default_factory=dict)
-    block_until_cancelled: bool = False
-    planning_may_finish: threading.Event = field(default_factory=threading.Event)
-    trained: list[str] = field(default_factory=list)
-    recorded: list[TrialRecord] = field(default_factory=list)
-
-    def all(self) -> list[Callable[..., object]]:
-        @activity.defn(name="plan_campaign")
-        def plan_campaign(inp: PlanningInput) -> Plan:
-            self.planning_may_finish.wait(timeout=30)
-            return make_plan(inp, estimate_seconds=lambda model, dataset: self.trial_seconds)
-
-        @activity.defn(name="record_trial")
-        def record_trial(record: TrialRecord) -> None:
-            self.recorded.append(record)
-
-        return [plan_campaign, record_trial]
-
-    def training(self) -> list[Callable[..., object]]:
-        @activity.defn(name="train_trial")
-        async def train_trial(spec: TrialSpec) -> TrialResult:
-            self.trained.append(spec.trial_id)
-            if spec.trial_id in self.fail:
-                raise ApplicationError(
-                    self.fail[spec.trial_id], type="DivergenceError", non_retryable=True
-                )
-            if self.block_until_cancelled:
-                while True:  # a long job: heartbeats until the campaign cancels it
-                    activity.heartbeat()
-                    await asyncio.sleep(0.1)
-            return succeeded(spec, NE[spec.trial_id], device_hours=self.trial_seconds / HOUR)
-
-        return [train_trial]
 
 
 @pytest.fixture
@@ -160,12 +99,12 @@ async def test_campaign_approved_after_a_week_completes_with_best_combination(
     assert approval.approver == APPROVER
     assert result.status.phase == "done"
     ids = [t.spec.trial_id for t in result.status.trials]
-    assert ids[0] == "baseline" and len(ids) == len(set(ids)) == 7
+    assert ids[0] == "baseline" and len(ids) == len(set(ids)) == 8
     assert result.status.best_trial_id == "c-wider-embeddings+wider-over-arch"
     assert result.status.best_metric == pytest.approx(0.86)
     assert result.improvement == pytest.approx((0.90 - 0.86) / 0.90)
     assert result.best_model is not None and result.best_model.embedding_dim == 32
-    assert result.status.device_hours_spent == pytest.approx(7.0)
+    assert result.status.device_hours_spent == pytest.approx(8.0)
     assert sorted(r.spec.trial_id for r in fakes.recorded) == sorted(ids)
     assert (await handle.describe()).typed_search_attributes is not None
 
@@ -203,7 +142,7 @@ async def test_pause_holds_new_trials_until_resume(
 
     await handle.signal(CampaignWorkflow.resume, ControlInput(by=APPROVER))
     result: CampaignResult = await handle.result()
-    assert result.status.phase == "done" and len(fakes.trained) == 7
+    assert result.status.phase == "done" and len(fakes.trained) == 8
 
 
 async def test_stop_cancels_running_trials_and_reports(

@@ -1,0 +1,92 @@
+"""The `rea` command line, run as a user runs it."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import PUBLIC_MODELS, SCHEMA_DIR, app
+from contracts import Budget, DatasetRef, ModelSpec
+from tests.factories import campaign_request
+
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REA_TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
+    result = runner.invoke(app, ["campaign", "status", "some-campaign"])
+    assert result.exit_code == 2
+    assert "no Temporal server at 127.0.0.1:" in result.output
+    assert "rea up" in result.output and "REA_TEMPORAL_ADDRESS" in result.output
+
+
+def test_invalid_campaign_spec_names_each_bad_field(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.json"
+    spec.write_text(json.dumps({"approvers": [], "budget": {"device_hours": 1}, "metrc": "ne"}))
+    result = runner.invoke(app, ["campaign", "start", str(spec)])
+    assert result.exit_code == 2
+    assert "approvers" in result.output and "metrc" in result.output
+
+
+def test_committed_json_schema_is_up_to_date(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["schema", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for model in PUBLIC_MODELS:
+        name = f"{model.__name__}.json"
+        assert (tmp_path / name).read_text() == (SCHEMA_DIR / name).read_text(), (
+            f"schema/{name} is stale: run `make schema`"
+        )
+
+
+def test_train_runs_one_trial_without_temporal(tmp_path: Path) -> None:
+    spec = tmp_path / "trial.json"
+    spec.write_text(json.dumps({"model": {"epochs": 1}, "dataset": {"max_rows": 3000}}))
+    result = runner.invoke(app, ["train", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert "validation" in result.output and "test" in result.output
+
+
+@pytest.mark.e2e
+def test_embedded_auto_approved_campaign_runs_to_a_result_table(tmp_path: Path) -> None:
+    """What `make demo` runs, on tiny data, on free ports."""
+    request = campaign_request(
+        baseline=ModelSpec(epochs=1, batch_size=256),
+        dataset=DatasetRef(max_rows=4000),
+        budget=Budget(device_hours=1.0, max_trials=3),
+    )
+    spec = tmp_path / "campaign.json"
+    spec.write_text(request.model_dump_json())
+    env = os.environ | {
+        "REA_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "REA_UI_PORT": str(free_port()),
+        "REA_DATA_DIR": str(tmp_path / "data"),
+        "COLUMNS": "200",
+    }
+    rea = Path(sys.executable).parent / "rea"
+    out = subprocess.run(
+        [str(rea), "campaign", "start", str(spec), "--embedded", "--auto-approve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Approved as alice@example.com" in out.stdout
+    assert "baseline" in out.stdout and "Web UI: http://127.0.0.1:" in out.stdout
+    assert (tmp_path / "data" / "temporal.db").exists()
+    assert (tmp_path / "data" / "results.sqlite").exists()
+    # Nothing is left running: the embedded server's port is free again.
+    host, port = env["REA_TEMPORAL_ADDRESS"].split(":")
+    with socket.socket() as sock:
+        assert sock.connect_ex((host, int(port))) != 0
