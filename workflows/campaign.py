@@ -6,9 +6,11 @@ called by name so that this module never imports their (torch-heavy) code.
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -246,7 +248,7 @@ class CampaignWorkflow:
 
     def _publish(self) -> None:
         """Mirror the state into search attributes and current details for the Web UI."""
-        updates = [
+        updates: list[SearchAttributeUpdate[Any]] = [
             options.PHASE.value_set(self._state.phase),
             options.DEVICE_HOURS_SPENT.value_set(self._state.device_hours_spent),
         ]
