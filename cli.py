@@ -7,7 +7,9 @@ workflow should decide.
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -68,6 +70,35 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
+_overrides: dict[str, Any] = {}
+
+
+@app.callback()
+def _options(
+    address: Annotated[
+        str | None, typer.Option(help="Temporal frontend host:port [REA_TEMPORAL_ADDRESS].")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Temporal namespace [REA_NAMESPACE].")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Server database and results [REA_DATA_DIR].")
+    ] = None,
+) -> None:
+    """openrea: a ranking engineer agent on Temporal."""
+    given = {"temporal_address": address, "namespace": namespace, "data_dir": data_dir}
+    _overrides.update({k: v for k, v in given.items() if v is not None})
+
+
+def load_settings() -> Settings:
+    """Settings from flags, then REA_* environment variables, then defaults."""
+    try:
+        return Settings(**_overrides)
+    except ValidationError as err:
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in err.errors())
+        raise fail(f"invalid settings: {problems}") from None
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
@@ -100,7 +131,7 @@ def load_json(path: Path, model: type[M], label: str) -> M:
 @app.command()
 def server() -> None:
     """Run the Temporal dev server (SQLite under the data dir, Web UI) in the foreground."""
-    settings = Settings()
+    settings = load_settings()
     with devserver.DevServer(settings) as dev:
         console.print(f"Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}")
         with contextlib.suppress(KeyboardInterrupt):
@@ -121,7 +152,7 @@ def worker(
     if unknown:
         raise fail(f"--role: unknown role(s) {sorted(unknown)}; choose from {list(ROLES)}")
     with contextlib.suppress(KeyboardInterrupt):
-        run(run_workers(Settings(), roles))  # type: ignore[arg-type]
+        run(run_workers(load_settings(), roles))  # type: ignore[arg-type]
 
 
 @app.command()
@@ -129,7 +160,7 @@ def up() -> None:
     """Run the dev server and a worker with every role, and keep them running."""
     from worker import run_workers
 
-    settings = Settings()
+    settings = load_settings()
     with devserver.DevServer(settings):
         console.print(
             f"openrea is up: Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}\n"
@@ -182,7 +213,7 @@ def campaign_start(
 ) -> None:
     """Start a campaign (by default the embedded MovieLens-100k example)."""
     request = load_json(spec, CampaignRequest, "campaign spec")
-    settings = Settings()
+    settings = load_settings()
     workflow_id = campaign_id or new_campaign_id()
 
     async def go(client: Client) -> None:
@@ -307,7 +338,7 @@ def campaign_status(
     """Show a campaign's phase, plan, trials and best metric."""
 
     async def main() -> CampaignStatus:
-        client = await make_client(Settings())
+        client = await make_client(load_settings())
         return await client.get_workflow_handle(campaign_id).query(CampaignWorkflow.status)
 
     status = run(main())
@@ -316,6 +347,7 @@ def campaign_status(
         return
     console.print(render_plan(status))
     console.print(render_trials(status))
+    console.print(render_summary(status))
 
 
 @campaign_app.command("approve")
@@ -329,7 +361,7 @@ def campaign_approve(
     """Approve a campaign's pending plan."""
 
     async def main() -> None:
-        client = await make_client(Settings())
+        client = await make_client(load_settings())
         handle = client.get_workflow_handle(campaign_id)
         try:
             approval = await handle.execute_update(
@@ -351,7 +383,7 @@ def _signal_command(name: str, help_text: str) -> None:
         reason: Annotated[str, typer.Option(help="Why.")] = "",
     ) -> None:
         async def main() -> None:
-            client = await make_client(Settings())
+            client = await make_client(load_settings())
             await client.get_workflow_handle(campaign_id).signal(
                 name, ControlInput(by=by, reason=reason)
             )
@@ -373,7 +405,7 @@ def campaign_watch(campaign_id: str) -> None:
     """Follow a campaign's progress until it ends and print its result."""
 
     async def main() -> None:
-        settings = Settings()
+        settings = load_settings()
         client = await make_client(settings)
         await follow(client, client.get_workflow_handle(campaign_id), settings)
 
@@ -385,7 +417,7 @@ def campaign_list(limit: Annotated[int, typer.Option(help="At most this many.")]
     """List campaigns, newest first, with phase and best metric."""
 
     async def main() -> Table:
-        client = await make_client(Settings())
+        client = await make_client(load_settings())
         table = Table("campaign", "status", "phase", "best", "started")
         count = 0
         async for wf in client.list_workflows('WorkflowType = "CampaignWorkflow"'):
@@ -482,6 +514,21 @@ def render_plan(status: CampaignStatus) -> Table:
     return table
 
 
+def render_summary(status: CampaignStatus) -> str:
+    approval = status.approval
+    approved = (
+        f"approved by {approval.approver} at {approval.approved_at:%Y-%m-%d %H:%M}"
+        if approval
+        else "not approved yet"
+    )
+    best = f"{status.best_metric:.5f} ({status.best_trial_id})" if status.best_metric else "-"
+    return (
+        f"[bold]{status.phase}[/]{' [yellow](paused)[/]' if status.paused else ''}; {approved}; "
+        f"{status.device_hours_spent:.4f} of {status.device_hours_approved} device-hours spent; "
+        f"best {status.metric} {best}\n{status.message}"
+    )
+
+
 def render_trials(status: CampaignStatus) -> Table:
     metric = status.metric
     table = Table(title=f"trials ({metric} on validation; test reported, never selected on)")
@@ -524,12 +571,32 @@ def render_result(result: CampaignResult) -> Table:
     return table
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    """The `rea` entry point."""
+    # SIGTERM (systemd, `kill`, CI) shuts down like Ctrl-C: the dev server a command started
+    # is stopped on the way out instead of being orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
+    code: int | str | None = 0
     try:
         app()
+    except SystemExit as exit_:
+        code = exit_.code
     except RPCError as err:
         err_console.print(f"[bold red]error:[/] Temporal said: {err.message}")
-        sys.exit(2)
+        code = 2
+    # The Temporal client's Rust threads can outlive the event loop and abort the interpreter
+    # while it finalizes (temporalio/sdk-python#300), turning a finished command into a crash
+    # with exit code 134. Everything is done by now: flush and leave without finalizing.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if isinstance(code, str):
+        err_console.print(code)
+        code = 1
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,7 +15,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="REA_", frozen=True)
 
-    temporal_address: str = Field(default="localhost:7233", pattern=r"^[^:\s]+:\d+$")
+    temporal_address: str = "localhost:7233"
     namespace: str = "default"
     data_dir: Path = Path(".rea")
     ui_port: int = Field(default=8233, ge=1, le=65535)
@@ -23,6 +23,14 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Trials one training worker runs at once."
     )
     trace_console: bool = Field(default=False, description="Print OpenTelemetry spans to stderr.")
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_and_port(cls, address: str) -> str:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port such as localhost:7233, got {address!r}")
+        return address
 
     @property
     def host(self) -> str:

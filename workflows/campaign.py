@@ -44,6 +44,7 @@ class CampaignWorkflow:
             campaign_id=workflow.info().workflow_id, goal=request.goal, metric=request.metric
         )
         self._stopping = False
+        self._stop_message = ""
         self._reserved_device_hours = 0.0
         self._running: dict[str, workflow.ActivityHandle[TrialResult]] = {}
 
@@ -147,7 +148,8 @@ class CampaignWorkflow:
     def stop(self, control: ControlInput) -> None:
         """Stop: cancel running trials and finish with what has been learned so far."""
         self._stopping = True
-        self._set(message=self._control_message("Stopped", control))
+        self._stop_message = self._control_message("Stopped", control)
+        self._set(message=self._stop_message)
         for handle in self._running.values():
             handle.cancel()
 
@@ -277,7 +279,10 @@ class CampaignWorkflow:
         return f"{verb}{who}{why}."
 
     def _result(self) -> CampaignResult:
-        self._enter("stopped" if self._stopping else "done", self._state.message)
+        if self._stopping:
+            self._enter("stopped", self._stop_message)
+        else:
+            self._enter("done", f"Done: {len(self._state.trials)} trials.")
         best = policy.best_record(self._state.trials, self._request.metric)
         improvement = None
         if self._state.best_metric is not None and self._state.baseline_metric is not None:
