@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -42,6 +42,7 @@ from contracts import (
     TrialProgress,
     TrialSpec,
 )
+from contracts.base import Spec
 from settings import Settings
 from workflows.campaign import CampaignWorkflow
 from workflows.options import BEST_METRIC, ORCHESTRATION_QUEUE, PHASE
@@ -102,6 +103,17 @@ def load_settings() -> Settings:
 def fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
+
+
+def progress_display() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -288,13 +300,7 @@ async def running_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> 
 
 async def follow(client: Client, handle: WorkflowHandle[Any, Any], settings: Settings) -> None:
     """Show progress until the campaign ends, then print its result."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with progress_display() as progress:
         campaign = progress.add_task("campaign", total=None)
         bars: dict[str, Any] = {}
         while True:
@@ -441,6 +447,13 @@ def campaign_list(limit: Annotated[int, typer.Option(help="At most this many.")]
 # ---- one trial, schema ---------------------------------------------------------------------
 
 
+class LocalTrial(Spec):
+    """What `rea train` reads: a model and a dataset, both optional."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    dataset: DatasetRef = Field(default_factory=DatasetRef)
+
+
 @app.command()
 def train(
     spec: Annotated[Path, typer.Argument(help="JSON with optional 'model' and 'dataset' keys.")],
@@ -449,21 +462,8 @@ def train(
     from ranking_models.errors import TrainingError
     from ranking_models.trainer import train as train_model
 
-    raw = json.loads(spec.read_text()) if spec.exists() else None
-    if raw is None:
-        raise fail(f"spec {spec} does not exist")
-    try:
-        model = ModelSpec.model_validate(raw.get("model", {}))
-        dataset = DatasetRef.model_validate(raw.get("dataset", {}))
-    except ValidationError as err:
-        raise fail(f"spec {spec} is invalid:\n{err}") from None
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    trial = load_json(spec, LocalTrial, "spec")
+    with progress_display() as progress:
         bar = progress.add_task("training", total=None)
 
         def on_progress(p: TrialProgress) -> None:
@@ -473,7 +473,7 @@ def train(
             )  # fmt: skip
 
         try:
-            outcome = train_model(model, dataset, on_progress=on_progress)
+            outcome = train_model(trial.model, trial.dataset, on_progress=on_progress)
         except TrainingError as err:
             raise fail(f"{type(err).__name__}: {err}") from None
     table = Table("split", "NE", "AUC", "log loss", "examples")
