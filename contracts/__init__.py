@@ -15,7 +15,8 @@ from contracts.campaign import (
     PlanningInput,
     TrialRecord,
 )
-from contracts.model import LOWER_IS_BETTER, DatasetRef, Metric, ModelSpec
+from contracts.dataset import DatasetRef
+from contracts.model import LOWER_IS_BETTER, Metric, ModelSpec
 from contracts.trial import Metrics, Phase, TrialProgress, TrialResult, TrialSpec
 
 __all__ = [

@@ -6,7 +6,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from contracts.base import Record, Spec
-from contracts.model import DatasetRef, Metric, ModelSpec
+from contracts.dataset import DatasetRef
+from contracts.model import Metric, ModelSpec
 from contracts.trial import Phase, TrialResult, TrialSpec
 
 CampaignPhase = Literal[

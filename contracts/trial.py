@@ -5,7 +5,8 @@ from typing import Literal
 from pydantic import Field
 
 from contracts.base import Record, Spec
-from contracts.model import DatasetRef, ModelSpec
+from contracts.dataset import DatasetRef
+from contracts.model import ModelSpec
 
 Phase = Literal["baseline", "validation", "combination", "exploitation"]
 TrialState = Literal["succeeded", "failed", "cancelled"]
