@@ -309,7 +309,7 @@ async def follow(client: Client, handle: WorkflowHandle[Any, Any], settings: Set
                 break
             status = await handle.query(CampaignWorkflow.status)
             planned = sum(p.trials for p in status.plan.phases) if status.plan else None
-            finished = sum(1 for t in status.trials if t.result is not None)
+            finished = sum(1 for t in status.trials if t.state != "running")
             progress.update(
                 campaign,
                 description=f"{status.phase}{' (paused)' if status.paused else ''}",
@@ -324,8 +324,8 @@ async def follow(client: Client, handle: WorkflowHandle[Any, Any], settings: Set
                     )
                 progress.update(bar, completed=p.step, total=p.total_steps)
             for trial in status.trials:
-                if trial.result is not None and trial.spec.trial_id in bars:
-                    progress.remove_task(bars.pop(trial.spec.trial_id))
+                if trial.state != "running" and trial.trial_id in bars:
+                    progress.remove_task(bars.pop(trial.trial_id))
             await asyncio.sleep(1.0)
     if description.status != WorkflowExecutionStatus.COMPLETED:
         raise fail(
@@ -543,18 +543,16 @@ def render_trials(status: CampaignStatus) -> Table:
     ):
         table.add_column(column)
     for t in status.trials:
-        r = t.result
-        val, test = (r.validation, r.test) if r else (None, None)
-        best = t.spec.trial_id == status.best_trial_id
+        best = t.trial_id == status.best_trial_id
         table.add_row(
-            f"[bold green]{t.spec.trial_id} *[/]" if best else t.spec.trial_id,
-            t.spec.phase,
-            r.state if r else "running",
-            f"{getattr(val, metric):.5f}" if val else "",
-            f"{val.auc:.5f}" if val else "",
-            f"{getattr(test, metric):.5f}" if test else "",
-            f"{r.duration_s:.1f}" if r else "",
-            style=None if r is None or r.state == "succeeded" else "red",
+            f"[bold green]{t.trial_id} *[/]" if best else t.trial_id,
+            t.phase,
+            t.state,
+            f"{getattr(t.validation, metric):.5f}" if t.validation else "",
+            f"{t.validation.auc:.5f}" if t.validation else "",
+            f"{getattr(t.test, metric):.5f}" if t.test else "",
+            f"{t.duration_s:.1f}" if t.state != "running" else "",
+            style=None if t.state in ("running", "succeeded") else "red",
         )
     return table
 

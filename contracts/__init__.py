@@ -9,13 +9,18 @@ from contracts.campaign import (
     CampaignResult,
     CampaignStatus,
     ControlInput,
+    Execution,
+    ExtendBudgetInput,
     Hypothesis,
     PhasePlan,
     Plan,
     PlanningInput,
     TrialRecord,
+    TrialSummary,
 )
 from contracts.dataset import DatasetRef
+from contracts.job import JobFinishedInput, JobHandle, JobState, JobStatus, LaunchJobInput
+from contracts.ledger import Ledger, PhaseLedger
 from contracts.model import LOWER_IS_BETTER, Metric, ModelSpec
 from contracts.trial import Metrics, Phase, TrialProgress, TrialResult, TrialSpec
 
@@ -30,11 +35,20 @@ __all__ = [
     "CampaignStatus",
     "ControlInput",
     "DatasetRef",
+    "Execution",
+    "ExtendBudgetInput",
     "Hypothesis",
+    "JobFinishedInput",
+    "JobHandle",
+    "JobState",
+    "JobStatus",
+    "LaunchJobInput",
+    "Ledger",
     "Metric",
     "Metrics",
     "ModelSpec",
     "Phase",
+    "PhaseLedger",
     "PhasePlan",
     "Plan",
     "PlanningInput",
@@ -42,4 +56,5 @@ __all__ = [
     "TrialRecord",
     "TrialResult",
     "TrialSpec",
+    "TrialSummary",
 ]

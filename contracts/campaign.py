@@ -3,16 +3,22 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, computed_field, field_validator
 
 from contracts.base import Record, Spec
 from contracts.dataset import DatasetRef
+from contracts.job import JobHandle
+from contracts.ledger import Ledger
 from contracts.model import Metric, ModelSpec
-from contracts.trial import Phase, TrialResult, TrialSpec
+from contracts.trial import Metrics, Phase, TrialResult, TrialSpec, TrialState
 
 CampaignPhase = Literal[
     "planning", "awaiting_approval", "validation", "combination", "done", "stopped"
 ]
+# in-worker: a training worker runs the trial as a heartbeating activity.
+# local-process: the trial runs as its own process on this host, holding no worker; it
+# signals the campaign when done, and a slow poll notices a job that died silently.
+Execution = Literal["in-worker", "local-process"]
 
 
 class Budget(Spec):
@@ -23,11 +29,20 @@ class Budget(Spec):
             campaign may spend, counting every trial's wall time times its devices.
         max_parallel_trials: Trials running at once.
         max_trials: Trials in all, baseline included.
+        max_wall_hours: After this long since approval the campaign stops its running
+            trials and reports what it has.
+        on_exhausted: When spending reaches the budget: let running trials finish, or stop
+            them at once (they checkpoint, so an extension can resume them).
+        extension_wait_hours: How long an exhausted campaign waits for an engineer to
+            extend the budget before it reports what it has.
     """
 
     device_hours: float = Field(gt=0.0)
     max_parallel_trials: int = Field(default=2, ge=1, le=64)
     max_trials: int = Field(default=12, ge=1, le=10_000)
+    max_wall_hours: float = Field(default=24.0 * 28, gt=0.0)
+    on_exhausted: Literal["finish-running", "stop-running"] = "finish-running"
+    extension_wait_hours: float = Field(default=72.0, ge=0.0)
 
 
 class CampaignRequest(Spec):
@@ -43,6 +58,7 @@ class CampaignRequest(Spec):
         metric: The validation metric to improve.
         budget: The compute asked for.
         approvers: Who may approve the plan (e.g. Slack handles or emails).
+        execution: Where trials run (see ``Execution``).
     """
 
     goal: str = Field(default="", max_length=500)
@@ -51,6 +67,7 @@ class CampaignRequest(Spec):
     metric: Metric = "ne"
     budget: Budget
     approvers: list[str] = Field(min_length=1)
+    execution: Execution = "in-worker"
 
     @field_validator("approvers")
     @classmethod
@@ -111,9 +128,19 @@ class ApproveInput(Spec):
     Attributes:
         approver: Must be one of the request's approvers.
         comment: Kept in the campaign's history.
+        device_hours: The budget approved, when it differs from the one requested.
     """
 
     approver: str = Field(min_length=1)
+    comment: str = ""
+    device_hours: float | None = Field(default=None, gt=0.0)
+
+
+class ExtendBudgetInput(Spec):
+    """The ``extend_budget`` update: an approver adds device-hours to the approved budget."""
+
+    approver: str = Field(min_length=1)
+    device_hours: float = Field(gt=0.0)
     comment: str = ""
 
 
@@ -134,14 +161,53 @@ class Approval(Record):
 
 
 class TrialRecord(Record):
-    """A trial as the campaign remembers it."""
+    """A trial in full, as stored by the results store."""
 
     spec: TrialSpec
     result: TrialResult | None = None
 
 
+class TrialSummary(Record):
+    """A trial as the campaign's state remembers it: small, so that a campaign of thousands of
+    trials fits in one payload (specs follow from the plan; full records are in the store).
+    """
+
+    trial_id: str
+    phase: Phase
+    hypothesis_ids: list[str] = Field(default_factory=list)
+    state: TrialState | Literal["running"] = "running"
+    validation: Metrics | None = None
+    test: Metrics | None = None
+    estimated_device_hours: float = 0.0
+    device_hours: float = 0.0
+    duration_s: float = 0.0
+    error: str = ""
+    error_type: str = ""
+    job: JobHandle | None = None
+
+    def metric(self, name: str) -> float | None:
+        """The validation value of ``name``, or None when the trial has none."""
+        return None if self.validation is None else getattr(self.validation, name)
+
+    def finished(self, result: TrialResult) -> "TrialSummary":
+        """This summary updated with a finished trial's result."""
+        return self.model_copy(
+            update={
+                "state": result.state,
+                "validation": result.validation,
+                "test": result.test,
+                "device_hours": result.device_hours,
+                "duration_s": result.duration_s,
+                "error": result.error,
+                "error_type": result.error_type,
+                "job": None,
+            }
+        )
+
+
 class CampaignStatus(Record):
-    """The answer to the ``status`` query and the body of the final result.
+    """The campaign's whole state: the ``status`` query's answer, the body of the final result,
+    and what continue-as-new carries into the next run.
 
     Attributes:
         phase: Where the campaign is.
@@ -150,8 +216,11 @@ class CampaignStatus(Record):
         approval: The approval, once given.
         trials: Every trial launched so far, in launch order.
         best_trial_id: The trial with the best validation metric so far.
-        device_hours_spent: Actual cost of finished trials.
+        ledger: Approved budget, reserved and spent device-hours per phase.
+        needs_attention: Why an engineer is needed now (empty when not).
+        stop_reason: Why the campaign stops, once it does.
         message: The last thing worth telling a person.
+        runs: Workflow runs so far (continue-as-new starts a new one).
     """
 
     campaign_id: str
@@ -161,13 +230,28 @@ class CampaignStatus(Record):
     paused: bool = False
     plan: Plan | None = None
     approval: Approval | None = None
-    trials: list[TrialRecord] = Field(default_factory=list)
+    trials: list[TrialSummary] = Field(default_factory=list)
     best_trial_id: str = ""
     best_metric: float | None = None
     baseline_metric: float | None = None
-    device_hours_spent: float = 0.0
-    device_hours_approved: float = 0.0
+    ledger: Ledger = Field(default_factory=Ledger)
+    needs_attention: str = ""
+    stop_reason: str = ""
     message: str = ""
+    runs: int = 1
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def device_hours_spent(self) -> float:
+        return self.ledger.spent
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def device_hours_approved(self) -> float:
+        return self.ledger.approved
+
+    def trial(self, trial_id: str) -> TrialSummary | None:
+        return next((t for t in self.trials if t.trial_id == trial_id), None)
 
 
 class CampaignResult(Record):

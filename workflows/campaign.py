@@ -1,11 +1,14 @@
 """CampaignWorkflow: plan, wait for approval, run trials phase by phase, report the best model.
 
 The workflow only decides and sequences; planning, training and bookkeeping are activities,
-called by name so that this module never imports their (torch-heavy) code.
+called by name so that this module never imports their (torch-heavy) code. While trials run
+the workflow sleeps on durable conditions and timers: it holds no worker slot, and a worker or
+server restart loses nothing.
 """
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,91 +25,151 @@ with workflow.unsafe.imports_passed_through():
         CampaignResult,
         CampaignStatus,
         ControlInput,
+        ExtendBudgetInput,
+        JobFinishedInput,
+        JobHandle,
+        JobStatus,
+        LaunchJobInput,
+        Ledger,
+        PhaseLedger,
         Plan,
         PlanningInput,
         TrialRecord,
         TrialResult,
         TrialSpec,
+        TrialSummary,
     )
     from workflows import options, policy
+
+EXECUTOR_PHASES: tuple[CampaignPhase, ...] = ("validation", "combination")
 
 
 # A request that does not validate fails the workflow at once (it names the field) instead of
 # failing workflow tasks that Temporal would retry forever.
 @workflow.defn(name="CampaignWorkflow", failure_exception_types=[ValidationError])
 class CampaignWorkflow:
-    """One campaign: improve a metric of a baseline model within an approved budget."""
+    """One campaign: improve a metric of a baseline model within an approved budget.
+
+    The second run argument is the state carried over by continue-as-new; clients start a
+    campaign with the request alone.
+    """
 
     @workflow.init
-    def __init__(self, request: CampaignRequest) -> None:
-        self._request = request
-        self._state = CampaignStatus(
-            campaign_id=workflow.info().workflow_id, goal=request.goal, metric=request.metric
+    def __init__(self, request: CampaignRequest, state: CampaignStatus | None = None) -> None:
+        # The SDK applies type hints only when the payload count matches the parameters, so
+        # a client's one-argument start arrives as plain JSON: validate both ways here.
+        self._request = request = CampaignRequest.model_validate(request)
+        self._state = (
+            CampaignStatus.model_validate(state).model_copy(update={"runs": state.runs + 1})
+            if state
+            else CampaignStatus(
+                campaign_id=workflow.info().workflow_id, goal=request.goal, metric=request.metric
+            )
         )
-        self._stopping = False
-        self._stop_message = ""
-        self._reserved_device_hours = 0.0
-        self._running: dict[str, workflow.ActivityHandle[TrialResult]] = {}
+        self._stopping = bool(self._state.stop_reason)
+        self._running: dict[str, workflow.ActivityHandle[TrialResult] | None] = {}
+        self._job_results: dict[str, TrialResult] = {}
+        self._launched_this_run = 0
+        self._draining = False
+        self._budget_closed = False
 
     @workflow.run
-    async def run(self, request: CampaignRequest) -> CampaignResult:
+    async def run(
+        self, request: CampaignRequest, state: CampaignStatus | None = None
+    ) -> CampaignResult:
+        request = self._request  # the validated copy (see __init__)
+        plan = self._state.plan or await self._make_plan()
+        if self._state.approval is None:
+            await self._await_approval(plan)
+        # The guardrail timer is a new command: campaigns started before it replay without it.
+        guard = None
+        if not self._stopping and workflow.patched("max-wall-time-guardrail"):
+            guard = asyncio.create_task(self._guard_wall_clock())
+        phases: dict[CampaignPhase, Callable[[], list[TrialSpec]]] = {
+            "validation": lambda: policy.validation_trials(self._id, request, plan),
+            "combination": lambda: policy.combination_trials(
+                self._id, request, plan, self._state.trials
+            ),
+        }
+        first = EXECUTOR_PHASES.index(self._state.phase) if self._state.phase in phases else 0
+        for phase in EXECUTOR_PHASES[first:]:
+            if self._stopping or self._budget_closed:
+                break
+            trials = [s for s in phases[phase]() if self._state.trial(s.trial_id) is None]
+            self._enter(phase, f"Running {len(trials)} {phase} trial(s).")
+            await asyncio.gather(*(self._run_trial(spec) for spec in trials))
+            if self._draining:
+                # Every trial of this run has finished and is recorded: hand the whole state
+                # to a fresh run, which resumes at this phase.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(args=[request, self._state])
+        # Let an in-flight approve/ stop handler finish before the workflow completes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if guard is not None:
+            guard.cancel()
+        return self._result(plan)
+
+    async def _make_plan(self) -> Plan:
         self._enter("planning", "Proposing hypotheses and estimating their cost.")
-        plan = await workflow.execute_activity(
+        plan: Plan = await workflow.execute_activity(
             "plan_campaign",
-            PlanningInput(campaign_id=self._state.campaign_id, request=request),
+            PlanningInput(campaign_id=self._id, request=self._request),
             result_type=Plan,
             start_to_close_timeout=options.PLANNING_TIMEOUT,
             retry_policy=options.BOOKKEEPING_RETRY,
             summary="propose hypotheses and estimate cost",
         )
-        self._set(plan=plan)
+        ledger = Ledger(
+            phases={p.phase: PhaseLedger(estimated=p.estimated_device_hours) for p in plan.phases}
+        )
+        self._set(plan=plan, ledger=ledger)
+        return plan
+
+    async def _await_approval(self, plan: Plan) -> None:
+        approvers = ", ".join(self._request.approvers)
+        self._set(needs_attention=f"plan awaits approval by one of {approvers}")
         self._enter(
             "awaiting_approval",
-            f"Waiting for approval by one of {', '.join(request.approvers)}: "
-            f"{len(plan.hypotheses)} hypotheses, estimated "
-            f"{plan.estimated_device_hours:.4f} of {request.budget.device_hours} device-hours.",
+            f"Waiting for approval by one of {approvers}: {len(plan.hypotheses)} hypotheses, "
+            f"estimated {plan.estimated_device_hours:.4f} of "
+            f"{self._request.budget.device_hours} device-hours.",
         )
         await workflow.wait_condition(
             lambda: self._state.approval is not None or self._stopping,
             timeout_summary="waiting for an engineer to approve the plan",
         )
-        phases: list[tuple[CampaignPhase, Callable[[], list[TrialSpec]]]] = [
-            ("validation", lambda: policy.validation_trials(self._id, request, plan)),
-            (
-                "combination",
-                lambda: policy.combination_trials(self._id, request, plan, self._state.trials),
-            ),
-        ]
-        for phase, make_trials in phases:
-            if self._stopping:
-                break
-            trials = make_trials()
-            self._enter(phase, f"Running {len(trials)} {phase} trial(s).")
-            await asyncio.gather(*(self._run_trial(spec) for spec in trials))
-        # Let an in-flight approve/ stop handler finish before the workflow completes.
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._result()
+        self._set(needs_attention="")
+
+    async def _guard_wall_clock(self) -> None:
+        """Stop the campaign once it has run ``max_wall_hours`` since approval."""
+        assert self._state.approval is not None
+        limit = timedelta(hours=self._request.budget.max_wall_hours)
+        left = self._state.approval.approved_at + limit - workflow.now()
+        if left > timedelta(0):
+            await workflow.sleep(left, summary="max wall time guardrail")
+        self._request_stop(f"Stopped: max wall time of {limit} reached.")
 
     # ---- handlers -------------------------------------------------------------------------
 
     @workflow.query
     def status(self) -> CampaignStatus:
-        """Where the campaign is: phase, plan, approval, trials, best metric, spend."""
+        """Where the campaign is: phase, plan, approval, trials, best metric, ledger."""
         return self._state
 
     @workflow.update
     def approve(self, approval: ApproveInput) -> Approval:
         """Approve the pending plan. Approving again returns the first approval unchanged."""
         if self._state.approval is None:
+            hours = approval.device_hours or self._request.budget.device_hours
             self._set(
                 approval=Approval(
                     approver=approval.approver,
                     comment=approval.comment,
                     approved_at=workflow.now(),
-                    device_hours=self._request.budget.device_hours,
+                    device_hours=hours,
                 ),
-                device_hours_approved=self._request.budget.device_hours,
-                message=f"Approved by {approval.approver}.",
+                ledger=self._state.ledger.model_copy(update={"approved": hours}),
+                message=f"Approved by {approval.approver}: {hours} device-hours.",
             )
         assert self._state.approval is not None
         return self._state.approval
@@ -115,13 +178,7 @@ class CampaignWorkflow:
     def _validate_approve(self, approval: ApproveInput) -> None:
         # Validators run before anything is written to history: a rejected approval leaves
         # no trace, so a stray click from a Slack bot costs nothing.
-        if approval.approver not in self._request.approvers:
-            raise ApplicationError(
-                f"approver: {approval.approver!r} may not approve this campaign; "
-                f"ask one of {self._request.approvers}",
-                type="NotAnApprover",
-                non_retryable=True,
-            )
+        self._check_approver(approval.approver)
         if self._state.approval is not None:
             return
         if self._state.phase != "awaiting_approval":
@@ -129,6 +186,44 @@ class CampaignWorkflow:
                 f"no plan is pending approval (phase is {self._state.phase!r}); "
                 "approve once `rea campaign status` shows phase awaiting_approval",
                 type="NothingToApprove",
+                non_retryable=True,
+            )
+
+    @workflow.update
+    def extend_budget(self, extension: ExtendBudgetInput) -> Ledger:
+        """Add device-hours to the approved budget; a campaign halted on budget resumes."""
+        ledger = self._state.ledger
+        self._set(
+            ledger=ledger.model_copy(update={"approved": ledger.approved + extension.device_hours}),
+            needs_attention="",
+            message=f"Budget extended by {extension.device_hours} device-hours "
+            f"by {extension.approver}.",
+        )
+        self._publish()
+        return self._state.ledger
+
+    @extend_budget.validator
+    def _validate_extend_budget(self, extension: ExtendBudgetInput) -> None:
+        self._check_approver(extension.approver)
+        if self._state.approval is None:
+            raise ApplicationError(
+                "the plan is not approved yet; approve it with the budget you want instead",
+                type="NotApproved",
+                non_retryable=True,
+            )
+        if self._budget_closed or self._state.phase in ("done", "stopped"):
+            raise ApplicationError(
+                f"the campaign is finishing (phase {self._state.phase!r}); start a new one",
+                type="CampaignFinishing",
+                non_retryable=True,
+            )
+
+    def _check_approver(self, approver: str) -> None:
+        if approver not in self._request.approvers:
+            raise ApplicationError(
+                f"approver: {approver!r} may not approve this campaign; "
+                f"ask one of {self._request.approvers}",
+                type="NotAnApprover",
                 non_retryable=True,
             )
 
@@ -146,28 +241,130 @@ class CampaignWorkflow:
 
     @workflow.signal
     def stop(self, control: ControlInput) -> None:
-        """Stop: cancel running trials and finish with what has been learned so far."""
+        """Stop: cancel running trials (they checkpoint) and report what has been learned."""
+        self._request_stop(self._control_message("Stopped", control))
+
+    @workflow.signal
+    def job_finished(self, finished: JobFinishedInput) -> None:
+        """An external job reports its result (stale reports of earlier launches are ignored)."""
+        trial = self._state.trial(finished.trial_id)
+        if trial is not None and trial.job is not None and trial.job.job_id == finished.job_id:
+            self._job_results[finished.trial_id] = finished.result
+
+    def _request_stop(self, reason: str) -> None:
+        if self._stopping:
+            return
         self._stopping = True
-        self._stop_message = self._control_message("Stopped", control)
-        self._set(message=self._stop_message)
+        self._set(stop_reason=reason, message=reason)
         for handle in self._running.values():
-            handle.cancel()
+            if handle is not None:
+                handle.cancel()
+        self._show_details()
 
     # ---- trials ---------------------------------------------------------------------------
 
     async def _run_trial(self, spec: TrialSpec) -> None:
-        if not await self._free_slot(spec):
+        if not await self._free_slot(spec) or not await self._reserve_budget(spec):
             return
-        if not policy.can_afford(
-            spec.estimated_device_hours,
-            self._state.device_hours_spent,
-            self._reserved_device_hours,
-            self._state.device_hours_approved,
+        self._launched_this_run += 1
+        self._running[spec.trial_id] = None
+        self._set(
+            trials=[
+                *self._state.trials,
+                TrialSummary(
+                    trial_id=spec.trial_id,
+                    phase=spec.phase,
+                    hypothesis_ids=spec.hypothesis_ids,
+                    estimated_device_hours=spec.estimated_device_hours,
+                ),
+            ],
+            ledger=self._state.ledger.change(spec.phase, reserved=spec.estimated_device_hours),
+        )
+        try:
+            if self._request.execution == "in-worker":
+                result = await self._train_in_worker(spec)
+            else:
+                result = await self._train_as_job(spec)
+        finally:
+            del self._running[spec.trial_id]
+        self._finish(spec, result)
+        await workflow.execute_activity(
+            "record_trial",
+            TrialRecord(spec=spec, result=result),
+            start_to_close_timeout=options.RECORD_TIMEOUT,
+            retry_policy=options.BOOKKEEPING_RETRY,
+            summary=f"store {spec.trial_id}",
+        )
+        if (
+            policy.exhausted(self._state.ledger)
+            and self._request.budget.on_exhausted == "stop-running"
         ):
-            self._set(message=f"Skipped {spec.trial_id}: it would exceed the approved budget.")
-            return
-        self._reserved_device_hours += spec.estimated_device_hours
-        self._set(trials=[*self._state.trials, TrialRecord(spec=spec)])
+            for handle in self._running.values():
+                if handle is not None:
+                    handle.cancel()
+
+    async def _free_slot(self, spec: TrialSpec) -> bool:
+        """Wait until a trial may launch; False when it must not launch in this run.
+
+        Every waiting trial's condition is checked in the same pass, so several can wake for
+        one free slot: each re-checks after waking, and only the first claims it.
+        """
+        while not (self._stopping or self._budget_closed or self._draining):
+            if policy.should_continue_as_new(
+                workflow.info().is_continue_as_new_suggested(), self._launched_this_run
+            ):
+                self._draining = True
+                break
+            if self._slot_free():
+                return True
+            await workflow.wait_condition(
+                lambda: self._stopping or self._slot_free(),
+                timeout_summary=f"{spec.trial_id}: waiting for a free trial slot",
+            )
+        return False
+
+    def _slot_free(self) -> bool:
+        return (
+            not self._state.paused and len(self._running) < self._request.budget.max_parallel_trials
+        )
+
+    async def _reserve_budget(self, spec: TrialSpec) -> bool:
+        """Wait until the ledger affords ``spec``; False when the budget is closed or stopped.
+
+        Running trials' reservations free up as they finish. When nothing runs and the trial
+        still does not fit, the budget is spent: ask for an extension and wait, durably.
+        """
+        estimate = spec.estimated_device_hours
+        while not policy.can_afford(estimate, self._state.ledger):
+            if self._stopping or self._budget_closed:
+                return False
+            if self._running:
+                running = len(self._running)
+                await workflow.wait_condition(
+                    lambda n=running: self._stopping or len(self._running) < n,  # type: ignore[misc]
+                    timeout_summary=f"{spec.trial_id}: waiting for reserved budget to free up",
+                )
+                continue
+            ledger = self._state.ledger
+            self._set(
+                needs_attention=f"budget exhausted: {ledger.spent:.4f} of {ledger.approved} "
+                f"device-hours spent; extend_budget to run {spec.trial_id} and the rest",
+            )
+            self._publish()
+            try:
+                await workflow.wait_condition(
+                    lambda: self._stopping or policy.can_afford(estimate, self._state.ledger),
+                    timeout=timedelta(hours=self._request.budget.extension_wait_hours),
+                    timeout_summary="waiting for an engineer to extend the budget",
+                )
+            except TimeoutError:
+                self._budget_closed = True
+                self._set(message="Budget exhausted and not extended: reporting what we have.")
+            self._set(needs_attention="")
+            self._publish()
+        return not (self._stopping or self._budget_closed)
+
+    async def _train_in_worker(self, spec: TrialSpec) -> TrialResult:
         handle = workflow.start_activity(
             "train_trial",
             spec,
@@ -183,57 +380,100 @@ class CampaignWorkflow:
         self._running[spec.trial_id] = handle
         self._show_details()
         try:
-            result = await handle
+            return await handle
         except ActivityError as err:
-            result = _failed_result(spec, err)
-        finally:
-            del self._running[spec.trial_id]
-            self._reserved_device_hours -= spec.estimated_device_hours
-        self._record(TrialRecord(spec=spec, result=result))
-        await workflow.execute_activity(
-            "record_trial",
-            TrialRecord(spec=spec, result=result),
-            start_to_close_timeout=options.RECORD_TIMEOUT,
-            retry_policy=options.BOOKKEEPING_RETRY,
-            summary=f"store {spec.trial_id}",
-        )
+            return _failed_result(spec, err)
 
-    async def _free_slot(self, spec: TrialSpec) -> bool:
-        """Wait until a trial may launch; False when the campaign stops first.
-
-        Every waiting trial's condition is checked in the same pass, so several can wake for
-        one free slot: each re-checks after waking, and only the first claims it.
-        """
-        while not self._stopping:
-            if self._slot_free():
-                return True
-            await workflow.wait_condition(
-                lambda: self._stopping or self._slot_free(),
-                timeout_summary=f"{spec.trial_id}: waiting for a free trial slot",
+    async def _train_as_job(self, spec: TrialSpec) -> TrialResult:
+        """Launch ``spec`` as an external job and sleep until it reports (or is found dead)."""
+        attempt = 1
+        while True:
+            job: JobHandle = await workflow.execute_activity(
+                "launch_job",
+                LaunchJobInput(spec=spec, attempt=attempt),
+                task_queue=options.TRAINING_QUEUE,
+                result_type=JobHandle,
+                start_to_close_timeout=options.JOB_CONTROL_TIMEOUT,
+                retry_policy=options.BOOKKEEPING_RETRY,
+                summary=f"launch {spec.trial_id} (attempt {attempt})",
             )
-        return False
+            self._update_trial(spec.trial_id, job=job)
+            self._show_details()
+            status = await self._wait_for_job(job)
+            if status.state == "lost" and attempt < policy.MAX_JOB_ATTEMPTS and not self._stopping:
+                attempt += 1
+                continue
+            if status.result is not None:
+                return status.result
+            return TrialResult(
+                campaign_id=spec.campaign_id,
+                trial_id=spec.trial_id,
+                state="cancelled" if status.state == "cancelled" else "failed",
+                error=status.message or f"job {job.job_id} ended {status.state} without a result",
+                error_type="JobLost" if status.state == "lost" else "",
+            )
 
-    def _slot_free(self) -> bool:
-        return (
-            not self._state.paused and len(self._running) < self._request.budget.max_parallel_trials
-        )
+    async def _wait_for_job(self, job: JobHandle) -> JobStatus:
+        trial_id = job.trial_id
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: trial_id in self._job_results or self._stopping,
+                    timeout=options.JOB_POLL_INTERVAL,
+                    timeout_summary=f"{trial_id}: job {job.job_id} running (slow poll fallback)",
+                )
+            except TimeoutError:
+                polled: JobStatus = await workflow.execute_activity(
+                    "poll_job",
+                    job,
+                    task_queue=options.TRAINING_QUEUE,
+                    result_type=JobStatus,
+                    start_to_close_timeout=options.JOB_CONTROL_TIMEOUT,
+                    retry_policy=options.BOOKKEEPING_RETRY,
+                    summary=f"poll {trial_id}",
+                )
+                if polled.state != "running":
+                    return polled
+                continue
+            if trial_id in self._job_results:
+                result = self._job_results.pop(trial_id)
+                return JobStatus(state=result.state, result=result)
+            stopped: JobStatus = await workflow.execute_activity(
+                "stop_job",
+                job,
+                task_queue=options.TRAINING_QUEUE,
+                result_type=JobStatus,
+                start_to_close_timeout=options.JOB_STOP_TIMEOUT,
+                retry_policy=options.BOOKKEEPING_RETRY,
+                summary=f"stop {trial_id} (checkpoint and exit)",
+            )
+            return stopped
 
-    def _record(self, record: TrialRecord) -> None:
-        trials = [
-            record if r.spec.trial_id == record.spec.trial_id else r for r in self._state.trials
-        ]
+    def _finish(self, spec: TrialSpec, result: TrialResult) -> None:
+        trial = self._state.trial(spec.trial_id)
+        assert trial is not None
+        trials = [trial.finished(result) if t is trial else t for t in self._state.trials]
         metric = self._request.metric
-        best = policy.best_record(trials, metric)
-        assert record.result is not None
+        best = policy.best_trial(trials, metric)
         self._set(
             trials=trials,
-            device_hours_spent=self._state.device_hours_spent + record.result.device_hours,
-            best_trial_id=best.spec.trial_id if best else "",
-            best_metric=best.result.metric(metric) if best and best.result else None,
+            ledger=self._state.ledger.change(
+                spec.phase, reserved=-spec.estimated_device_hours, spent=result.device_hours
+            ),
+            best_trial_id=best.trial_id if best else "",
+            best_metric=best.metric(metric) if best else None,
             baseline_metric=policy.metric_of(trials, policy.BASELINE_TRIAL_ID, metric),
-            message=f"{record.spec.trial_id} {record.result.state}.",
+            message=f"{spec.trial_id} {result.state}.",
         )
         self._publish()
+
+    def _update_trial(self, trial_id: str, **changes: Any) -> None:
+        self._set(
+            trials=[
+                t.model_copy(update=changes) if t.trial_id == trial_id else t
+                for t in self._state.trials
+            ]
+        )
 
     # ---- state and visibility -------------------------------------------------------------
 
@@ -250,12 +490,15 @@ class CampaignWorkflow:
 
     def _publish(self) -> None:
         """Mirror the state into search attributes and current details for the Web UI."""
+        s = self._state
         updates: list[SearchAttributeUpdate[Any]] = [
-            options.PHASE.value_set(self._state.phase),
-            options.DEVICE_HOURS_SPENT.value_set(self._state.device_hours_spent),
+            options.PHASE.value_set(s.phase),
+            options.DEVICE_HOURS_SPENT.value_set(s.ledger.spent),
+            options.DEVICE_HOURS_APPROVED.value_set(s.ledger.approved),
+            options.NEEDS_ATTENTION.value_set(bool(s.needs_attention)),
         ]
-        if self._state.best_metric is not None:
-            updates.append(options.BEST_METRIC.value_set(self._state.best_metric))
+        if s.best_metric is not None:
+            updates.append(options.BEST_METRIC.value_set(s.best_metric))
         workflow.upsert_search_attributes(updates)
         self._show_details()
 
@@ -263,14 +506,15 @@ class CampaignWorkflow:
         s = self._state
         lines = [
             f"**phase** {s.phase}{' (paused)' if s.paused else ''}",
-            f"**budget** {s.device_hours_spent:.4f} of {s.device_hours_approved or '?'} "
-            "device-hours spent",
+            f"**needs attention** {s.needs_attention}" if s.needs_attention else "",
+            f"**budget** {s.ledger.spent:.4f} spent + {s.ledger.reserved:.4f} reserved of "
+            f"{s.ledger.approved or '?'} device-hours",
             f"**best {s.metric}** {s.best_metric if s.best_metric is not None else '-'} "
             f"({s.best_trial_id or 'none yet'})",
             f"**running** {', '.join(self._running) or 'nothing'}",
             f"**last** {s.message}",
         ]
-        workflow.set_current_details("\n\n".join(lines))
+        workflow.set_current_details("\n\n".join(line for line in lines if line))
 
     @staticmethod
     def _control_message(verb: str, control: ControlInput) -> str:
@@ -278,12 +522,12 @@ class CampaignWorkflow:
         why = f": {control.reason}" if control.reason else ""
         return f"{verb}{who}{why}."
 
-    def _result(self) -> CampaignResult:
+    def _result(self, plan: Plan) -> CampaignResult:
         if self._stopping:
-            self._enter("stopped", self._stop_message)
+            self._enter("stopped", self._state.stop_reason)
         else:
             self._enter("done", f"Done: {len(self._state.trials)} trials.")
-        best = policy.best_record(self._state.trials, self._request.metric)
+        best = policy.best_trial(self._state.trials, self._request.metric)
         improvement = None
         if self._state.best_metric is not None and self._state.baseline_metric is not None:
             improvement = policy.relative_improvement(
@@ -291,7 +535,7 @@ class CampaignWorkflow:
             )
         return CampaignResult(
             status=self._state,
-            best_model=best.spec.model if best else None,
+            best_model=policy.model_for(self._request, plan, best.hypothesis_ids) if best else None,
             improvement=improvement,
         )
 

@@ -15,6 +15,12 @@ PLANNING_TIMEOUT = timedelta(minutes=10)
 TRIAL_TIMEOUT = timedelta(days=7)
 TRIAL_HEARTBEAT_TIMEOUT = timedelta(minutes=2)
 RECORD_TIMEOUT = timedelta(seconds=30)
+# External jobs report completion by signal; polling is only the fallback for a job that
+# died without reporting, so it can be slow.
+JOB_POLL_INTERVAL = timedelta(minutes=10)
+JOB_CONTROL_TIMEOUT = timedelta(minutes=2)
+# Stopping a job waits for it to checkpoint and exit.
+JOB_STOP_TIMEOUT = timedelta(minutes=15)
 
 # Errors a retry cannot fix: the spec or the data is wrong, or the run diverged.
 TRIAL_NON_RETRYABLE = ["BadSpecError", "BadDataError", "DivergenceError"]
@@ -31,4 +37,6 @@ BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 PHASE = SearchAttributeKey.for_keyword("ReaPhase")
 BEST_METRIC = SearchAttributeKey.for_float("ReaBestMetric")
 DEVICE_HOURS_SPENT = SearchAttributeKey.for_float("ReaDeviceHoursSpent")
-SEARCH_ATTRIBUTES = (PHASE, BEST_METRIC, DEVICE_HOURS_SPENT)
+DEVICE_HOURS_APPROVED = SearchAttributeKey.for_float("ReaDeviceHoursApproved")
+NEEDS_ATTENTION = SearchAttributeKey.for_bool("ReaNeedsAttention")
+SEARCH_ATTRIBUTES = (PHASE, BEST_METRIC, DEVICE_HOURS_SPENT, DEVICE_HOURS_APPROVED, NEEDS_ATTENTION)

@@ -9,13 +9,31 @@ from contracts import (
     LOWER_IS_BETTER,
     CampaignRequest,
     Hypothesis,
+    JobState,
+    Ledger,
+    ModelSpec,
     Phase,
     Plan,
-    TrialRecord,
     TrialSpec,
+    TrialSummary,
 )
 
 BASELINE_TRIAL_ID = "baseline"
+
+# How a job's state maps to its trial's state; "running" means keep waiting. A lost job (gone
+# without a result) is relaunched from its checkpoint while attempts remain, then failed.
+TRIAL_STATE_OF_JOB: dict[JobState, str] = {
+    "running": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "lost": "failed",
+}
+MAX_JOB_ATTEMPTS = 3
+
+# A run of the workflow launches at most this many trials before continuing as new, even if
+# the server has not suggested it yet: it bounds history size and replay time.
+MAX_TRIALS_PER_RUN = 200
 
 
 def is_better(candidate: float, incumbent: float | None, metric: str) -> bool:
@@ -33,6 +51,12 @@ def relative_improvement(best: float, baseline: float, metric: str) -> float:
     return gain / abs(baseline)
 
 
+def model_for(request: CampaignRequest, plan: Plan, hypothesis_ids: Sequence[str]) -> ModelSpec:
+    """The baseline with the changes of ``hypothesis_ids`` applied in order."""
+    changes = {h.id: h.changes for h in plan.hypotheses}
+    return request.baseline.with_changes(*(changes[i] for i in hypothesis_ids))
+
+
 def _trial(
     campaign_id: str,
     request: CampaignRequest,
@@ -40,13 +64,13 @@ def _trial(
     phase: Phase,
     hypotheses: Sequence[Hypothesis],
 ) -> TrialSpec:
-    trial_id = BASELINE_TRIAL_ID if not hypotheses else "+".join(h.id for h in hypotheses)
+    ids = [h.id for h in hypotheses]
     return TrialSpec(
         campaign_id=campaign_id,
-        trial_id=f"{phase[0]}-{trial_id}" if hypotheses else trial_id,
+        trial_id=f"{phase[0]}-{'+'.join(ids)}" if ids else BASELINE_TRIAL_ID,
         phase=phase,
-        hypothesis_ids=[h.id for h in hypotheses],
-        model=request.baseline.with_changes(*(h.changes for h in hypotheses)),
+        hypothesis_ids=ids,
+        model=model_for(request, plan, ids),
         dataset=request.dataset,
         metric=request.metric,
         estimated_device_hours=plan.estimated_device_hours_per_trial,
@@ -61,15 +85,15 @@ def validation_trials(campaign_id: str, request: CampaignRequest, plan: Plan) ->
 
 
 def improving_hypotheses(
-    plan: Plan, records: Sequence[TrialRecord], metric: str
+    plan: Plan, trials: Sequence[TrialSummary], metric: str
 ) -> list[Hypothesis]:
     """Hypotheses whose single-change trial beat the baseline, best first."""
-    baseline = metric_of(records, BASELINE_TRIAL_ID, metric)
+    baseline = metric_of(trials, BASELINE_TRIAL_ID, metric)
     if baseline is None:
         return []
     scored = []
     for hypothesis in plan.hypotheses:
-        value = metric_of(records, f"v-{hypothesis.id}", metric)
+        value = metric_of(trials, f"v-{hypothesis.id}", metric)
         if value is not None and is_better(value, baseline, metric):
             scored.append((value, hypothesis))
     scored.sort(key=lambda pair: pair[0], reverse=not LOWER_IS_BETTER[metric])
@@ -80,41 +104,51 @@ def combination_trials(
     campaign_id: str,
     request: CampaignRequest,
     plan: Plan,
-    records: Sequence[TrialRecord],
+    trials: Sequence[TrialSummary],
 ) -> list[TrialSpec]:
     """Merge the promising hypotheses: all of them, and the best two when there are more.
 
     A single improving hypothesis has nothing to combine with, so it yields no trial.
     """
-    improvers = improving_hypotheses(plan, records, request.metric)
+    improvers = improving_hypotheses(plan, trials, request.metric)
     groups: list[list[Hypothesis]] = []
     if len(improvers) >= 2:
         groups.append(improvers)
     if len(improvers) >= 3:
         groups.append(improvers[:2])
-    room = max(0, request.budget.max_trials - len(records))
+    room = max(0, request.budget.max_trials - len(trials))
     return [_trial(campaign_id, request, plan, "combination", g) for g in groups][:room]
 
 
-def metric_of(records: Sequence[TrialRecord], trial_id: str, metric: str) -> float | None:
+def metric_of(trials: Sequence[TrialSummary], trial_id: str, metric: str) -> float | None:
     """The validation ``metric`` of a finished trial, or None."""
-    for record in records:
-        if record.spec.trial_id == trial_id and record.result is not None:
-            return record.result.metric(metric)
+    for trial in trials:
+        if trial.trial_id == trial_id:
+            return trial.metric(metric)
     return None
 
 
-def best_record(records: Sequence[TrialRecord], metric: str) -> TrialRecord | None:
+def best_trial(trials: Sequence[TrialSummary], metric: str) -> TrialSummary | None:
     """The succeeded trial with the best validation ``metric``; the earliest wins ties."""
-    best: TrialRecord | None = None
+    best: TrialSummary | None = None
     best_value: float | None = None
-    for record in records:
-        value = None if record.result is None else record.result.metric(metric)
+    for trial in trials:
+        value = trial.metric(metric)
         if value is not None and is_better(value, best_value, metric):
-            best, best_value = record, value
+            best, best_value = trial, value
     return best
 
 
-def can_afford(estimate: float, spent: float, reserved: float, approved: float) -> bool:
-    """True when launching a trial estimated at ``estimate`` keeps spend within ``approved``."""
-    return spent + reserved + estimate <= approved
+def can_afford(estimate: float, ledger: Ledger) -> bool:
+    """True when reserving ``estimate`` keeps spent + reserved within the approved budget."""
+    return estimate <= ledger.remaining + 1e-12
+
+
+def exhausted(ledger: Ledger) -> bool:
+    """True when finished trials have spent the whole approved budget."""
+    return ledger.approved > 0 and ledger.spent >= ledger.approved
+
+
+def should_continue_as_new(suggested: bool, launched_this_run: int) -> bool:
+    """Continue as new when the server suggests it or this run has launched enough trials."""
+    return suggested or launched_this_run >= MAX_TRIALS_PER_RUN

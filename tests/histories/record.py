@@ -1,14 +1,16 @@
-"""Record the committed histories the replay test checks: `python -m tests.histories.record`.
+"""Record a history the replay test checks: `python -m tests.histories.record NAME`.
 
-Run it when a workflow change is meant to be incompatible (and put the old code behind
-`workflow.patched` instead, if running campaigns must survive it). Writes:
-    campaign_v1.json: a full campaign (plan, approval, validation and combination trials).
+After a workflow change that alters its commands (behind `workflow.patched`), record a new
+`campaign_vN.json` and keep the old ones: every committed history must keep replaying.
+Writes:
+    NAME.json: a full campaign (plan, approval, validation and combination trials).
     incompatible.json: the same history with one scheduled activity renamed, which no
         version of CampaignWorkflow produces: the replay test's negative control.
 """
 
 import asyncio
 import json
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +30,7 @@ from workflows.options import TRAINING_QUEUE
 HERE = Path(__file__).parent
 
 
-async def record() -> None:
+async def record(name: str) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(devserver.binary("temporal-test-server")),
         **client_options(),
@@ -58,7 +60,7 @@ async def record() -> None:
         history = json.loads((await handle.fetch_history()).to_json())
     await env.shutdown()
 
-    (HERE / "campaign_v1.json").write_text(json.dumps(history, indent=1) + "\n")
+    (HERE / f"{name}.json").write_text(json.dumps(history, indent=1) + "\n")
     for event in history["events"]:
         scheduled = event.get("activityTaskScheduledEventAttributes")
         if scheduled and scheduled["activityType"]["name"] == "train_trial":
@@ -68,4 +70,4 @@ async def record() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(sys.argv[1]))

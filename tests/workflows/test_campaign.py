@@ -98,7 +98,7 @@ async def test_campaign_approved_after_a_week_completes_with_best_combination(
 
     assert approval.approver == APPROVER
     assert result.status.phase == "done"
-    ids = [t.spec.trial_id for t in result.status.trials]
+    ids = [t.trial_id for t in result.status.trials]
     assert ids[0] == "baseline" and len(ids) == len(set(ids)) == 8
     assert result.status.best_trial_id == "c-wider-embeddings+wider-over-arch"
     assert result.status.best_metric == pytest.approx(0.86)
@@ -162,7 +162,7 @@ async def test_stop_cancels_running_trials_and_reports(
     result: CampaignResult = await handle.result()
 
     assert result.status.phase == "stopped"
-    assert [t.result.state for t in result.status.trials if t.result] == ["cancelled", "cancelled"]
+    assert [t.state for t in result.status.trials] == ["cancelled", "cancelled"]
     assert len(fakes.trained) == 2  # nothing launched after the stop
 
 
@@ -175,7 +175,7 @@ async def test_failed_trial_is_recorded_and_campaign_goes_on(
     await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
     result: CampaignResult = await handle.result()
 
-    failed = {t.spec.trial_id: t.result for t in result.status.trials if t.result.state == "failed"}
+    failed = {t.trial_id: t for t in result.status.trials if t.state == "failed"}
     assert list(failed) == ["v-wider-embeddings"]
     assert failed["v-wider-embeddings"].error_type == "DivergenceError"
     assert "NaN" in failed["v-wider-embeddings"].error

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from activities.planning import make_plan
-from contracts import ModelSpec, PlanningInput, TrialRecord
+from contracts import Budget, Ledger, ModelSpec, PlanningInput, TrialSummary
 from tests.factories import campaign_request, succeeded
 from workflows import policy
 
@@ -15,7 +15,12 @@ def plan_and_request():
 
 
 def finished(specs, ne_by_id):
-    return [TrialRecord(spec=s, result=succeeded(s, ne_by_id[s.trial_id])) for s in specs]
+    return [
+        TrialSummary(trial_id=s.trial_id, phase=s.phase, hypothesis_ids=s.hypothesis_ids).finished(
+            succeeded(s, ne_by_id[s.trial_id])
+        )
+        for s in specs
+    ]
 
 
 def test_is_better_follows_the_metric_direction() -> None:
@@ -59,26 +64,48 @@ def test_no_combination_without_two_improvers_or_room() -> None:
     assert policy.combination_trials("c", request, plan, finished(specs, ne)) == []
 
     ne["v-wider-over-arch"] = 0.85
-    full = request.model_copy(
-        update={"budget": request.budget.model_copy(update={"max_trials": 6})}
-    )
+    full = campaign_request(budget=Budget(device_hours=100.0, max_trials=6))
     assert policy.combination_trials("c", full, plan, finished(specs, ne)) == []
 
 
-def test_best_record_ignores_failures_and_prefers_the_earliest_tie() -> None:
+def test_best_trial_ignores_unfinished_trials_and_prefers_the_earliest_tie() -> None:
     plan, request = plan_and_request()
     specs = policy.validation_trials("c", request, plan)[:3]
-    records = finished(
-        specs, {specs[0].trial_id: 0.9, specs[1].trial_id: 0.8, specs[2].trial_id: 0.8}
-    )
-    records.append(TrialRecord(spec=specs[0].model_copy(update={"trial_id": "x"}), result=None))
-    best = policy.best_record(records, "ne")
-    assert best is not None and best.spec.trial_id == specs[1].trial_id
+    trials = finished(specs, dict(zip([s.trial_id for s in specs], [0.9, 0.8, 0.8], strict=True)))
+    trials.append(TrialSummary(trial_id="x", phase="validation"))  # still running
+    best = policy.best_trial(trials, "ne")
+    assert best is not None and best.trial_id == specs[1].trial_id
 
 
-def test_budget_check_counts_reserved_work() -> None:
-    assert policy.can_afford(1.0, spent=1.0, reserved=1.0, approved=3.0)
-    assert not policy.can_afford(1.0, spent=1.0, reserved=1.5, approved=3.0)
+def test_model_for_rebuilds_a_trial_spec_from_the_plan() -> None:
+    plan, request = plan_and_request()
+    combo = policy.combination_trials(
+        "c",
+        request,
+        plan,
+        finished(
+            policy.validation_trials("c", request, plan),
+            {"baseline": 0.9, "v-wider-embeddings": 0.8, "v-wider-over-arch": 0.85}
+            | {f"v-{h.id}": 0.95 for h in plan.hypotheses[2:]},
+        ),
+    )[0]
+    assert policy.model_for(request, plan, combo.hypothesis_ids) == combo.model
+
+
+def test_ledger_counts_reserved_work_per_phase() -> None:
+    ledger = Ledger(approved=3.0).change("validation", reserved=1.0, spent=1.0)
+    assert policy.can_afford(1.0, ledger)
+    ledger = ledger.change("combination", reserved=0.5)
+    assert not policy.can_afford(1.0, ledger) and not policy.exhausted(ledger)
+    ledger = ledger.change("validation", reserved=-1.0, spent=2.0)
+    assert policy.exhausted(ledger) and ledger.spent == 3.0 and ledger.reserved == 0.5
+    assert ledger.phases["validation"].spent == 3.0
+
+
+def test_continue_as_new_when_suggested_or_after_enough_trials() -> None:
+    assert policy.should_continue_as_new(True, 0)
+    assert policy.should_continue_as_new(False, policy.MAX_TRIALS_PER_RUN)
+    assert not policy.should_continue_as_new(False, policy.MAX_TRIALS_PER_RUN - 1)
 
 
 def test_invalid_changes_name_the_field() -> None:

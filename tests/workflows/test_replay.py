@@ -25,9 +25,11 @@ def history(name: str) -> WorkflowHistory:
     return WorkflowHistory.from_json("campaign-recorded", (HISTORIES / name).read_text())
 
 
-async def test_committed_campaign_history_replays() -> None:
-    result = await replayer().replay_workflow(history("campaign_v1.json"))
+@pytest.mark.parametrize("name", sorted(p.name for p in HISTORIES.glob("campaign_v*.json")))
+async def test_committed_campaign_history_replays(name: str) -> None:
+    result = await replayer().replay_workflow(history(name))
     assert result.replay_failure is None
+
 
 
 async def test_incompatible_history_is_caught() -> None:

@@ -1,0 +1,54 @@
+"""Training jobs launched outside the worker: a JSON handle and what polling it tells."""
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from contracts.base import Record
+from contracts.trial import TrialProgress, TrialResult, TrialSpec
+
+# What a scheduler can say about a job. "lost": the job is gone without a result (the host
+# rebooted, the process was killed): only the poll fallback can notice that.
+JobState = Literal["running", "succeeded", "failed", "cancelled", "lost"]
+
+
+class JobHandle(Record):
+    """Enough to find a job again from any worker, after any restart.
+
+    Attributes:
+        runner: Which runner launched it (``local-process``...).
+        job_id: The runner's id for the job.
+        trial_id: The trial it trains.
+        attempt: 1 for the first launch; a relaunch resumes from the job's checkpoint.
+        details: Runner-specific JSON (pid, log and result paths...).
+    """
+
+    runner: str
+    job_id: str
+    trial_id: str
+    attempt: int = 1
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobStatus(Record):
+    """What polling a job tells: its state, progress and, once finished, its result."""
+
+    state: JobState
+    progress: TrialProgress | None = None
+    result: TrialResult | None = None
+    message: str = ""
+
+
+class LaunchJobInput(Record):
+    """Input of the ``launch_job`` activity: the trial, and which launch of it this is."""
+
+    spec: TrialSpec
+    attempt: int = 1
+
+
+class JobFinishedInput(Record):
+    """The ``job_finished`` signal a job sends its campaign when it ends."""
+
+    trial_id: str
+    job_id: str
+    result: TrialResult
