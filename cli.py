@@ -7,10 +7,8 @@ workflow should decide.
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +28,7 @@ from temporalio.client import (
 from temporalio.service import RPCError
 
 import devserver
-from client import ServerUnreachable, make_client
+from client import ServerUnreachable, exit_without_finalizing, make_client
 from contracts import (
     ApproveInput,
     CampaignRequest,
@@ -153,7 +151,7 @@ def server() -> None:
 @app.command()
 def worker(
     role: Annotated[
-        list[str] | None, typer.Option(help="orchestration and/or training (default: both).")
+        list[str] | None, typer.Option(help="orchestration, training and/or jobs (default: all).")
     ] = None,
 ) -> None:
     """Run workers against the configured server until interrupted."""
@@ -586,15 +584,10 @@ def main() -> None:
     except RPCError as err:
         err_console.print(f"[bold red]error:[/] Temporal said: {err.message}")
         code = 2
-    # The Temporal client's Rust threads can outlive the event loop and abort the interpreter
-    # while it finalizes (temporalio/sdk-python#300), turning a finished command into a crash
-    # with exit code 134. Everything is done by now: flush and leave without finalizing.
-    sys.stdout.flush()
-    sys.stderr.flush()
     if isinstance(code, str):
         err_console.print(code)
         code = 1
-    os._exit(code or 0)
+    exit_without_finalizing(code or 0)
 
 
 if __name__ == "__main__":

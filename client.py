@@ -1,5 +1,7 @@
 """The one way to build a Temporal client: used by the CLI, the worker, tests and the replayer."""
 
+import os
+import sys
 from typing import Any
 
 from temporalio.client import Client
@@ -33,3 +35,15 @@ async def make_client(settings: Settings) -> Client:
             f"no Temporal server at {settings.temporal_address} — run `rea up` "
             "or set REA_TEMPORAL_ADDRESS"
         ) from err
+
+
+def exit_without_finalizing(code: int) -> None:
+    """Flush and exit now, skipping interpreter finalization.
+
+    The Temporal client's Rust threads can outlive the event loop and abort the interpreter
+    while it finalizes (temporalio/sdk-python#300), turning a finished command into a crash
+    with exit code 134. Call this once all work is done.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

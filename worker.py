@@ -3,6 +3,7 @@
 Roles:
     orchestration: campaign workflows plus planning and bookkeeping activities.
     training: the training activity, one trial per slot (one worker per GPU host).
+    jobs: launches, polls and stops trials that run as their own processes.
 """
 
 import asyncio
@@ -24,10 +25,15 @@ from activities.results import ResultActivities, SqliteTrialStore
 from client import make_client
 from settings import Settings
 from workflows.campaign import CampaignWorkflow
-from workflows.options import ORCHESTRATION_QUEUE, SEARCH_ATTRIBUTES, TRAINING_QUEUE
+from workflows.options import (
+    JOBS_QUEUE,
+    ORCHESTRATION_QUEUE,
+    SEARCH_ATTRIBUTES,
+    TRAINING_QUEUE,
+)
 
-Role = Literal["orchestration", "training"]
-ROLES: tuple[Role, ...] = ("orchestration", "training")
+Role = Literal["orchestration", "training", "jobs"]
+ROLES: tuple[Role, ...] = ("orchestration", "training", "jobs")
 
 # Contracts are immutable pydantic models: share them with the sandbox instead of re-importing
 # pydantic for every workflow run.
@@ -61,11 +67,11 @@ def orchestration_worker(
 
 
 def training_worker(client: Client, settings: Settings, task_queue: str = TRAINING_QUEUE) -> Worker:
-    """The training activity; ``settings.training_slots`` trials at once."""
+    """Training in this worker, ``settings.training_slots`` trials at once."""
     from activities.training import TrainingActivities
     from ranking_models.trainer import train
 
-    training = TrainingActivities(train=train)
+    training = TrainingActivities(train=train, data_dir=settings.data_dir)
     return Worker(
         client,
         task_queue=task_queue,
@@ -76,11 +82,34 @@ def training_worker(client: Client, settings: Settings, task_queue: str = TRAINI
     )
 
 
+def jobs_worker(client: Client, settings: Settings, task_queue: str = JOBS_QUEUE) -> Worker:
+    """Launch, poll and stop trials running as local processes on this host.
+
+    These activities manage this host's processes: with several job hosts, give each its own
+    queue (one worker per host), as with any host-bound resource.
+    """
+    from activities.jobs import JobActivities, LocalProcessRunner
+
+    jobs = JobActivities(
+        LocalProcessRunner(settings.data_dir, settings.temporal_address, settings.namespace)
+    )
+    return Worker(
+        client,
+        task_queue=task_queue,
+        activities=[jobs.launch_job, jobs.poll_job, jobs.stop_job],
+        activity_executor=ThreadPoolExecutor(max_workers=4),
+    )
+
+
 def build_workers(
     client: Client, settings: Settings, roles: Sequence[Role] = ROLES
 ) -> list[Worker]:
     """One worker per role."""
-    builders = {"orchestration": orchestration_worker, "training": training_worker}
+    builders = {
+        "orchestration": orchestration_worker,
+        "training": training_worker,
+        "jobs": jobs_worker,
+    }
     return [builders[role](client, settings) for role in roles]
 
 

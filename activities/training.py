@@ -2,11 +2,13 @@
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.jobs import checkpoint_dir
 from contracts import DatasetRef, Metrics, ModelSpec, TrialProgress, TrialResult, TrialSpec
 from ranking_models.errors import TrainingCancelled, TrainingError
 
@@ -25,6 +27,7 @@ class Trainer(Protocol):
         *,
         on_progress: Callable[[TrialProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        checkpoint_dir: Path | None = None,
     ) -> Outcome: ...
 
 
@@ -33,19 +36,23 @@ class TrainingActivities:
 
     Args:
         train: Trains one spec; ``ranking_models.trainer.train`` in production.
+        data_dir: Checkpoints go under it, one folder per (campaign, trial), so a retried
+            attempt resumes where the last one stopped.
         devices: Devices one trial occupies; device-hours = wall hours x devices.
     """
 
-    def __init__(self, train: Trainer, devices: int = 1) -> None:
+    def __init__(self, train: Trainer, data_dir: Path, devices: int = 1) -> None:
         self._train = train
+        self._data_dir = data_dir
         self._devices = devices
 
     @activity.defn(name="train_trial")
     def train_trial(self, spec: TrialSpec) -> TrialResult:
         """Train ``spec`` and report its metrics.
 
-        Progress goes out as heartbeat details (visible in the Web UI); cancellation is
-        noticed at the next progress callback.
+        Progress goes out as heartbeat details (visible in the Web UI). Checkpoints go under
+        the data dir, so a retry after a worker died resumes from the last one; cancellation
+        is noticed before the next step, after a checkpoint.
 
         Raises:
             ApplicationError: typed by the trainer's error class (``BadSpecError``,
@@ -53,14 +60,18 @@ class TrainingActivities:
         """
         started = time.monotonic()
         try:
-            outcome = self._train(
-                spec.model,
-                spec.dataset,
-                on_progress=lambda p: activity.heartbeat(
-                    p.model_copy(update={"trial_id": spec.trial_id})
-                ),
-                should_stop=activity.is_cancelled,
-            )
+            # Cancellation must arrive through should_stop, where the trainer checkpoints, not
+            # as an exception thrown into this thread at an arbitrary line.
+            with activity.shield_thread_cancel_exception():
+                outcome = self._train(
+                    spec.model,
+                    spec.dataset,
+                    on_progress=lambda p: activity.heartbeat(
+                        p.model_copy(update={"trial_id": spec.trial_id})
+                    ),
+                    should_stop=activity.is_cancelled,
+                    checkpoint_dir=checkpoint_dir(self._data_dir, spec),
+                )
         except TrainingCancelled as err:
             # Reported as cancelled (not failed) only when raised as Temporal's CancelledError.
             raise CancelledError(f"trial {spec.trial_id} cancelled") from err

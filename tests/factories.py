@@ -33,9 +33,14 @@ def metrics(ne: float, examples: int = 100) -> Metrics:
 
 
 def succeeded(spec: TrialSpec, ne: float, device_hours: float = 0.01) -> TrialResult:
+    return result_of(spec.campaign_id, spec.trial_id, ne, device_hours)
+
+
+def result_of(campaign_id: str, trial_id: str, ne: float, device_hours: float) -> TrialResult:
+    """A succeeded trial's result with validation NE ``ne``."""
     return TrialResult(
-        campaign_id=spec.campaign_id,
-        trial_id=spec.trial_id,
+        campaign_id=campaign_id,
+        trial_id=trial_id,
         state="succeeded",
         validation=metrics(ne),
         test=metrics(ne + 0.01),

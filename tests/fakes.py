@@ -9,8 +9,19 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.planning import make_plan
-from contracts import Plan, PlanningInput, TrialRecord, TrialResult, TrialSpec
-from tests.factories import succeeded
+from contracts import (
+    Hypothesis,
+    JobHandle,
+    JobState,
+    JobStatus,
+    LaunchJobInput,
+    Plan,
+    PlanningInput,
+    TrialRecord,
+    TrialResult,
+    TrialSpec,
+)
+from tests.factories import result_of
 
 # Validation NE by trial: two hypotheses beat the baseline (0.90), three do not.
 NE = {
@@ -36,12 +47,24 @@ class FakeActivities:
     planning_may_finish: threading.Event = field(default_factory=threading.Event)
     trained: list[str] = field(default_factory=list)
     recorded: list[TrialRecord] = field(default_factory=list)
+    # Extra hypotheses (seed changes) for campaigns of many trials; NE 0.95, never improving.
+    extra_hypotheses: int = 0
+    # External jobs: what poll_job answers per (trial, attempt); "running" when absent.
+    job_states: dict[tuple[str, int], JobState] = field(default_factory=dict)
+    launched: list[JobHandle] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    polls: int = 0
 
     def all(self) -> list[Callable[..., object]]:
         @activity.defn(name="plan_campaign")
         def plan_campaign(inp: PlanningInput) -> Plan:
             self.planning_may_finish.wait(timeout=30)
-            return make_plan(inp, estimate_seconds=lambda model, dataset: self.trial_seconds)
+            plan = make_plan(inp, estimate_seconds=lambda model, dataset: self.trial_seconds)
+            extra = [
+                Hypothesis(id=f"seed-{i}", title=f"seed {i}", changes={"seed": i})
+                for i in range(1, self.extra_hypotheses + 1)
+            ]
+            return plan.model_copy(update={"hypotheses": plan.hypotheses + extra})
 
         @activity.defn(name="record_trial")
         def record_trial(record: TrialRecord) -> None:
@@ -61,6 +84,34 @@ class FakeActivities:
                 while True:  # a long job: heartbeats until the campaign cancels it
                     activity.heartbeat()
                     await asyncio.sleep(0.1)
-            return succeeded(spec, NE[spec.trial_id], device_hours=self.trial_seconds / HOUR)
+            return self.result(spec.campaign_id, spec.trial_id)
 
         return [train_trial]
+
+    def result(self, campaign_id: str, trial_id: str) -> TrialResult:
+        """The result the fake trainer reports for a trial."""
+        return result_of(campaign_id, trial_id, NE.get(trial_id, 0.95), self.trial_seconds / HOUR)
+
+    def jobs(self) -> list[Callable[..., object]]:
+        @activity.defn(name="launch_job")
+        def launch_job(inp: LaunchJobInput) -> JobHandle:
+            handle = JobHandle(
+                runner="fake",
+                job_id=f"{inp.spec.trial_id}/{inp.attempt}",
+                trial_id=inp.spec.trial_id,
+                attempt=inp.attempt,
+            )
+            self.launched.append(handle)
+            return handle
+
+        @activity.defn(name="poll_job")
+        def poll_job(job: JobHandle) -> JobStatus:
+            self.polls += 1
+            return JobStatus(state=self.job_states.get((job.trial_id, job.attempt), "running"))
+
+        @activity.defn(name="stop_job")
+        def stop_job(job: JobHandle) -> JobStatus:
+            self.stopped.append(job.trial_id)
+            return JobStatus(state="cancelled")
+
+        return [launch_job, poll_job, stop_job]

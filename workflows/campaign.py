@@ -256,10 +256,14 @@ class CampaignWorkflow:
             return
         self._stopping = True
         self._set(stop_reason=reason, message=reason)
-        for handle in self._running.values():
-            if handle is not None:
-                handle.cancel()
+        self._cancel_running()
         self._show_details()
+
+    def _cancel_running(self) -> None:
+        """Cancel in-worker trials (they checkpoint); external jobs are stopped by their waiters."""
+        for handle in self._running.values():
+            if handle is not None and not handle.done():
+                handle.cancel()
 
     # ---- trials ---------------------------------------------------------------------------
 
@@ -278,7 +282,9 @@ class CampaignWorkflow:
                     estimated_device_hours=spec.estimated_device_hours,
                 ),
             ],
-            ledger=self._state.ledger.change(spec.phase, reserved=spec.estimated_device_hours),
+            ledger=self._state.ledger.change(
+                policy.ledger_phase(spec.phase), reserved=spec.estimated_device_hours
+            ),
         )
         try:
             if self._request.execution == "in-worker":
@@ -391,7 +397,7 @@ class CampaignWorkflow:
             job: JobHandle = await workflow.execute_activity(
                 "launch_job",
                 LaunchJobInput(spec=spec, attempt=attempt),
-                task_queue=options.TRAINING_QUEUE,
+                task_queue=options.JOBS_QUEUE,
                 result_type=JobHandle,
                 start_to_close_timeout=options.JOB_CONTROL_TIMEOUT,
                 retry_policy=options.BOOKKEEPING_RETRY,
@@ -415,18 +421,19 @@ class CampaignWorkflow:
 
     async def _wait_for_job(self, job: JobHandle) -> JobStatus:
         trial_id = job.trial_id
+        polls = 0
         while True:
             try:
                 await workflow.wait_condition(
                     lambda: trial_id in self._job_results or self._stopping,
-                    timeout=options.JOB_POLL_INTERVAL,
+                    timeout=policy.job_poll_interval(polls),
                     timeout_summary=f"{trial_id}: job {job.job_id} running (slow poll fallback)",
                 )
             except TimeoutError:
                 polled: JobStatus = await workflow.execute_activity(
                     "poll_job",
                     job,
-                    task_queue=options.TRAINING_QUEUE,
+                    task_queue=options.JOBS_QUEUE,
                     result_type=JobStatus,
                     start_to_close_timeout=options.JOB_CONTROL_TIMEOUT,
                     retry_policy=options.BOOKKEEPING_RETRY,
@@ -434,6 +441,7 @@ class CampaignWorkflow:
                 )
                 if polled.state != "running":
                     return polled
+                polls += 1
                 continue
             if trial_id in self._job_results:
                 result = self._job_results.pop(trial_id)
@@ -441,7 +449,7 @@ class CampaignWorkflow:
             stopped: JobStatus = await workflow.execute_activity(
                 "stop_job",
                 job,
-                task_queue=options.TRAINING_QUEUE,
+                task_queue=options.JOBS_QUEUE,
                 result_type=JobStatus,
                 start_to_close_timeout=options.JOB_STOP_TIMEOUT,
                 retry_policy=options.BOOKKEEPING_RETRY,
@@ -458,7 +466,9 @@ class CampaignWorkflow:
         self._set(
             trials=trials,
             ledger=self._state.ledger.change(
-                spec.phase, reserved=-spec.estimated_device_hours, spent=result.device_hours
+                policy.ledger_phase(spec.phase),
+                reserved=-spec.estimated_device_hours,
+                spent=result.device_hours,
             ),
             best_trial_id=best.trial_id if best else "",
             best_metric=best.metric(metric) if best else None,
@@ -526,7 +536,8 @@ class CampaignWorkflow:
         if self._stopping:
             self._enter("stopped", self._state.stop_reason)
         else:
-            self._enter("done", f"Done: {len(self._state.trials)} trials.")
+            why = " (budget exhausted and not extended)" if self._budget_closed else ""
+            self._enter("done", f"Done{why}: {len(self._state.trials)} trials.")
         best = policy.best_trial(self._state.trials, self._request.metric)
         improvement = None
         if self._state.best_metric is not None and self._state.baseline_metric is not None:

@@ -8,6 +8,9 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 # trial per slot on a training host.
 ORCHESTRATION_QUEUE = "rea-orchestration"
 TRAINING_QUEUE = "rea-training"
+# Launching, polling and stopping external jobs: short activities on the host that runs the
+# jobs, on a queue of their own so that they never wait behind an in-worker training.
+JOBS_QUEUE = "rea-jobs"
 
 # Planning reads a dataset header and may call an LLM: minutes at most.
 PLANNING_TIMEOUT = timedelta(minutes=10)
@@ -15,9 +18,6 @@ PLANNING_TIMEOUT = timedelta(minutes=10)
 TRIAL_TIMEOUT = timedelta(days=7)
 TRIAL_HEARTBEAT_TIMEOUT = timedelta(minutes=2)
 RECORD_TIMEOUT = timedelta(seconds=30)
-# External jobs report completion by signal; polling is only the fallback for a job that
-# died without reporting, so it can be slow.
-JOB_POLL_INTERVAL = timedelta(minutes=10)
 JOB_CONTROL_TIMEOUT = timedelta(minutes=2)
 # Stopping a job waits for it to checkpoint and exit.
 JOB_STOP_TIMEOUT = timedelta(minutes=15)

@@ -4,6 +4,7 @@ No temporalio here, so these are unit-tested directly and stay deterministic by 
 """
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from contracts import (
     LOWER_IS_BETTER,
@@ -30,6 +31,12 @@ TRIAL_STATE_OF_JOB: dict[JobState, str] = {
     "lost": "failed",
 }
 MAX_JOB_ATTEMPTS = 3
+
+# Jobs report completion by signal; polling only catches a job that died silently. Poll soon
+# after launch (a job that cannot start dies early), then back off: a days-long job costs a
+# poll an hour, not thousands of history events.
+FIRST_JOB_POLL = timedelta(minutes=1)
+MAX_JOB_POLL = timedelta(hours=1)
 
 # A run of the workflow launches at most this many trials before continuing as new, even if
 # the server has not suggested it yet: it bounds history size and replay time.
@@ -139,6 +146,11 @@ def best_trial(trials: Sequence[TrialSummary], metric: str) -> TrialSummary | No
     return best
 
 
+def ledger_phase(phase: Phase) -> str:
+    """The executor phase whose budget pays for a trial: the baseline runs in validation."""
+    return "validation" if phase == "baseline" else phase
+
+
 def can_afford(estimate: float, ledger: Ledger) -> bool:
     """True when reserving ``estimate`` keeps spent + reserved within the approved budget."""
     return estimate <= ledger.remaining + 1e-12
@@ -147,6 +159,11 @@ def can_afford(estimate: float, ledger: Ledger) -> bool:
 def exhausted(ledger: Ledger) -> bool:
     """True when finished trials have spent the whole approved budget."""
     return ledger.approved > 0 and ledger.spent >= ledger.approved
+
+
+def job_poll_interval(polls_so_far: int) -> timedelta:
+    """How long to sleep before the next fallback poll of a running job."""
+    return min(FIRST_JOB_POLL * 2 ** min(polls_so_far, 16), MAX_JOB_POLL)
 
 
 def should_continue_as_new(suggested: bool, launched_this_run: int) -> bool:

@@ -1,5 +1,7 @@
 """The training activity with the real trainer on tiny MovieLens data."""
 
+from pathlib import Path
+
 import pytest
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment
@@ -15,17 +17,17 @@ def tiny_spec(**model: object) -> TrialSpec:
         campaign_id="c1",
         trial_id="t1",
         phase="baseline",
-        model=ModelSpec(epochs=1, batch_size=128, **model),
+        model=ModelSpec(**({"epochs": 1, "batch_size": 128} | model)),
         dataset=DatasetRef(max_rows=3000),
     )
 
 
-def test_trains_for_real_and_heartbeats_progress() -> None:
+def test_trains_for_real_and_heartbeats_progress(tmp_path: Path) -> None:
     env = ActivityEnvironment()
     beats: list[TrialProgress] = []
     env.on_heartbeat = lambda *details: beats.append(details[0])
 
-    result = env.run(TrainingActivities(train=train).train_trial, tiny_spec())
+    result = env.run(TrainingActivities(train=train, data_dir=tmp_path).train_trial, tiny_spec())
 
     assert result.state == "succeeded" and result.trial_id == "t1"
     assert result.validation is not None and 0.0 < result.validation.ne < 1.5
@@ -35,19 +37,38 @@ def test_trains_for_real_and_heartbeats_progress() -> None:
     assert beats[-1].step == beats[-1].total_steps == result.steps
 
 
-def test_trainer_errors_become_typed_application_errors() -> None:
+def test_trainer_errors_become_typed_application_errors(tmp_path: Path) -> None:
     def diverging(*args: object, **kwargs: object) -> None:
         raise DivergenceError(7, float("nan"))
 
     with pytest.raises(ApplicationError) as raised:
-        ActivityEnvironment().run(TrainingActivities(train=diverging).train_trial, tiny_spec())  # type: ignore[arg-type]
+        activities = TrainingActivities(train=diverging, data_dir=tmp_path)  # type: ignore[arg-type]
+        ActivityEnvironment().run(activities.train_trial, tiny_spec())
     assert raised.value.type == "DivergenceError"
     assert "7" in str(raised.value)
 
 
-def test_cancellation_stops_training_and_reports_cancelled() -> None:
-    env = ActivityEnvironment()
-    env.on_heartbeat = lambda *details: env.cancel()  # cancel at the first progress report
+def test_cancelled_trial_checkpoints_and_the_retry_resumes(tmp_path: Path) -> None:
+    first = ActivityEnvironment()
+    first_beats: list[TrialProgress] = []
 
+    def cancel_at_second_report(progress: TrialProgress) -> None:
+        first_beats.append(progress)
+        if len(first_beats) == 2:
+            first.cancel()
+
+    first.on_heartbeat = cancel_at_second_report
+    activities = TrainingActivities(train=train, data_dir=tmp_path)
+    spec = tiny_spec(epochs=2)
     with pytest.raises(CancelledError):
-        env.run(TrainingActivities(train=train).train_trial, tiny_spec())
+        first.run(activities.train_trial, spec)
+
+    retry = ActivityEnvironment()
+    retry_beats: list[TrialProgress] = []
+    retry.on_heartbeat = lambda *details: retry_beats.append(details[0])
+    result = retry.run(activities.train_trial, spec)
+
+    assert result.state == "succeeded"
+    stopped_at = first_beats[-1].step
+    assert retry_beats[0].step > stopped_at  # resumed, not restarted
+    assert retry_beats[0].checkpoint_step >= stopped_at

@@ -2,13 +2,11 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from contracts import (
     ApproveInput,
@@ -16,70 +14,10 @@ from contracts import (
     CampaignResult,
     ControlInput,
 )
-from tests.factories import APPROVER, campaign_request
+from tests.factories import APPROVER
 from tests.fakes import FakeActivities
-from worker import HEARTBEAT_THROTTLE, WORKFLOW_RUNNER
+from tests.workflows.drive import start, wait_for_phase
 from workflows.campaign import CampaignWorkflow
-from workflows.options import TRAINING_QUEUE
-
-
-@pytest.fixture
-async def queue() -> str:
-    return f"test-{uuid.uuid4()}"
-
-
-@pytest.fixture
-async def fakes() -> FakeActivities:
-    fakes = FakeActivities()
-    fakes.planning_may_finish.set()
-    return fakes
-
-
-@pytest.fixture
-async def workers(
-    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities
-) -> AsyncIterator[None]:
-    client = time_skipping_env.client
-    async with (
-        Worker(
-            client,
-            task_queue=queue,
-            workflows=[CampaignWorkflow],
-            activities=fakes.all(),
-            activity_executor=_executor(),
-            workflow_runner=WORKFLOW_RUNNER,
-        ),
-        Worker(
-            client,
-            task_queue=TRAINING_QUEUE,
-            activities=fakes.training(),
-            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-        ),
-    ):
-        yield
-
-
-def _executor():  # sync fakes need a thread pool
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(max_workers=4)
-
-
-async def start(env: WorkflowEnvironment, queue: str, **overrides: object) -> WorkflowHandle:
-    return await env.client.start_workflow(
-        CampaignWorkflow.run,
-        campaign_request(**overrides),
-        id=f"campaign-{uuid.uuid4()}",
-        task_queue=queue,
-    )
-
-
-async def wait_for_phase(handle: WorkflowHandle, phase: str) -> None:
-    for _ in range(200):
-        if (await handle.query(CampaignWorkflow.status)).phase == phase:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never reached phase {phase}")
 
 
 async def test_campaign_approved_after_a_week_completes_with_best_combination(
@@ -206,8 +144,12 @@ async def test_approval_before_the_plan_is_ready_is_rejected(
     with pytest.raises(WorkflowUpdateFailedError) as rejected:
         await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
     assert "no plan is pending" in str(rejected.value.cause)
+    # End cleanly: the test server keeps time locked for an activity whose workflow was
+    # terminated under it, which would stall every later test's simulated time.
     fakes.planning_may_finish.set()
-    await handle.terminate()
+    await wait_for_phase(handle, "awaiting_approval")
+    await handle.signal(CampaignWorkflow.stop, ControlInput())
+    await handle.result()
 
 
 async def test_malformed_request_fails_the_workflow_naming_the_field(

@@ -31,7 +31,6 @@ async def test_committed_campaign_history_replays(name: str) -> None:
     assert result.replay_failure is None
 
 
-
 async def test_incompatible_history_is_caught() -> None:
     with pytest.raises(Exception, match=r"(?i)nondetermin"):
         await replayer().replay_workflow(history("incompatible.json"))

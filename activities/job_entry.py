@@ -1,0 +1,90 @@
+"""A job's process: `python -m activities.job_entry JOB_DIR` (launched by LocalProcessRunner).
+
+Trains the trial in JOB_DIR/job.json with checkpoints, writes result.json, then signals the
+campaign. SIGTERM means stop: the trainer checkpoints and the job reports itself cancelled.
+If the signal cannot be sent, the campaign's poll fallback reads result.json instead.
+"""
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from activities.jobs import write_json_atomically
+from client import exit_without_finalizing, make_client
+from contracts import JobFinishedInput, TrialProgress, TrialResult, TrialSpec
+from ranking_models.errors import TrainingCancelled, TrainingError
+from ranking_models.trainer import train
+from settings import Settings
+
+log = logging.getLogger("openrea.job")
+
+
+def run_job(folder: Path) -> TrialResult:
+    job = json.loads((folder / "job.json").read_text())
+    spec = TrialSpec.model_validate(job["spec"])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+    def on_progress(progress: TrialProgress) -> None:
+        write_json_atomically(folder / "progress.json", progress.model_dump_json())
+
+    started = time.monotonic()
+    common = {"campaign_id": spec.campaign_id, "trial_id": spec.trial_id}
+    try:
+        outcome = train(
+            spec.model,
+            spec.dataset,
+            on_progress=on_progress,
+            should_stop=stop.is_set,
+            checkpoint_dir=Path(job["checkpoint_dir"]),
+        )
+    except TrainingCancelled:
+        result = TrialResult(**common, state="cancelled", duration_s=time.monotonic() - started)
+    except TrainingError as err:
+        result = TrialResult(
+            **common, state="failed", error=str(err), error_type=type(err).__name__
+        )
+    else:
+        result = TrialResult(
+            **common,
+            state="succeeded",
+            validation=outcome.validation,
+            test=outcome.test,
+            steps=outcome.steps,
+            duration_s=outcome.duration_s,
+        )
+    duration = time.monotonic() - started
+    result = result.model_copy(update={"duration_s": duration, "device_hours": duration / 3600})
+    write_json_atomically(folder / "result.json", result.model_dump_json())
+    return result
+
+
+async def report(folder: Path, result: TrialResult) -> None:
+    job = json.loads((folder / "job.json").read_text())
+    settings = Settings(temporal_address=job["temporal_address"], namespace=job["namespace"])
+    client = await make_client(settings)
+    handle = client.get_workflow_handle(result.campaign_id)
+    await handle.signal(
+        "job_finished",
+        JobFinishedInput(trial_id=result.trial_id, job_id=job["job_id"], result=result),
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    folder = Path(sys.argv[1])
+    result = run_job(folder)
+    try:
+        asyncio.run(report(folder, result))
+    except Exception:  # the campaign's poll fallback will read result.json
+        log.exception("could not signal the campaign; it will find result.json when it polls")
+    exit_without_finalizing(0)
+
+
+if __name__ == "__main__":
+    main()

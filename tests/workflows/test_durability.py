@@ -1,0 +1,213 @@
+"""Hibernate-and-wake, the budget guardrails and continue-as-new, in simulated weeks."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from contracts import (
+    ApproveInput,
+    Budget,
+    CampaignResult,
+    ControlInput,
+    ExtendBudgetInput,
+    JobFinishedInput,
+)
+from tests.factories import APPROVER
+from tests.fakes import FakeActivities
+from tests.workflows.drive import start, start_approved, wait_for_phase
+from workflows import policy
+from workflows.campaign import CampaignWorkflow
+from workflows.options import NEEDS_ATTENTION
+
+DAY = timedelta(days=1)
+
+
+async def launched_jobs(fakes: FakeActivities, count: int) -> None:
+    for _ in range(400):
+        if len(fakes.launched) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{len(fakes.launched)} jobs launched, expected {count}")
+
+
+async def finish_job(handle: WorkflowHandle, fakes: FakeActivities, index: int) -> None:
+    """Report job ``index`` as done, as the job's own process would (by signal)."""
+    job = fakes.launched[index]
+    await handle.signal(
+        CampaignWorkflow.job_finished,
+        JobFinishedInput(
+            trial_id=job.trial_id, job_id=job.job_id, result=fakes.result(handle.id, job.trial_id)
+        ),
+    )
+
+
+async def test_days_long_jobs_after_a_week_long_approval_complete_in_seconds(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    env = time_skipping_env
+    budget = Budget(device_hours=100.0, max_parallel_trials=2, max_trials=3)
+    handle = await start(env, queue, execution="local-process", budget=budget)
+    await wait_for_phase(handle, "awaiting_approval")
+    await env.sleep(7 * DAY)
+    await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
+
+    for index in range(3):  # three jobs of two simulated days each, two at a time
+        await launched_jobs(fakes, index + 1)
+        await env.sleep(2 * DAY)
+        await finish_job(handle, fakes, index)
+    result: CampaignResult = await handle.result()
+
+    assert result.status.phase == "done"
+    assert [t.state for t in result.status.trials] == ["succeeded"] * 3
+    assert len(fakes.launched) == 3 and fakes.trained == []  # nothing trained in a worker
+    # The fallback polls back off to one an hour: 10 job-days cost ~24 polls a day plus each
+    # job's ramp-up (1, 2, 4 ... 32 minutes), not the thousands a fixed short interval would.
+    assert 0 < fakes.polls <= 10 * 24 + 3 * 7
+
+
+async def test_a_job_that_dies_silently_is_relaunched_and_resumes(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    env = time_skipping_env
+    fakes.job_states[("baseline", 1)] = "lost"
+    budget = Budget(device_hours=100.0, max_parallel_trials=1, max_trials=1)
+    handle = await start_approved(env, queue, execution="local-process", budget=budget)
+
+    await launched_jobs(fakes, 1)
+    await env.sleep(DAY)  # the poll fallback finds attempt 1 gone
+    await launched_jobs(fakes, 2)
+    await finish_job(handle, fakes, 1)
+    result: CampaignResult = await handle.result()
+
+    assert [(j.trial_id, j.attempt) for j in fakes.launched] == [("baseline", 1), ("baseline", 2)]
+    assert result.status.trials[0].state == "succeeded"
+
+
+async def test_a_job_lost_on_every_attempt_fails_its_trial(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    for attempt in range(1, policy.MAX_JOB_ATTEMPTS + 1):
+        fakes.job_states[("baseline", attempt)] = "lost"
+    budget = Budget(device_hours=100.0, max_parallel_trials=1, max_trials=1)
+    handle = await start_approved(
+        time_skipping_env, queue, execution="local-process", budget=budget
+    )
+
+    result: CampaignResult = await handle.result()
+
+    assert len(fakes.launched) == policy.MAX_JOB_ATTEMPTS
+    assert result.status.trials[0].state == "failed"
+    assert result.status.trials[0].error_type == "JobLost"
+
+
+async def test_stop_stops_external_jobs(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    handle = await start_approved(time_skipping_env, queue, execution="local-process")
+    await launched_jobs(fakes, 2)
+
+    await handle.signal(CampaignWorkflow.stop, ControlInput(by=APPROVER, reason="enough"))
+    result: CampaignResult = await handle.result()
+
+    assert sorted(fakes.stopped) == sorted(j.trial_id for j in fakes.launched)
+    assert [t.state for t in result.status.trials] == ["cancelled", "cancelled"]
+    assert result.status.stop_reason == f"Stopped by {APPROVER}: enough."
+
+
+async def test_exhausted_budget_waits_for_an_extension_then_goes_on(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    # Trials are estimated and spend one hour each; two hours are approved.
+    budget = Budget(device_hours=2.0, max_parallel_trials=1, max_trials=8)
+    handle = await start_approved(time_skipping_env, queue, budget=budget)
+    for _ in range(400):
+        status = await handle.query(CampaignWorkflow.status)
+        if status.needs_attention:
+            break
+        await asyncio.sleep(0.05)
+    assert "budget exhausted" in status.needs_attention and len(fakes.trained) == 2
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(NEEDS_ATTENTION) is True
+
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(
+            CampaignWorkflow.extend_budget, ExtendBudgetInput(approver="mallory", device_hours=9)
+        )
+    ledger = await handle.execute_update(
+        CampaignWorkflow.extend_budget, ExtendBudgetInput(approver=APPROVER, device_hours=10.0)
+    )
+    result: CampaignResult = await handle.result()
+
+    assert ledger.approved == 12.0
+    assert result.status.phase == "done" and not result.status.needs_attention
+    assert len(fakes.trained) == 8
+    assert result.status.ledger.spent == pytest.approx(8.0)
+    assert result.status.ledger.phases["validation"].spent == pytest.approx(7.0)  # + baseline
+    assert result.status.ledger.reserved == pytest.approx(0.0)
+
+
+async def test_budget_not_extended_in_time_reports_what_it_has(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    budget = Budget(device_hours=2.0, max_parallel_trials=1, extension_wait_hours=48)
+    handle = await start_approved(time_skipping_env, queue, budget=budget)
+
+    result: CampaignResult = await handle.result()  # skips the 48 hours of waiting
+
+    assert result.status.phase == "done" and len(result.status.trials) == 2
+    assert result.status.ledger.spent <= result.status.ledger.approved
+    assert "not extended" in result.status.message
+
+
+async def test_approval_can_grant_a_different_budget(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    budget = Budget(device_hours=100.0, max_parallel_trials=1, extension_wait_hours=0)
+    handle = await start(time_skipping_env, queue, budget=budget)
+    await wait_for_phase(handle, "awaiting_approval")
+    approval = await handle.execute_update(
+        CampaignWorkflow.approve,
+        ApproveInput(approver=APPROVER, device_hours=3.0, comment="start small"),
+    )
+    result: CampaignResult = await handle.result()
+
+    assert approval.device_hours == 3.0 and result.status.ledger.approved == 3.0
+    assert len(fakes.trained) == 3 and result.status.ledger.spent == pytest.approx(3.0)
+    # The baseline's cost counts in the validation phase, as the plan estimated it.
+    assert set(result.status.ledger.phases) == {"validation", "combination"}
+
+
+async def test_max_wall_time_stops_running_jobs(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    budget = Budget(device_hours=100.0, max_wall_hours=24.0)
+    handle = await start_approved(
+        time_skipping_env, queue, execution="local-process", budget=budget
+    )
+
+    result: CampaignResult = await handle.result()  # the jobs never finish
+
+    assert result.status.phase == "stopped"
+    assert "max wall time" in result.status.stop_reason
+    assert len(fakes.stopped) == 2
+
+
+async def test_a_thousand_trials_continue_as_new_and_each_is_recorded_once(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.extra_hypotheses = 993  # + 6 fixed + the baseline = 1,000 trials
+    fakes.trial_seconds = 1.0
+    budget = Budget(device_hours=10.0, max_parallel_trials=16, max_trials=1000)
+    handle = await start_approved(time_skipping_env, queue, budget=budget)
+
+    result: CampaignResult = await asyncio.wait_for(handle.result(), timeout=240)
+
+    ids = [t.trial_id for t in result.status.trials]
+    assert len(ids) == len(set(ids)) == 1000
+    assert sorted(fakes.trained) == sorted(ids)
+    assert sorted(r.spec.trial_id for r in fakes.recorded) == sorted(ids)
+    assert result.status.runs >= 1000 // policy.MAX_TRIALS_PER_RUN
+    assert all(t.state == "succeeded" for t in result.status.trials)
