@@ -37,13 +37,23 @@ class TrialSpec(Spec):
 
 
 class TrialProgress(Record):
-    """Heartbeat details of a running trial: what the Web UI shows and retries resume from."""
+    """Heartbeat details of a running trial: what the Web UI shows and retries resume from.
+
+    Attributes:
+        checkpoint_step: The step of the newest checkpoint written (0: none yet); a retry
+            resumes from it.
+        validation_ne: Validation NE after the last finished epoch (None before the first).
+        validation_auc: Validation AUC after the last finished epoch.
+    """
 
     trial_id: str = ""
     epoch: int = 0
     step: int = 0
     total_steps: int = 0
     train_loss: float = 0.0
+    checkpoint_step: int = 0
+    validation_ne: float | None = None
+    validation_auc: float | None = None
 
 
 class Metrics(Record):

@@ -1,7 +1,8 @@
 """Plain-torch reference for ``kernels.tbe``: one ``nn.EmbeddingBag`` per table.
 
 Slow and obvious on purpose. Tests hold the fused FBGEMM kernel to this: same pooled
-output for the same weights, and the same tables after each row-wise Adagrad step.
+output for the same weights, and the same tables after each step of each sparse
+optimizer (row-wise Adagrad, SGD, Adam), in fp32 and fp16 storage.
 """
 
 from collections.abc import Sequence
@@ -44,17 +45,67 @@ def rowwise_adagrad_update(
         weight.sub_(step.unsqueeze(1) * grad)
 
 
+def sgd_update(weight: torch.Tensor, grad: torch.Tensor, *, learning_rate: float) -> None:
+    """One exact SGD step, in place: ``weight -= learning_rate * grad``."""
+    with torch.no_grad():
+        weight.sub_(learning_rate * grad)
+
+
+def adam_update(
+    weight: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    rows: torch.Tensor,
+    *,
+    step: int,
+    learning_rate: float,
+    eps: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+) -> None:
+    """One lazy Adam step, in place: only ``rows`` (those looked up) move.
+
+    Written out in full (not shared with ``kernels.sparse_adam``) so that the test
+    compares two independent derivations of the same maths.
+
+    Args:
+        weight: (rows, D) table.
+        grad: (rows, D) gradient (summed over repeated ids).
+        exp_avg: (rows, D) first moment, updated in place.
+        exp_avg_sq: (rows, D) second moment, updated in place.
+        rows: Row ids looked up since the last step.
+        step: 1-based step number shared by all rows.
+        learning_rate: Step size.
+        eps: Added to the square root of the corrected second moment.
+        beta1: First-moment decay.
+        beta2: Second-moment decay.
+    """
+    with torch.no_grad():
+        mask = torch.zeros(weight.shape[0], 1, dtype=torch.bool)
+        mask[rows] = True
+        m = torch.where(mask, beta1 * exp_avg + (1 - beta1) * grad, exp_avg)
+        v = torch.where(mask, beta2 * exp_avg_sq + (1 - beta2) * grad * grad, exp_avg_sq)
+        exp_avg.copy_(m)
+        exp_avg_sq.copy_(v)
+        update = (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + eps)
+        weight.sub_(torch.where(mask, learning_rate * update, torch.zeros_like(update)))
+
+
 class ReferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
-    """Sum-pooled ``nn.EmbeddingBag`` tables with a separate row-wise Adagrad step.
+    """Sum-pooled ``nn.EmbeddingBag`` tables with a separate optimizer step.
 
     Unlike the fused kernel, backward only fills ``.grad``; call ``step`` to apply the
     update. Same constructor, seeded init and weight accessors as
-    ``FusedEmbeddingBagCollection``.
+    ``FusedEmbeddingBagCollection``. fp16 storage is modelled by fp32 tables rounded to
+    fp16 after init and after every step (FBGEMM computes in fp32 and rounds to nearest).
 
     Args:
         tables: One config per table; every pooling must be sum.
-        learning_rate: Row-wise Adagrad learning rate.
-        eps: Added to the square root of the accumulated squared gradient.
+        learning_rate: The optimizer's learning rate.
+        optimizer: ``rowwise_adagrad``, ``adam`` or ``sgd``.
+        precision: ``fp32`` or ``fp16``.
+        eps: Adagrad's and Adam's epsilon.
         seed: Seeds the initial weights.
     """
 
@@ -63,10 +114,15 @@ class ReferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         tables: Sequence[EmbeddingBagConfig],
         *,
         learning_rate: float,
+        optimizer: str = "rowwise_adagrad",
+        precision: str = "fp32",
         eps: float = 1e-8,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self.optimizer = optimizer
+        self.precision = precision
+        self._steps = 0
         _common.validate_tables(tables)
         self._tables = list(tables)
         self._feature_names = _common.feature_names(tables)
@@ -79,6 +135,9 @@ class ReferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         )
         for i, t in enumerate(tables):
             self.register_buffer(f"momentum_{i}", torch.zeros(t.num_embeddings))
+            self.register_buffer(f"exp_avg_{i}", torch.zeros(t.num_embeddings, t.embedding_dim))
+            self.register_buffer(f"exp_avg_sq_{i}", torch.zeros(t.num_embeddings, t.embedding_dim))
+        self._touched: list[list[torch.Tensor]] = [[] for _ in tables]
         self.load_weights(_common.seeded_weights(self._tables, seed))
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
@@ -98,6 +157,7 @@ class ReferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
             # offsets without the final total: EmbeddingBag's include_last_offset=False.
             offsets = jt.offsets()[:-1]
             pooled.append(self.bags[t](jt.values().long(), offsets.long()))  # (B, D)
+            self._touched[t].append(jt.values().long())
         return _common.pooled_to_keyed(torch.cat(pooled, dim=1), self._feature_names, self._dims)
 
     def embedding_bag_configs(self) -> list[EmbeddingBagConfig]:
@@ -109,22 +169,57 @@ class ReferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         return False
 
     def step(self) -> None:
-        """Applies row-wise Adagrad to every table from its ``.grad``, then clears it."""
-        for i, bag in enumerate(self.bags):
-            if bag.weight.grad is None:
+        """Applies the optimizer to every table from its ``.grad``, then clears it."""
+        self._steps += 1
+        for i, weight in enumerate(self._weights()):
+            rows = torch.cat(self._touched[i]).unique() if self._touched[i] else None
+            self._touched[i] = []
+            grad = weight.grad
+            if grad is None or rows is None:
                 continue
-            rowwise_adagrad_update(
-                bag.weight,
-                bag.weight.grad,
-                getattr(self, f"momentum_{i}"),
-                learning_rate=self.learning_rate,
-                eps=self.eps,
-            )
-            bag.weight.grad = None
+            if self.optimizer == "rowwise_adagrad":
+                rowwise_adagrad_update(
+                    weight,
+                    grad,
+                    self._state(f"momentum_{i}"),
+                    learning_rate=self.learning_rate,
+                    eps=self.eps,
+                )
+            elif self.optimizer == "sgd":
+                sgd_update(weight, grad, learning_rate=self.learning_rate)
+            elif self.optimizer == "adam":
+                adam_update(
+                    weight,
+                    grad,
+                    self._state(f"exp_avg_{i}"),
+                    self._state(f"exp_avg_sq_{i}"),
+                    rows,
+                    step=self._steps,
+                    learning_rate=self.learning_rate,
+                    eps=self.eps,
+                )
+            else:
+                raise ValueError(f"unknown optimizer {self.optimizer!r}")
+            weight.grad = None
+        self._round()
+
+    def _weights(self) -> list[torch.Tensor]:
+        return [bag.weight for bag in self.bags if isinstance(bag, nn.EmbeddingBag)]
+
+    def _state(self, name: str) -> torch.Tensor:
+        state = getattr(self, name)
+        assert isinstance(state, torch.Tensor)
+        return state
+
+    def _round(self) -> None:
+        if self.precision == "fp16":
+            with torch.no_grad():
+                for weight in self._weights():
+                    weight.copy_(weight.half().float())
 
     def split_weights(self) -> list[torch.Tensor]:
         """Copies of the tables, one (rows, D) tensor per table."""
-        return [bag.weight.detach().clone() for bag in self.bags]
+        return [w.detach().clone() for w in self._weights()]
 
     def load_weights(self, weights: Sequence[torch.Tensor]) -> None:
         """Overwrites the tables in place.
@@ -135,9 +230,15 @@ class ReferenceEmbeddingBagCollection(EmbeddingBagCollectionInterface):
         if len(weights) != len(self.bags):
             raise ValueError(f"expected {len(self.bags)} tables, got {len(weights)}")
         with torch.no_grad():
-            for bag, w in zip(self.bags, weights, strict=True):
-                bag.weight.copy_(w)
+            for weight, w in zip(self._weights(), weights, strict=True):
+                weight.copy_(w)
+        self._round()
 
     def optimizer_states(self) -> list[torch.Tensor]:
-        """Copies of the row-wise Adagrad accumulators, one (rows,) tensor per table."""
-        return [getattr(self, f"momentum_{i}").clone() for i in range(len(self.bags))]
+        """Copies of the optimizer state in ``FusedEmbeddingBagCollection`` order."""
+        names = {"rowwise_adagrad": ["momentum"], "adam": ["exp_avg", "exp_avg_sq"], "sgd": []}
+        return [
+            self._state(f"{name}_{i}").clone()
+            for i in range(len(self.bags))
+            for name in names[self.optimizer]
+        ]

@@ -1,8 +1,11 @@
 """Turns a ``ModelSpec`` into a TorchRec DLRM whose sparse part is the fused FBGEMM TBE.
 
-The only place a ``ModelSpec`` becomes torch objects. Anything the spec allows but the
-model cannot be built with raises ``BadSpecError`` naming the field, before any
-training time is spent.
+The only place a ``ModelSpec`` becomes torch objects. The interaction picks TorchRec's
+``DLRM`` (dot), ``DLRM_DCN`` (DCNv2 cross layers) or ``DLRM_Projection``; the small
+modules of ``ranking_models.arch`` are then swapped in for what TorchRec does not offer
+(full-rank cross layers, dense-input norm, over-arch dropout, shrunken tables). Anything
+the spec allows but the model cannot be built with raises ``BadSpecError`` naming the
+field, before any training time is spent.
 """
 
 import logging
@@ -10,12 +13,19 @@ import threading
 
 import torch
 from torch import nn
-from torchrec.models.dlrm import DLRM
+from torchrec.models.dlrm import DLRM, DLRM_DCN, DLRM_Projection, InteractionDCNArch
+from torchrec.modules.crossnet import CrossNet
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
-from torchrec.modules.mlp import Perceptron
+from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
 
 from contracts import ModelSpec
 from kernels import FusedEmbeddingBagCollection
+from ranking_models.arch import (
+    DropoutOverArch,
+    ModuloEmbeddingBagCollection,
+    NormalizedDenseArch,
+    SeededDropout,
+)
 from ranking_models.data import FeatureSchema
 from ranking_models.errors import BadSpecError
 
@@ -23,59 +33,56 @@ from ranking_models.errors import BadSpecError
 # that does not concern eager training; it would land in every `rea` output.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
-# Row-wise Adagrad's epsilon; not part of the spec (it rarely matters at this scale).
+# Adagrad's and Adam's epsilon for the embeddings; not part of the spec (it rarely matters
+# at this scale).
 SPARSE_EPS = 1e-8
 
 # Dense layers initialise from the global RNG; the worker trains several trials in
 # threads, so seeding and drawing must not interleave between two builds.
 _GLOBAL_RNG = threading.Lock()
 
+__all__ = [
+    "DropoutOverArch",
+    "build_model",
+    "dense_parameters",
+    "dropout_modules",
+    "interaction_width",
+    "sparse_modules",
+    "table_rows",
+    "validate_spec",
+]
 
-class DropoutOverArch(nn.Module):
-    """DLRM's over arch with dropout after each hidden layer.
 
-    TorchRec's ``OverArch`` has no dropout, so this rebuilds it from the same pieces
-    (ReLU ``Perceptron`` layers, then a linear output) with ``nn.Dropout`` in between,
-    and ``build_model`` swaps it in the way TorchRec's own ``DLRM_DCN`` swaps its arches.
+def table_rows(spec: ModelSpec, schema: FeatureSchema) -> list[int]:
+    """Rows of each feature's table: the data's size unless ``spec.table_rows`` overrides it."""
+    return [
+        spec.table_rows.get(name, rows)
+        for name, rows in zip(schema.sparse_features, schema.table_rows, strict=True)
+    ]
 
-    Args:
-        in_features: Width of the interaction output.
-        layer_sizes: Hidden widths followed by the output width (1 for a logit).
-        dropout: Probability of zeroing a hidden activation during training.
-        device: Where to allocate the parameters.
 
-    Example::
+def interaction_width(spec: ModelSpec, num_sparse: int) -> int:
+    """Width of the interaction output, the over arch's input, for F = ``num_sparse``.
 
-        over = DropoutOverArch(in_features=10, layer_sizes=[8, 1], dropout=0.1)
-        logits = over(torch.rand(4, 10))  # (B=4, 1)
+    Dot: the dense embedding (D), one dot product per pair of sparse features and one per
+    sparse feature with the dense embedding. DCN: the concatenated (F + 1) * D embeddings.
+    Projection: D plus F1 * F2 = ``projection_size ** 2`` products.
     """
-
-    def __init__(
-        self,
-        in_features: int,
-        layer_sizes: list[int],
-        dropout: float,
-        device: torch.device | None = None,
-    ) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = in_features
-        for hidden in layer_sizes[:-1]:
-            layers += [Perceptron(width, hidden, device=device), nn.Dropout(dropout)]
-            width = hidden
-        layers.append(nn.Linear(width, layer_sizes[-1], device=device))
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Maps (B, in_features) interactions to (B, layer_sizes[-1]) outputs."""
-        return self.model(features)
+    d = spec.embedding_dim
+    if spec.interaction == "dcn":
+        return (num_sparse + 1) * d
+    if spec.interaction == "projection":
+        return d + spec.projection_size**2
+    return d + num_sparse * (num_sparse - 1) // 2 + num_sparse
 
 
-def validate_spec(spec: ModelSpec) -> None:
+def validate_spec(spec: ModelSpec, schema: FeatureSchema | None = None) -> None:
     """Rejects specs the model cannot be built from.
 
     Args:
         spec: The model spec.
+        schema: The data's features, when known; checks ``table_rows`` and
+            ``dcn_low_rank`` against them.
 
     Raises:
         BadSpecError: Naming the field and the fix.
@@ -91,6 +98,21 @@ def validate_spec(spec: ModelSpec) -> None:
             "over_hidden",
             "is empty; DLRM's over arch needs at least one hidden layer, e.g. [64, 32]",
         )
+    if schema is None:
+        return
+    unknown = sorted(set(spec.table_rows) - set(schema.sparse_features))
+    if unknown:
+        raise BadSpecError(
+            "table_rows",
+            f"features {unknown} are not in the dataset; it has {list(schema.sparse_features)}",
+        )
+    width = interaction_width(spec, len(schema.sparse_features))
+    if spec.interaction == "dcn" and spec.dcn_low_rank >= width:
+        raise BadSpecError(
+            "dcn_low_rank",
+            f"{spec.dcn_low_rank} is not below the cross layer width {width}; "
+            "use 0 for full rank or a smaller rank",
+        )
 
 
 def build_model(
@@ -98,10 +120,11 @@ def build_model(
 ) -> DLRM:
     """Builds a seeded DLRM for ``schema``'s features.
 
-    Dense arch: ``dense_hidden + [embedding_dim]``; over arch: ``over_hidden + [1]``
-    (with dropout after each hidden layer when ``spec.dropout > 0``); sparse arch: one
-    fused FBGEMM table per sparse feature, trained by row-wise Adagrad at
-    ``spec.sparse_lr`` inside backward.
+    Dense arch: ``dense_hidden + [embedding_dim]`` (after ``dense_norm``); interaction:
+    ``spec.interaction``; over arch: ``over_hidden + [1]`` (with dropout after each hidden
+    layer when ``spec.dropout > 0``); sparse arch: one fused FBGEMM table per sparse
+    feature in ``embedding_precision``, trained by ``sparse_optimizer`` at ``sparse_lr``
+    inside backward.
 
     Args:
         spec: The model to build.
@@ -109,51 +132,91 @@ def build_model(
         device: Where the model lives; default CPU.
 
     Returns:
-        A ``DLRM`` mapping (dense (B, num_dense), sparse KJT) to logits (B, 1).
+        A ``DLRM`` (or subclass) mapping (dense (B, num_dense), sparse KJT) to logits (B, 1).
 
     Raises:
         BadSpecError: The spec cannot be built (see ``validate_spec``).
     """
-    validate_spec(spec)
+    validate_spec(spec, schema)
     device = torch.device(device or "cpu")
     with _GLOBAL_RNG:
         # Seeding the global RNG here makes a spec build the same model every time.
         torch.manual_seed(spec.seed)
-        return _build(spec, schema, device)
+        return _build(spec, schema, device).to(device)
 
 
 def _build(spec: ModelSpec, schema: FeatureSchema, device: torch.device) -> DLRM:
+    d, num_sparse = spec.embedding_dim, len(schema.sparse_features)
+    rows = table_rows(spec, schema)
     tables = [
         EmbeddingBagConfig(
-            name=f"t_{name}",
-            embedding_dim=spec.embedding_dim,
-            num_embeddings=rows,
-            feature_names=[name],
+            name=f"t_{name}", embedding_dim=d, num_embeddings=n, feature_names=[name]
         )
-        for name, rows in zip(schema.sparse_features, schema.table_rows, strict=True)
+        for name, n in zip(schema.sparse_features, rows, strict=True)
     ]
-    sparse = FusedEmbeddingBagCollection(
-        tables, learning_rate=spec.sparse_lr, eps=SPARSE_EPS, device=device, seed=spec.seed
+    sparse: EmbeddingBagCollectionInterface = FusedEmbeddingBagCollection(
+        tables,
+        learning_rate=spec.sparse_lr,
+        optimizer=spec.sparse_optimizer,
+        precision=spec.embedding_precision,
+        eps=SPARSE_EPS,
+        device=device,
+        seed=spec.seed,
     )
-    model = DLRM(
-        embedding_bag_collection=sparse,
-        dense_in_features=schema.num_dense,
-        dense_arch_layer_sizes=[*spec.dense_hidden, spec.embedding_dim],
-        over_arch_layer_sizes=[*spec.over_hidden, 1],
-        dense_device=device,
-    )
+    if any(n < m for n, m in zip(rows, schema.table_rows, strict=True)):
+        sparse = ModuloEmbeddingBagCollection(sparse)
+    common = {
+        "embedding_bag_collection": sparse,
+        "dense_in_features": schema.num_dense,
+        "dense_arch_layer_sizes": [*spec.dense_hidden, d],
+        "over_arch_layer_sizes": [*spec.over_hidden, 1],
+        "dense_device": device,
+    }
+    model: DLRM
+    if spec.interaction == "dcn":
+        model = DLRM_DCN(
+            **common,  # type: ignore[arg-type]
+            dcn_num_layers=spec.dcn_layers,
+            dcn_low_rank_dim=max(spec.dcn_low_rank, 1),
+        )
+        if spec.dcn_low_rank == 0:
+            # TorchRec's DLRM_DCN is low-rank only; DCNv2's full-rank layers are CrossNet.
+            crossnet = CrossNet(in_features=(num_sparse + 1) * d, num_layers=spec.dcn_layers)
+            model.inter_arch = InteractionDCNArch(num_sparse, crossnet)
+    elif spec.interaction == "projection":
+        branch = [*spec.projection_hidden, spec.projection_size * d]
+        model = DLRM_Projection(
+            **common,  # type: ignore[arg-type]
+            interaction_branch1_layer_sizes=branch,
+            interaction_branch2_layer_sizes=list(branch),
+        )
+    else:
+        model = DLRM(**common)  # type: ignore[arg-type]
+    if spec.dense_norm != "none":
+        norm: nn.Module = (
+            nn.BatchNorm1d(schema.num_dense)
+            if spec.dense_norm == "batch"
+            else nn.LayerNorm(schema.num_dense)
+        )
+        model.dense_arch = NormalizedDenseArch(norm, model.dense_arch)  # type: ignore[assignment]
     if spec.dropout > 0.0:
-        num_sparse = len(schema.sparse_features)
-        # DLRM's interaction output: the dense embedding (D), one dot product per pair
-        # of sparse features, and one per sparse feature with the dense embedding.
-        interaction_width = spec.embedding_dim + num_sparse * (num_sparse - 1) // 2 + num_sparse
-        model.over_arch = DropoutOverArch(
-            in_features=interaction_width,
+        model.over_arch = DropoutOverArch(  # type: ignore[assignment]
+            in_features=interaction_width(spec, num_sparse),
             layer_sizes=[*spec.over_hidden, 1],
             dropout=spec.dropout,
             device=device,
         )
     return model
+
+
+def sparse_modules(model: nn.Module) -> list[FusedEmbeddingBagCollection]:
+    """The fused embedding collections inside ``model`` (one for a model from ``build_model``)."""
+    return [m for m in model.modules() if isinstance(m, FusedEmbeddingBagCollection)]
+
+
+def dropout_modules(model: nn.Module) -> list[SeededDropout]:
+    """The seeded dropout layers inside ``model``, in registration order."""
+    return [m for m in model.modules() if isinstance(m, SeededDropout)]
 
 
 def dense_parameters(model: nn.Module) -> list[nn.Parameter]:

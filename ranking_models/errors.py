@@ -35,19 +35,21 @@ class BadDataError(TrainingError):
 
 
 class DivergenceError(TrainingError):
-    """The training loss became NaN or infinite.
+    """The training loss became NaN or infinite, or kept far above its starting value.
 
     Args:
-        step: The step (1-based) whose loss was not finite.
-        loss: The loss value.
+        step: The step (1-based) at which divergence was detected.
+        loss: The loss value at that step.
+        reason: Why it counts as divergence; default: the loss is not finite.
     """
 
-    def __init__(self, step: int, loss: float) -> None:
+    def __init__(self, step: int, loss: float, reason: str = "") -> None:
         self.step = step
         self.loss = loss
+        self.reason = reason or "not finite"
         super().__init__(
-            f"training diverged: loss is {loss} at step {step}; "
-            "lower dense_lr or sparse_lr, or add weight_decay"
+            f"training diverged: loss is {loss} at step {step} ({self.reason}); "
+            "lower dense_lr or sparse_lr, add lr_warmup_steps or grad_clip_norm"
         )
 
 

@@ -105,6 +105,26 @@ def auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
     return (positive_rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
 
 
+def calibration(labels: torch.Tensor, logits: torch.Tensor) -> float:
+    """Predicted CTR over actual CTR: 1.0 is calibrated, above 1 over-predicts clicks.
+
+    Args:
+        labels: (N,) 0/1 labels with at least one positive.
+        logits: (N,) or (N, 1) raw scores; the predicted CTR is the mean of sigmoid(logit).
+
+    Returns:
+        mean(sigmoid(logits)) / mean(labels).
+
+    Raises:
+        ValueError: No positive label, so the ratio is undefined.
+    """
+    labels, logits = _check(labels, logits)
+    actual = labels.mean().item()
+    if actual == 0.0:
+        raise ValueError("calibration needs at least one positive label")
+    return torch.sigmoid(logits).mean().item() / actual
+
+
 def compute_metrics(labels: torch.Tensor, logits: torch.Tensor) -> Metrics:
     """All ranking metrics for one split.
 

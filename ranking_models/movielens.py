@@ -367,4 +367,8 @@ def _build(
         train=split("train", 0, n_train),
         validation=split("validation", n_train, n_train + n_validation),
         test=split("test", n_train + n_validation, n),
+        split_rule=(
+            f"by timestamp (stable on ties): the oldest {n_train} rows train, the next "
+            f"{n_validation} validation, the newest {n_test} test"
+        ),
     )

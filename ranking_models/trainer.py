@@ -4,25 +4,36 @@ No Temporal here: progress and cancellation come in as plain callables, so an ac
 can wire them to heartbeats and cancellation while tests pass lambdas.
 """
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from contracts import DatasetRef, Metrics, ModelSpec, TrialProgress
-from ranking_models.data import CtrDataset, CtrSplit
-from ranking_models.dlrm import build_model, dense_parameters
-from ranking_models.errors import DivergenceError, OutOfMemoryError, TrainingCancelled
+from ranking_models import checkpoint, datasets
+from ranking_models.checkpoint import LoopState
+from ranking_models.data import CtrDataset, Split
+from ranking_models.dlrm import build_model, dense_parameters, sparse_modules
+from ranking_models.errors import (
+    BadDataError,
+    DivergenceError,
+    OutOfMemoryError,
+    TrainingCancelled,
+)
 from ranking_models.metrics import compute_metrics
-from ranking_models.movielens import load_movielens
+from ranking_models.optim import dense_optimizer, lr_factor
 
 # Evaluation has no backward pass, so it can take much larger batches than training.
 EVAL_BATCH_SIZE = 8192
+# The divergence monitor's reference: the mean loss of this many first steps.
+REFERENCE_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,8 @@ class TrainOutcome:
         steps: Optimizer steps taken.
         duration_s: Wall time of the whole run, data loading included.
         train_loss: Mean training loss over the last epoch.
+        validation_history: Validation metrics after each epoch, in order.
+        resumed_from_step: The checkpoint step this run resumed from (0: a fresh start).
     """
 
     validation: Metrics
@@ -42,6 +55,8 @@ class TrainOutcome:
     steps: int
     duration_s: float
     train_loss: float
+    validation_history: tuple[Metrics, ...] = ()
+    resumed_from_step: int = 0
 
 
 def load_dataset(dataset: DatasetRef, *, max_table_rows: int) -> CtrDataset:
@@ -57,8 +72,7 @@ def load_dataset(dataset: DatasetRef, *, max_table_rows: int) -> CtrDataset:
     Raises:
         BadDataError: The data is missing or malformed.
     """
-    # DatasetRef.name has one allowed value today; this is where the next one goes.
-    return load_movielens(dataset, max_table_rows=max_table_rows)
+    return datasets.load_dataset(dataset, max_table_rows=max_table_rows)
 
 
 def train(
@@ -69,95 +83,219 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     progress_every: int = 20,
     device: torch.device | str | None = None,
+    checkpoint_dir: Path | None = None,
+    checkpoint_every: int = 200,
+    divergence_factor: float = 10.0,
+    divergence_patience: int = 20,
 ) -> TrainOutcome:
-    """Trains ``model`` on the train split, then scores validation and test.
+    """Trains ``model`` on the train split, scoring validation every epoch and test at the end.
 
-    Dense parameters use Adam (``dense_lr``, ``weight_decay``); embeddings use
-    row-wise Adagrad fused into backward (``sparse_lr``); the loss is binary
-    cross-entropy on logits. Training rows are shuffled each epoch by a generator seeded
-    from ``model.seed``, so the same spec on the same data and device gives the same
-    metrics. Seeds the global torch RNG (see ``build_model``).
+    Dense parameters use ``dense_optimizer`` (``dense_lr``, ``weight_decay``, gradients
+    clipped to ``grad_clip_norm``); embeddings use ``sparse_optimizer`` fused into
+    backward (``sparse_lr``); both rates follow warmup and ``lr_schedule``. The loss is
+    binary cross-entropy on logits. Training rows are shuffled each epoch by a generator
+    seeded from ``model.seed`` and dropout draws from seeded generators, so the same spec
+    on the same data and device gives the same metrics, resumed or not. Seeds the global
+    torch RNG (see ``build_model``).
 
     Args:
         model: The model and how to train it.
         dataset: The data and how to split it.
         on_progress: Called every ``progress_every`` steps and at each epoch's end with
-            the epoch (1-based), the steps done, the total steps and the mean training
-            loss since the previous report.
+            the epoch (1-based), the steps done, the total steps, the mean training loss
+            since the previous report, the newest checkpoint step and (from the first
+            epoch's end on) validation NE and AUC.
         should_stop: Polled before every step; it must be cheap. When it returns True,
-            training stops and ``TrainingCancelled`` is raised.
+            training checkpoints (when ``checkpoint_dir`` is set), stops and raises
+            ``TrainingCancelled``.
         progress_every: Steps between progress reports.
         device: Where to train; default CUDA when available, else CPU.
+        checkpoint_dir: Folder for this run's checkpoint (see ``ranking_models.checkpoint``);
+            when it holds one for the same spec and dataset, training resumes from it.
+            None: no checkpoints.
+        checkpoint_every: Steps between checkpoints (one is also written at the end and
+            when ``should_stop`` stops training).
+        divergence_factor: The loss counts as diverging above this multiple of its mean
+            over the first steps...
+        divergence_patience: ...for this many consecutive steps.
 
     Returns:
-        Validation and test metrics, steps, wall time and the last epoch's mean loss.
+        Validation and test metrics, steps, wall time, the last epoch's mean loss and the
+        per-epoch validation metrics.
 
     Raises:
         BadSpecError: The spec cannot be built.
-        BadDataError: The dataset is missing, malformed or splits badly.
-        DivergenceError: The loss or the predictions became NaN or infinite.
+        BadDataError: The dataset is missing, malformed, splits badly or has ids outside
+            their tables.
+        DivergenceError: The loss or the predictions became NaN or infinite, or the loss
+            stayed above ``divergence_factor`` times its start.
         OutOfMemoryError: The model or a batch did not fit in memory.
         TrainingCancelled: ``should_stop`` returned True.
     """
-    if progress_every < 1:
-        raise ValueError(f"progress_every must be >= 1, got {progress_every}")
+    if progress_every < 1 or checkpoint_every < 1 or divergence_patience < 1:
+        raise ValueError(
+            "progress_every, checkpoint_every and divergence_patience must be >= 1, got "
+            f"{progress_every}, {checkpoint_every}, {divergence_patience}"
+        )
     started = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = load_dataset(dataset, max_table_rows=model.max_table_rows)
-    with _out_of_memory_as_typed_error(model):
+    check_data(data)
+    with _out_of_memory_as_typed_error(model), _bad_ids_as_typed_error():
         net = build_model(model, data.schema, device=device)
         train_split = data.train.to(device)
-        optimizer = torch.optim.Adam(
-            dense_parameters(net), lr=model.dense_lr, weight_decay=model.weight_decay
-        )
+        validation_split = data.validation.to(device)
+        optimizer = dense_optimizer(model, dense_parameters(net))
+        tables = sparse_modules(net)
         generator = torch.Generator().manual_seed(model.seed)
         steps_per_epoch = train_split.num_batches(model.batch_size)
         total_steps = model.epochs * steps_per_epoch
-        step = 0
-        epoch_loss = 0.0
+        restored = None
+        if checkpoint_dir is not None:
+            restored = checkpoint.load(
+                checkpoint_dir, spec=model, dataset=dataset, net=net, optimizer=optimizer
+            )
+        loop = restored or LoopState(step=0, epoch_generator_state=generator.get_state())
+        resumed_from = saved_step = loop.step
+
+        def report(epoch: int, train_loss: float) -> None:
+            if on_progress is None:
+                return
+            last = loop.validation_history[-1] if loop.validation_history else None
+            on_progress(
+                TrialProgress(
+                    epoch=epoch,
+                    step=loop.step,
+                    total_steps=total_steps,
+                    train_loss=train_loss,
+                    checkpoint_step=saved_step,
+                    validation_ne=None if last is None else last["ne"],
+                    validation_auc=None if last is None else last["auc"],
+                )
+            )
+
+        def save() -> None:
+            nonlocal saved_step
+            if checkpoint_dir is not None and saved_step != loop.step:
+                checkpoint.save(
+                    checkpoint_dir,
+                    spec=model,
+                    dataset=dataset,
+                    net=net,
+                    optimizer=optimizer,
+                    loop=loop,
+                )
+                saved_step = loop.step
+
         for epoch in range(1, model.epochs + 1):
+            if loop.step >= epoch * steps_per_epoch:
+                continue  # finished before the checkpoint
+            done_in_epoch = loop.step - (epoch - 1) * steps_per_epoch
+            # A no-op on a fresh run; on resume it redraws this epoch's shuffle, and the
+            # batches already trained on are skipped below.
+            generator.set_state(loop.epoch_generator_state)
             net.train()
-            epoch_loss, window_loss, window_steps = 0.0, 0.0, 0
-            for batch in train_split.batches(model.batch_size, generator=generator):
+            window_loss, window_steps = 0.0, 0
+            batches = train_split.batches(model.batch_size, generator=generator)
+            for batch in itertools.islice(batches, done_in_epoch, None):
                 if should_stop is not None and should_stop():
-                    raise TrainingCancelled(step)
+                    save()
+                    raise TrainingCancelled(loop.step)
+                factor = lr_factor(model, loop.step, total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = model.dense_lr * factor
+                for t in tables:
+                    t.set_learning_rate(model.sparse_lr * factor)
                 logits = net(batch.dense, batch.sparse).squeeze(1)  # (B,)
                 loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
                 value = loss.item()
-                if not math.isfinite(value):
-                    # Before backward: the fused kernel would write NaN into the tables.
-                    raise DivergenceError(step + 1, value)
+                if not math.isfinite(value) and not torch.isfinite(batch.dense).all():
+                    raise BadDataError(
+                        f"a training batch at step {loop.step + 1} has NaN or infinite "
+                        "dense features"
+                    )
+                # Before backward: the fused kernel would write NaN into the tables.
+                _check_divergence(loop, value, divergence_factor, divergence_patience)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # also applies row-wise Adagrad to the embedding rows
+                loss.backward()  # also applies the sparse optimizer to the embedding rows
+                if model.grad_clip_norm > 0.0:
+                    nn.utils.clip_grad_norm_(dense_parameters(net), model.grad_clip_norm)
                 optimizer.step()
-                step += 1
-                epoch_loss += value
+                loop.step += 1
+                loop.epoch_loss_sum += value
                 window_loss += value
                 window_steps += 1
-                last_of_epoch = step % steps_per_epoch == 0
-                if on_progress is not None and (step % progress_every == 0 or last_of_epoch):
-                    on_progress(
-                        TrialProgress(
-                            epoch=epoch,
-                            step=step,
-                            total_steps=total_steps,
-                            train_loss=window_loss / window_steps,
-                        )
-                    )
+                last_of_epoch = loop.step % steps_per_epoch == 0
+                if last_of_epoch:
+                    loop.last_epoch_loss = loop.epoch_loss_sum / steps_per_epoch
+                    loop.epoch_loss_sum = 0.0
+                    loop.epoch_generator_state = generator.get_state()
+                    metrics = evaluate(net, validation_split, step=loop.step)
+                    loop.validation_history.append(metrics.model_dump())
+                    net.train()
+                if loop.step % checkpoint_every == 0 or loop.step == total_steps:
+                    save()
+                if loop.step % progress_every == 0 or last_of_epoch:
+                    report(epoch, window_loss / window_steps)
                     window_loss, window_steps = 0.0, 0
-            epoch_loss /= steps_per_epoch
-        validation = evaluate(net, data.validation.to(device), step=step)
-        test = evaluate(net, data.test.to(device), step=step)
+        history = tuple(Metrics.model_validate(m) for m in loop.validation_history)
+        test = evaluate(net, data.test.to(device), step=loop.step)
     return TrainOutcome(
-        validation=validation,
+        validation=history[-1],
         test=test,
-        steps=step,
+        steps=loop.step,
         duration_s=time.perf_counter() - started,
-        train_loss=epoch_loss,
+        train_loss=loop.last_epoch_loss,
+        validation_history=history,
+        resumed_from_step=resumed_from,
     )
 
 
-def predict(net: nn.Module, split: CtrSplit) -> torch.Tensor:
+def check_data(data: CtrDataset) -> None:
+    """Rejects data no model can learn from or be scored on.
+
+    Dense features are checked batch by batch (see ``train``): a streamed split holds no
+    dense matrix to check up front.
+
+    Raises:
+        BadDataError: A split is empty, has labels other than 0/1, or (validation, test)
+            only one class.
+    """
+    for split in (data.train, data.validation, data.test):
+        if len(split) == 0:
+            raise BadDataError(f"the {split.name} split is empty; check the DatasetRef fractions")
+        labels = split.labels
+        if not torch.all((labels == 0) | (labels == 1)):
+            raise BadDataError(f"the {split.name} split has labels other than 0 and 1")
+        if split.name != "train" and labels.min() == labels.max():
+            raise BadDataError(
+                f"the {split.name} split has one class only, so NE and AUC are undefined; "
+                "use more rows"
+            )
+
+
+def _check_divergence(loop: LoopState, loss: float, factor: float, patience: int) -> None:
+    step = loop.step + 1
+    if not math.isfinite(loss):
+        raise DivergenceError(step, loss)
+    if len(loop.first_losses) < REFERENCE_STEPS:
+        loop.first_losses.append(loss)
+        loop.reference_loss = sum(loop.first_losses) / len(loop.first_losses)
+        return
+    if loss > factor * loop.reference_loss:
+        loop.high_streak += 1
+        if loop.high_streak >= patience:
+            raise DivergenceError(
+                step,
+                loss,
+                f"above {factor} x the first steps' mean {loop.reference_loss:.4g} "
+                f"for {patience} steps",
+            )
+    else:
+        loop.high_streak = 0
+
+
+def predict(net: nn.Module, split: Split) -> torch.Tensor:
     """Logits for every row of ``split``, in eval mode and without gradients.
 
     Args:
@@ -176,7 +314,7 @@ def predict(net: nn.Module, split: CtrSplit) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def evaluate(net: nn.Module, split: CtrSplit, *, step: int = 0) -> Metrics:
+def evaluate(net: nn.Module, split: Split, *, step: int = 0) -> Metrics:
     """NE, AUC and log loss of ``net`` on ``split``.
 
     Args:
@@ -194,6 +332,19 @@ def evaluate(net: nn.Module, split: CtrSplit, *, step: int = 0) -> Metrics:
     if not torch.isfinite(logits).all():
         raise DivergenceError(step, float("nan"))
     return compute_metrics(split.labels.cpu(), logits.cpu())
+
+
+@contextmanager
+def _bad_ids_as_typed_error() -> Iterator[None]:
+    """Turns FBGEMM's bounds check failure (an id outside its table) into ``BadDataError``."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "idx < num_rows" not in str(e):
+            raise
+        raise BadDataError(
+            f"a sparse id is outside its embedding table (hashing went wrong): {e}"
+        ) from e
 
 
 @contextmanager

@@ -191,3 +191,8 @@ def test_non_numeric_rating_names_the_line(tmp_path):
 def test_too_few_rows_for_the_split(tmp_path):
     with pytest.raises(BadDataError, match="max_rows"):
         load_movielens(DatasetRef(max_rows=3), max_table_rows=ROWS)
+
+
+def test_split_sizes_and_rule_are_reported(full):
+    assert full.splits() == {"train": 80_000, "validation": 10_000, "test": 10_000}
+    assert full.split_rule.startswith("by timestamp")

@@ -1,11 +1,21 @@
 """The trainer end to end on real MovieLens-100k (small cuts, CPU)."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from contracts import DatasetRef, ModelSpec, TrialProgress
 from ranking_models import trainer
-from ranking_models.errors import BadSpecError, DivergenceError, TrainingCancelled
+from ranking_models.errors import (
+    BadDataError,
+    BadSpecError,
+    DivergenceError,
+    OutOfMemoryError,
+    TrainingCancelled,
+)
+from ranking_models.metrics import calibration
+from ranking_models.optim import lr_factor
 from ranking_models.trainer import train
 
 TINY_DATA = DatasetRef(max_rows=3000)
@@ -78,3 +88,142 @@ def test_dropout_and_weight_decay_train():
     spec = TINY_SPEC.model_copy(update={"dropout": 0.2, "weight_decay": 1e-4})
     outcome = train(spec, TINY_DATA)
     assert torch.isfinite(torch.tensor(outcome.validation.logloss))
+
+
+# Dropout, batch norm, warmup + cosine decay and clipping: every piece of resumable state.
+RESUME_SPEC = TINY_SPEC.model_copy(
+    update={
+        "epochs": 2,
+        "dropout": 0.2,
+        "dense_norm": "batch",
+        "lr_warmup_steps": 3,
+        "lr_schedule": "cosine",
+        "grad_clip_norm": 1.0,
+    }
+)
+
+
+def _stop_at(step: int):
+    calls = 0
+
+    def should_stop() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > step
+
+    return should_stop
+
+
+@pytest.mark.parametrize(
+    ("stop_at", "change"),
+    [
+        (7, {}),  # mid-epoch 1
+        (10, {"sparse_optimizer": "adam", "dense_optimizer": "adagrad"}),  # epoch boundary
+        (13, {"sparse_optimizer": "sgd", "embedding_precision": "fp16", "dense_optimizer": "sgd"}),
+    ],
+)
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, stop_at, change):
+    spec = RESUME_SPEC.model_copy(update=change)
+    whole = train(spec, TINY_DATA)
+    with pytest.raises(TrainingCancelled):
+        train(spec, TINY_DATA, checkpoint_dir=tmp_path, checkpoint_every=4,
+              should_stop=_stop_at(stop_at))  # fmt: skip
+    assert (tmp_path / "checkpoint.pt").exists()
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically
+    resumed = train(spec, TINY_DATA, checkpoint_dir=tmp_path, checkpoint_every=4)
+    assert resumed.resumed_from_step == stop_at
+    assert resumed.validation == whole.validation
+    assert resumed.test == whole.test
+    assert resumed.validation_history == whole.validation_history
+    assert resumed.train_loss == pytest.approx(whole.train_loss, rel=1e-9)
+    assert resumed.steps == whole.steps == 20
+
+
+def test_checkpoint_of_another_spec_is_ignored(tmp_path):
+    train(TINY_SPEC, TINY_DATA, checkpoint_dir=tmp_path)
+    other = train(TINY_SPEC.model_copy(update={"seed": 3}), TINY_DATA, checkpoint_dir=tmp_path)
+    assert other.resumed_from_step == 0
+    assert other.validation == train(TINY_SPEC.model_copy(update={"seed": 3}), TINY_DATA).validation
+
+
+def test_progress_reports_checkpoint_step_and_validation_each_epoch(tmp_path):
+    reports: list[TrialProgress] = []
+    spec = TINY_SPEC.model_copy(update={"epochs": 2})
+    outcome = train(spec, TINY_DATA, on_progress=reports.append, progress_every=4,
+                    checkpoint_dir=tmp_path, checkpoint_every=6)  # fmt: skip
+    assert [r.checkpoint_step for r in reports] == [0, 6, 6, 12, 12, 20]
+    assert [r.validation_ne is None for r in reports] == [True] * 2 + [False] * 4
+    assert reports[2].validation_ne == outcome.validation_history[0].ne
+    assert reports[-1].validation_auc == outcome.validation.auc
+    assert len(outcome.validation_history) == 2
+
+
+def test_loss_staying_far_above_its_start_raises_divergence(monkeypatch):
+    real = trainer.F.binary_cross_entropy_with_logits
+    calls = 0
+
+    def exploding(logits, labels):
+        nonlocal calls
+        calls += 1
+        return real(logits, labels) * (1.0 if calls <= 5 else 100.0)
+
+    monkeypatch.setattr(trainer.F, "binary_cross_entropy_with_logits", exploding)
+    with pytest.raises(DivergenceError, match="for 3 steps") as e:
+        train(TINY_SPEC, TINY_DATA, divergence_factor=10.0, divergence_patience=3)
+    assert e.value.step == 8
+
+
+@pytest.mark.parametrize("fault", ["labels", "dense", "ids"])
+def test_bad_data_raises_bad_data_error(monkeypatch, fault):
+    data = trainer.load_dataset(TINY_DATA, max_table_rows=TINY_SPEC.max_table_rows)
+    split = data.train
+    if fault == "labels":
+        split = dataclasses.replace(split, labels=split.labels * 2)
+    elif fault == "dense":
+        split = dataclasses.replace(split, dense=split.dense * float("nan"))
+    else:
+        split = dataclasses.replace(split, ids=split.ids + 10**6)
+    bad = dataclasses.replace(data, train=split)
+    monkeypatch.setattr(trainer, "load_dataset", lambda *a, **k: bad)
+    with pytest.raises(BadDataError):
+        train(TINY_SPEC, TINY_DATA)
+
+
+def test_out_of_memory_is_typed(monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(trainer, "build_model", no_memory)
+    with pytest.raises(OutOfMemoryError, match="batch_size=256"):
+        train(TINY_SPEC, TINY_DATA)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup", "expected"),
+    [
+        ("none", 0, [1.0, 1.0, 1.0, 1.0]),
+        ("none", 2, [0.5, 1.0, 1.0, 1.0]),
+        ("linear", 0, [1.0, 0.75, 0.5, 0.25]),
+        ("cosine", 2, [0.5, 1.0, 1.0, 0.5]),
+    ],
+)
+def test_lr_factor_warms_up_then_decays(schedule, warmup, expected):
+    spec = ModelSpec(lr_schedule=schedule, lr_warmup_steps=warmup)
+    assert [lr_factor(spec, s, 4) for s in range(4)] == pytest.approx(expected)
+
+
+def test_trained_model_is_roughly_calibrated():
+    outcome_net = []
+    real_evaluate = trainer.evaluate
+
+    def keep(net, split, *, step=0):
+        outcome_net.append((net, split))
+        return real_evaluate(net, split, step=step)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(trainer, "evaluate", keep):
+        train(TINY_SPEC.model_copy(update={"epochs": 3}), DatasetRef(max_rows=20_000))
+    net, split = outcome_net[-1]
+    value = calibration(split.labels, trainer.predict(net, split))
+    assert 0.8 < value < 1.25
