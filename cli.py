@@ -36,6 +36,7 @@ from contracts import (
     CampaignStatus,
     ControlInput,
     DatasetRef,
+    ExtendBudgetInput,
     ModelSpec,
     TrialProgress,
     TrialSpec,
@@ -360,24 +361,56 @@ def campaign_approve(
     approver: Annotated[
         str, typer.Option("--as", help="Your name, as listed in the request's approvers.")
     ],
+    hours: Annotated[
+        float | None, typer.Option(help="Approve this many device-hours instead of the request.")
+    ] = None,
     comment: Annotated[str, typer.Option(help="Kept in the campaign's history.")] = "",
 ) -> None:
     """Approve a campaign's pending plan."""
 
     async def main() -> None:
-        client = await make_client(load_settings())
-        handle = client.get_workflow_handle(campaign_id)
-        try:
-            approval = await handle.execute_update(
-                CampaignWorkflow.approve, ApproveInput(approver=approver, comment=comment)
-            )
-        except WorkflowUpdateFailedError as err:
-            raise fail(f"approval rejected: {err.cause}") from None
+        approval = await update(
+            campaign_id,
+            CampaignWorkflow.approve,
+            ApproveInput(approver=approver, comment=comment, device_hours=hours),
+        )
         console.print(
-            f"Approved by {approval.approver} at {approval.approved_at:%Y-%m-%d %H:%M:%S}."
+            f"Approved {approval.device_hours} device-hours as {approval.approver} "
+            f"at {approval.approved_at:%Y-%m-%d %H:%M:%S}."
         )
 
     run(main())
+
+
+@campaign_app.command("extend-budget")
+def campaign_extend_budget(
+    campaign_id: str,
+    approver: Annotated[
+        str, typer.Option("--as", help="Your name, as listed in the request's approvers.")
+    ],
+    hours: Annotated[float, typer.Option(help="Device-hours to add to the approved budget.")],
+    comment: Annotated[str, typer.Option(help="Kept in the campaign's history.")] = "",
+) -> None:
+    """Add device-hours to a campaign's approved budget (a halted campaign resumes)."""
+
+    async def main() -> None:
+        ledger = await update(
+            campaign_id,
+            CampaignWorkflow.extend_budget,
+            ExtendBudgetInput(approver=approver, device_hours=hours, comment=comment),
+        )
+        console.print(f"Approved budget is now {ledger.approved} device-hours.")
+
+    run(main())
+
+
+async def update(campaign_id: str, method: Any, arg: BaseModel) -> Any:
+    """Run an update on a campaign; a rejection is a one-line error naming the reason."""
+    client = await make_client(load_settings())
+    try:
+        return await client.get_workflow_handle(campaign_id).execute_update(method, arg)
+    except WorkflowUpdateFailedError as err:
+        raise fail(f"rejected: {err.cause}") from None
 
 
 def _signal_command(name: str, help_text: str) -> None:
@@ -520,11 +553,15 @@ def render_summary(status: CampaignStatus) -> str:
         else "not approved yet"
     )
     best = f"{status.best_metric:.5f} ({status.best_trial_id})" if status.best_metric else "-"
-    return (
-        f"[bold]{status.phase}[/]{' [yellow](paused)[/]' if status.paused else ''}; {approved}; "
-        f"{status.device_hours_spent:.4f} of {status.device_hours_approved} device-hours spent; "
-        f"best {status.metric} {best}\n{status.message}"
-    )
+    ledger = status.ledger
+    lines = [
+        f"[bold]{status.phase}[/]{' [yellow](paused)[/]' if status.paused else ''}; {approved}",
+        f"budget: {ledger.spent:.4f} spent + {ledger.reserved:.4f} reserved of "
+        f"{ledger.approved} device-hours; best {status.metric} {best}",
+        f"[bold red]needs attention:[/] {status.needs_attention}" if status.needs_attention else "",
+        status.message,
+    ]
+    return "\n".join(line for line in lines if line)
 
 
 def render_trials(status: CampaignStatus) -> Table:
@@ -536,6 +573,7 @@ def render_trials(status: CampaignStatus) -> Table:
         "state",
         f"val {metric}",
         "val AUC",
+        "val calib.",
         f"test {metric}",
         "seconds",
     ):
@@ -548,6 +586,7 @@ def render_trials(status: CampaignStatus) -> Table:
             t.state,
             f"{getattr(t.validation, metric):.5f}" if t.validation else "",
             f"{t.validation.auc:.5f}" if t.validation else "",
+            f"{t.validation.calibration:.3f}" if t.validation and t.validation.calibration else "",
             f"{getattr(t.test, metric):.5f}" if t.test else "",
             f"{t.duration_s:.1f}" if t.state != "running" else "",
             style=None if t.state in ("running", "succeeded") else "red",

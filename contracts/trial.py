@@ -63,6 +63,9 @@ class Metrics(Record):
     auc: float
     logloss: float
     examples: int
+    calibration: float | None = Field(
+        default=None, description="Predicted CTR / actual CTR; 1.0 is calibrated."
+    )
 
 
 class TrialResult(Record):

@@ -133,12 +133,13 @@ def compute_metrics(labels: torch.Tensor, logits: torch.Tensor) -> Metrics:
         logits: (N,) or (N, 1) raw model outputs.
 
     Returns:
-        The split's ``Metrics`` (NE, AUC, log loss, example count).
+        The split's ``Metrics`` (NE, AUC, log loss, calibration, example count).
     """
     loss = log_loss(labels, logits)
     return Metrics(
         ne=loss / base_rate_entropy(labels),
         auc=auc(labels, logits),
         logloss=loss,
+        calibration=calibration(labels, logits),
         examples=labels.numel(),
     )
