@@ -56,6 +56,7 @@ def run_job(folder: Path) -> TrialResult:
             validation=outcome.validation,
             test=outcome.test,
             steps=outcome.steps,
+            resumed_from_step=outcome.resumed_from_step,
             duration_s=outcome.duration_s,
         )
     duration = time.monotonic() - started

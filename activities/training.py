@@ -17,6 +17,7 @@ class Outcome(Protocol):
     validation: Metrics
     test: Metrics
     steps: int
+    resumed_from_step: int
 
 
 class Trainer(Protocol):
@@ -87,4 +88,5 @@ class TrainingActivities:
             duration_s=duration,
             device_hours=duration * self._devices / 3600.0,
             steps=outcome.steps,
+            resumed_from_step=outcome.resumed_from_step,
         )

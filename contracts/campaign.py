@@ -59,6 +59,8 @@ class CampaignRequest(Spec):
         budget: The compute asked for.
         approvers: Who may approve the plan (e.g. Slack handles or emails).
         execution: Where trials run (see ``Execution``).
+        heartbeat_timeout_s: How long an in-worker trainer may be silent before it is
+            presumed dead and its trial retried (from its last checkpoint) elsewhere.
     """
 
     goal: str = Field(default="", max_length=500)
@@ -68,6 +70,7 @@ class CampaignRequest(Spec):
     budget: Budget
     approvers: list[str] = Field(min_length=1)
     execution: Execution = "in-worker"
+    heartbeat_timeout_s: float = Field(default=120.0, ge=5.0, le=86_400.0)
 
     @field_validator("approvers")
     @classmethod

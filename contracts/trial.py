@@ -75,6 +75,7 @@ class TrialResult(Record):
         validation: Metrics on the validation split (used for selection).
         test: Metrics on the test split (reported, never used for selection).
         device_hours: Wall time times devices actually used, the ledger's actual cost.
+        resumed_from_step: The checkpoint step this attempt resumed from (0: from scratch).
         error: Why the trial failed, when it did.
     """
 
@@ -86,6 +87,7 @@ class TrialResult(Record):
     duration_s: float = 0.0
     device_hours: float = 0.0
     steps: int = 0
+    resumed_from_step: int = 0
     error: str = ""
     error_type: str = ""
 

@@ -377,7 +377,7 @@ class CampaignWorkflow:
             task_queue=options.TRAINING_QUEUE,
             result_type=TrialResult,
             start_to_close_timeout=options.TRIAL_TIMEOUT,
-            heartbeat_timeout=options.TRIAL_HEARTBEAT_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=self._request.heartbeat_timeout_s),
             retry_policy=options.TRIAL_RETRY,
             # Stop waits until the trainer has acknowledged cancellation: nothing orphaned.
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,

@@ -14,9 +14,8 @@ JOBS_QUEUE = "rea-jobs"
 
 # Planning reads a dataset header and may call an LLM: minutes at most.
 PLANNING_TIMEOUT = timedelta(minutes=10)
-# A trial may train for days; the heartbeat timeout is what notices a dead worker.
+# A trial may train for days; its heartbeat timeout (per request) notices a dead worker.
 TRIAL_TIMEOUT = timedelta(days=7)
-TRIAL_HEARTBEAT_TIMEOUT = timedelta(minutes=2)
 RECORD_TIMEOUT = timedelta(seconds=30)
 JOB_CONTROL_TIMEOUT = timedelta(minutes=2)
 # Stopping a job waits for it to checkpoint and exit.
@@ -24,10 +23,12 @@ JOB_STOP_TIMEOUT = timedelta(minutes=15)
 
 # Errors a retry cannot fix: the spec or the data is wrong, or the run diverged.
 TRIAL_NON_RETRYABLE = ["BadSpecError", "BadDataError", "DivergenceError"]
+# Most retries follow a dead worker or host (each resumes from the last checkpoint), so allow
+# several; errors of the spec or data are never retried.
 TRIAL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=5),
+    initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=5),
-    maximum_attempts=3,
+    maximum_attempts=10,
     non_retryable_error_types=TRIAL_NON_RETRYABLE,
 )
 # Bookkeeping activities retry until they succeed; their writes are idempotent.
