@@ -60,8 +60,13 @@ def dynamic_config_args() -> list[str]:
     return args
 
 
-def command(settings: Settings) -> list[str]:
-    """The command line that starts the dev server for ``settings``."""
+def command(settings: Settings, tuned: bool = True) -> list[str]:
+    """The command line that starts the dev server for ``settings``.
+
+    Args:
+        settings: Address, ports and data dir.
+        tuned: Apply ``DYNAMIC_CONFIG``; False gives Temporal's defaults (for benchmarks).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return [
         str(binary("temporal")),
@@ -74,7 +79,7 @@ def command(settings: Settings) -> list[str]:
         "--db-filename", str(settings.data_dir / "temporal.db"),
         "--log-level", "warn",
         "--ui-disable-news-fetch",
-        *dynamic_config_args(),
+        *(dynamic_config_args() if tuned else []),
         *search_attribute_args(),
     ]  # fmt: skip
 
@@ -91,11 +96,13 @@ class DevServer:
     Args:
         settings: Address, ports and data dir.
         log: Where the server's output goes (a file under the data dir by default).
+        tuned: Apply ``DYNAMIC_CONFIG`` (see ``command``).
     """
 
-    def __init__(self, settings: Settings, log: Path | None = None) -> None:
+    def __init__(self, settings: Settings, log: Path | None = None, tuned: bool = True) -> None:
         self._settings = settings
         self._log = log or settings.data_dir / "temporal.log"
+        self._tuned = tuned
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -109,7 +116,10 @@ class DevServer:
         self._log.parent.mkdir(parents=True, exist_ok=True)
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
-                command(s), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command(s, self._tuned),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while not is_listening(s.host, s.port):
