@@ -1,4 +1,4 @@
-"""Smoke test: the orchestration benchmark runs end to end on two dev servers (no timing asserted)."""
+"""Smoke test: the orchestration benchmark runs on two dev servers (no timing asserted)."""
 
 from bench import orchestration_overhead
 
