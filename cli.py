@@ -332,6 +332,11 @@ async def follow(client: Client, handle: WorkflowHandle[Any, Any], settings: Set
         )
     result: CampaignResult = await handle.result()
     console.print(render_result(result))
+    if any(t.validation for t in result.status.trials):
+        from report import plot_campaign
+
+        chart = plot_campaign(result.status, settings.data_dir / "reports" / f"{handle.id}.png")
+        console.print(f"Chart: {chart}")
     console.print(f"Web UI: {settings.workflow_url(handle.id)}")
 
 
@@ -447,6 +452,29 @@ def campaign_watch(campaign_id: str) -> None:
         await follow(client, client.get_workflow_handle(campaign_id), settings)
 
     run(main())
+
+
+@campaign_app.command("report")
+def campaign_report(
+    campaign_id: str,
+    out: Annotated[Path | None, typer.Option(help="PNG path (default: data dir).")] = None,
+) -> None:
+    """Plot a campaign's trials (validation metric vs baseline) to a PNG."""
+    from report import plot_campaign
+
+    settings = load_settings()
+
+    async def main() -> CampaignStatus:
+        client = await make_client(settings)
+        return await client.get_workflow_handle(campaign_id).query(CampaignWorkflow.status)
+
+    status = run(main())
+    path = out or settings.data_dir / "reports" / f"{campaign_id}.png"
+    try:
+        plot_campaign(status, path)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    console.print(f"wrote {path}")
 
 
 @campaign_app.command("list")
