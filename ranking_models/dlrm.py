@@ -10,16 +10,21 @@ field, before any training time is spent.
 
 import logging
 import threading
+from typing import Literal
 
 import torch
 from torch import nn
 from torchrec.models.dlrm import DLRM, DLRM_DCN, DLRM_Projection, InteractionDCNArch
 from torchrec.modules.crossnet import CrossNet
-from torchrec.modules.embedding_configs import EmbeddingBagConfig
-from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
+from torchrec.modules.embedding_configs import DataType, EmbeddingBagConfig
+from torchrec.modules.embedding_modules import (
+    EmbeddingBagCollection,
+    EmbeddingBagCollectionInterface,
+)
 
 from contracts import ModelSpec
 from kernels import FusedEmbeddingBagCollection
+from kernels._common import seeded_weights
 from ranking_models.arch import (
     DropoutOverArch,
     ModuloEmbeddingBagCollection,
@@ -36,6 +41,11 @@ logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 # Adagrad's and Adam's epsilon for the embeddings; not part of the spec (it rarely matters
 # at this scale).
 SPARSE_EPS = 1e-8
+
+# Which module holds the tables: our fused FBGEMM collection (single process), or
+# TorchRec's own EmbeddingBagCollection, the one TorchRec's sharders can shard
+# (``ranking_models.distributed``).
+Embeddings = Literal["fused", "torchrec"]
 
 # Dense layers initialise from the global RNG; the worker trains several trials in
 # threads, so seeding and drawing must not interleave between two builds.
@@ -116,7 +126,11 @@ def validate_spec(spec: ModelSpec, schema: FeatureSchema | None = None) -> None:
 
 
 def build_model(
-    spec: ModelSpec, schema: FeatureSchema, *, device: torch.device | str | None = None
+    spec: ModelSpec,
+    schema: FeatureSchema,
+    *,
+    device: torch.device | str | None = None,
+    embeddings: Embeddings = "fused",
 ) -> DLRM:
     """Builds a seeded DLRM for ``schema``'s features.
 
@@ -130,6 +144,11 @@ def build_model(
         spec: The model to build.
         schema: Sparse feature names, table sizes and the number of dense features.
         device: Where the model lives; default CPU.
+        embeddings: ``fused`` (default): our ``FusedEmbeddingBagCollection``, trained
+            inside backward. ``torchrec``: TorchRec's plain ``EmbeddingBagCollection``
+            with the same seeded initial rows and no optimizer of its own, for
+            ``DistributedModelParallel`` to shard and fuse its optimizer into
+            (``ranking_models.distributed``).
 
     Returns:
         A ``DLRM`` (or subclass) mapping (dense (B, num_dense), sparse KJT) to logits (B, 1).
@@ -142,10 +161,12 @@ def build_model(
     with _GLOBAL_RNG:
         # Seeding the global RNG here makes a spec build the same model every time.
         torch.manual_seed(spec.seed)
-        return _build(spec, schema, device).to(device)
+        return _build(spec, schema, device, embeddings).to(device)
 
 
-def _build(spec: ModelSpec, schema: FeatureSchema, device: torch.device) -> DLRM:
+def _build(
+    spec: ModelSpec, schema: FeatureSchema, device: torch.device, embeddings: Embeddings
+) -> DLRM:
     d, num_sparse = spec.embedding_dim, len(schema.sparse_features)
     rows = table_rows(spec, schema)
     tables = [
@@ -154,15 +175,19 @@ def _build(spec: ModelSpec, schema: FeatureSchema, device: torch.device) -> DLRM
         )
         for name, n in zip(schema.sparse_features, rows, strict=True)
     ]
-    sparse: EmbeddingBagCollectionInterface = FusedEmbeddingBagCollection(
-        tables,
-        learning_rate=spec.sparse_lr,
-        optimizer=spec.sparse_optimizer,
-        precision=spec.embedding_precision,
-        eps=SPARSE_EPS,
-        device=device,
-        seed=spec.seed,
-    )
+    sparse: EmbeddingBagCollectionInterface
+    if embeddings == "torchrec":
+        sparse = _torchrec_tables(spec, tables, device)
+    else:
+        sparse = FusedEmbeddingBagCollection(
+            tables,
+            learning_rate=spec.sparse_lr,
+            optimizer=spec.sparse_optimizer,
+            precision=spec.embedding_precision,
+            eps=SPARSE_EPS,
+            device=device,
+            seed=spec.seed,
+        )
     if any(n < m for n, m in zip(rows, schema.table_rows, strict=True)):
         sparse = ModuloEmbeddingBagCollection(sparse)
     common = {
@@ -207,6 +232,33 @@ def _build(spec: ModelSpec, schema: FeatureSchema, device: torch.device) -> DLRM
             device=device,
         )
     return model
+
+
+def _torchrec_tables(
+    spec: ModelSpec, tables: list[EmbeddingBagConfig], device: torch.device
+) -> EmbeddingBagCollection:
+    """TorchRec's collection over ``tables``, starting from the fused collection's rows."""
+    if spec.embedding_precision == "fp16":
+        # The sharded kernel reads the storage precision from each table's data type.
+        tables = [
+            EmbeddingBagConfig(
+                name=t.name,
+                embedding_dim=t.embedding_dim,
+                num_embeddings=t.num_embeddings,
+                feature_names=t.feature_names,
+                data_type=DataType.FP16,
+            )
+            for t in tables
+        ]
+    # TorchRec initialises its rows from the global RNG; forking it leaves the dense
+    # layers drawn after this exactly as in the fused build.
+    with torch.random.fork_rng(devices=[]):
+        ebc = EmbeddingBagCollection(tables, device=device)
+    with torch.no_grad():
+        for t, w in zip(tables, seeded_weights(tables, spec.seed), strict=True):
+            weight = ebc.embedding_bags[t.name].weight
+            weight.copy_(w.to(weight.dtype))
+    return ebc
 
 
 def sparse_modules(model: nn.Module) -> list[FusedEmbeddingBagCollection]:
