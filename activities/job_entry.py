@@ -1,8 +1,9 @@
 """A job's process: `python -m activities.job_entry JOB_DIR` (launched by LocalProcessRunner).
 
-Trains the trial in JOB_DIR/job.json with checkpoints, writes result.json, then signals the
-campaign. SIGTERM means stop: the trainer checkpoints and the job reports itself cancelled.
-If the signal cannot be sent, the campaign's poll fallback reads result.json instead.
+Trains the trial in JOB_DIR/job.json (with checkpoints; through torchrun when it asks for
+several devices), writes result.json, then signals the campaign. SIGTERM means stop: the
+trainer checkpoints and the job reports itself cancelled. If the signal cannot be sent, the
+campaign's poll fallback reads result.json instead.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ from pathlib import Path
 from activities.jobs import write_json_atomically
 from client import exit_without_finalizing, make_client
 from contracts import JobFinishedInput, TrialProgress, TrialResult, TrialSpec
+from ranking_models.distributed import train_distributed
 from ranking_models.errors import TrainingCancelled, TrainingError
 from ranking_models.trainer import train
 from settings import Settings
@@ -28,7 +30,14 @@ def run_job(folder: Path) -> TrialResult:
     job = json.loads((folder / "job.json").read_text())
     spec = TrialSpec.model_validate(job["spec"])
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        stop.set()  # the single-process trainer checkpoints at its next step and stops
+        if spec.devices > 1:
+            # torchrun has no cooperative stop: unwinding kills its process group.
+            raise TrainingCancelled(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
     def on_progress(progress: TrialProgress) -> None:
         write_json_atomically(folder / "progress.json", progress.model_dump_json())
@@ -36,13 +45,16 @@ def run_job(folder: Path) -> TrialResult:
     started = time.monotonic()
     common = {"campaign_id": spec.campaign_id, "trial_id": spec.trial_id}
     try:
-        outcome = train(
-            spec.model,
-            spec.dataset,
-            on_progress=on_progress,
-            should_stop=stop.is_set,
-            checkpoint_dir=Path(job["checkpoint_dir"]),
-        )
+        if spec.devices > 1:
+            outcome = train_distributed(spec.model, spec.dataset, nproc=spec.devices)
+        else:
+            outcome = train(
+                spec.model,
+                spec.dataset,
+                on_progress=on_progress,
+                should_stop=stop.is_set,
+                checkpoint_dir=Path(job["checkpoint_dir"]),
+            )
     except TrainingCancelled:
         result = TrialResult(**common, state="cancelled", duration_s=time.monotonic() - started)
     except TrainingError as err:
@@ -56,11 +68,14 @@ def run_job(folder: Path) -> TrialResult:
             validation=outcome.validation,
             test=outcome.test,
             steps=outcome.steps,
-            resumed_from_step=outcome.resumed_from_step,
+            # The distributed path does not checkpoint yet: it always starts fresh.
+            resumed_from_step=getattr(outcome, "resumed_from_step", 0),
             duration_s=outcome.duration_s,
         )
     duration = time.monotonic() - started
-    result = result.model_copy(update={"duration_s": duration, "device_hours": duration / 3600})
+    result = result.model_copy(
+        update={"duration_s": duration, "device_hours": duration * spec.devices / 3600}
+    )
     write_json_atomically(folder / "result.json", result.model_dump_json())
     return result
 

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, computed_field, field_validator
+from pydantic import Field, computed_field, field_validator, model_validator
 
 from contracts.base import Record, Spec
 from contracts.dataset import DatasetRef
@@ -61,6 +61,8 @@ class CampaignRequest(Spec):
         execution: Where trials run (see ``Execution``).
         heartbeat_timeout_s: How long an in-worker trainer may be silent before it is
             presumed dead and its trial retried (from its last checkpoint) elsewhere.
+        devices_per_trial: Devices each trial trains on (multi-device trials run as
+            local-process jobs through torchrun).
     """
 
     goal: str = Field(default="", max_length=500)
@@ -71,6 +73,15 @@ class CampaignRequest(Spec):
     approvers: list[str] = Field(min_length=1)
     execution: Execution = "in-worker"
     heartbeat_timeout_s: float = Field(default=120.0, ge=5.0, le=86_400.0)
+    devices_per_trial: int = Field(default=1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _multi_device_runs_as_jobs(self) -> "CampaignRequest":
+        if self.devices_per_trial > 1 and self.execution != "local-process":
+            raise ValueError(
+                "devices_per_trial > 1 needs execution 'local-process' (trials launch torchrun)"
+            )
+        return self
 
     @field_validator("approvers")
     @classmethod

@@ -24,6 +24,8 @@ class TrialSpec(Spec):
         dataset: The data to train and evaluate on.
         metric: The metric the campaign optimises (all metrics are reported).
         estimated_device_hours: The planner's cost estimate, for the ledger.
+        devices: Processes (GPUs on GPU hosts) the trial trains on; above 1 it runs through
+            torchrun and TorchRec's DistributedModelParallel.
     """
 
     campaign_id: str = Field(min_length=1)
@@ -34,6 +36,7 @@ class TrialSpec(Spec):
     dataset: DatasetRef
     metric: Literal["ne", "auc", "logloss"] = "ne"
     estimated_device_hours: float = Field(default=0.0, ge=0.0)
+    devices: int = Field(default=1, ge=1, le=64)
 
 
 class TrialProgress(Record):

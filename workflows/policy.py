@@ -80,7 +80,8 @@ def _trial(
         model=model_for(request, plan, ids),
         dataset=request.dataset,
         metric=request.metric,
-        estimated_device_hours=plan.estimated_device_hours_per_trial,
+        estimated_device_hours=plan.estimated_device_hours_per_trial * request.devices_per_trial,
+        devices=request.devices_per_trial,
     )
 
 

@@ -76,3 +76,14 @@ def test_a_job_killed_without_a_word_is_lost(runner: LocalProcessRunner) -> None
     status = runner.poll(job)
 
     assert status.state == "lost" and "log.txt" in status.message
+
+
+def test_a_multi_device_job_trains_through_torchrun(runner: LocalProcessRunner) -> None:
+    two = spec("two-devices").model_copy(update={"devices": 2})
+    job = runner.run(two, attempt=1)
+
+    status = wait(runner, job, "done", timeout_s=180)
+
+    assert status.state == "succeeded", (Path(job.details["job_dir"]) / "log.txt").read_text()
+    assert status.result is not None and status.result.validation is not None
+    assert status.result.device_hours == pytest.approx(2 * status.result.duration_s / 3600)
