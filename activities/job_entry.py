@@ -18,9 +18,9 @@ from pathlib import Path
 from activities.jobs import write_json_atomically
 from client import exit_without_finalizing, make_client
 from contracts import JobFinishedInput, TrialProgress, TrialResult, TrialSpec
-from ranking_models.distributed import train_distributed
+from ranking_models.distributed import DistributedOutcome, train_distributed
 from ranking_models.errors import TrainingCancelled, TrainingError
-from ranking_models.trainer import train
+from ranking_models.trainer import TrainOutcome, train
 from settings import Settings
 
 log = logging.getLogger("openrea.job")
@@ -45,6 +45,7 @@ def run_job(folder: Path) -> TrialResult:
     started = time.monotonic()
     common = {"campaign_id": spec.campaign_id, "trial_id": spec.trial_id}
     try:
+        outcome: TrainOutcome | DistributedOutcome
         if spec.devices > 1:
             outcome = train_distributed(spec.model, spec.dataset, nproc=spec.devices)
         else:
