@@ -394,14 +394,11 @@ class CampaignWorkflow:
         """Launch ``spec`` as an external job and sleep until it reports (or is found dead)."""
         attempt = 1
         while True:
-            job: JobHandle = await workflow.execute_activity(
+            job: JobHandle = await _control_job(
                 "launch_job",
                 LaunchJobInput(spec=spec, attempt=attempt),
-                task_queue=options.JOBS_QUEUE,
-                result_type=JobHandle,
-                start_to_close_timeout=options.JOB_CONTROL_TIMEOUT,
-                retry_policy=options.BOOKKEEPING_RETRY,
-                summary=f"launch {spec.trial_id} (attempt {attempt})",
+                JobHandle,
+                f"launch {spec.trial_id} (attempt {attempt})",
             )
             self._update_trial(spec.trial_id, job=job)
             self._show_details()
@@ -430,14 +427,8 @@ class CampaignWorkflow:
                     timeout_summary=f"{trial_id}: job {job.job_id} running (slow poll fallback)",
                 )
             except TimeoutError:
-                polled: JobStatus = await workflow.execute_activity(
-                    "poll_job",
-                    job,
-                    task_queue=options.JOBS_QUEUE,
-                    result_type=JobStatus,
-                    start_to_close_timeout=options.JOB_CONTROL_TIMEOUT,
-                    retry_policy=options.BOOKKEEPING_RETRY,
-                    summary=f"poll {trial_id}",
+                polled: JobStatus = await _control_job(
+                    "poll_job", job, JobStatus, f"poll {trial_id}"
                 )
                 if polled.state != "running":
                     return polled
@@ -446,14 +437,12 @@ class CampaignWorkflow:
             if trial_id in self._job_results:
                 result = self._job_results.pop(trial_id)
                 return JobStatus(state=result.state, result=result)
-            stopped: JobStatus = await workflow.execute_activity(
+            stopped: JobStatus = await _control_job(
                 "stop_job",
                 job,
-                task_queue=options.JOBS_QUEUE,
-                result_type=JobStatus,
-                start_to_close_timeout=options.JOB_STOP_TIMEOUT,
-                retry_policy=options.BOOKKEEPING_RETRY,
-                summary=f"stop {trial_id} (checkpoint and exit)",
+                JobStatus,
+                f"stop {trial_id} (checkpoint and exit)",
+                timeout=options.JOB_STOP_TIMEOUT,
             )
             return stopped
 
@@ -549,6 +538,25 @@ class CampaignWorkflow:
             best_model=policy.model_for(self._request, plan, best.hypothesis_ids) if best else None,
             improvement=improvement,
         )
+
+
+async def _control_job(
+    name: str,
+    arg: object,
+    result_type: type,
+    summary: str,
+    timeout: timedelta = options.JOB_CONTROL_TIMEOUT,
+) -> Any:
+    """Run a job-control activity (launch, poll, stop) on the jobs queue."""
+    return await workflow.execute_activity(
+        name,
+        arg,
+        task_queue=options.JOBS_QUEUE,
+        result_type=result_type,
+        start_to_close_timeout=timeout,
+        retry_policy=options.BOOKKEEPING_RETRY,
+        summary=summary,
+    )
 
 
 def _failed_result(spec: TrialSpec, err: ActivityError) -> TrialResult:
