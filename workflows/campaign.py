@@ -72,11 +72,35 @@ class CampaignWorkflow:
         self._launched_this_run = 0
         self._draining = False
         self._budget_closed = False
+        # Spending reached the budget under on_exhausted="stop-running": running trials stop.
+        self._halting = False
 
     @workflow.run
     async def run(
         self, request: CampaignRequest, state: CampaignStatus | None = None
     ) -> CampaignResult:
+        try:
+            return await self._run()
+        except asyncio.CancelledError:
+            # Cancelled through Temporal rather than stopped: in-worker trials are cancelled
+            # with the workflow, but external jobs run on; stop them (they checkpoint) first.
+            self._request_stop("Cancelled.")
+            await asyncio.gather(
+                *(
+                    _control_job(
+                        "stop_job",
+                        t.job,
+                        JobStatus,
+                        f"stop {t.trial_id} (campaign cancelled)",
+                        timeout=options.JOB_STOP_TIMEOUT,
+                    )
+                    for t in self._state.trials
+                    if t.state == "running" and t.job is not None
+                )
+            )
+            raise
+
+    async def _run(self) -> CampaignResult:
         request = self._request  # the validated copy (see __init__)
         plan = self._state.plan or await self._make_plan()
         if self._state.approval is None:
@@ -192,6 +216,7 @@ class CampaignWorkflow:
     @workflow.update
     def extend_budget(self, extension: ExtendBudgetInput) -> Ledger:
         """Add device-hours to the approved budget; a campaign halted on budget resumes."""
+        self._halting = False
         ledger = self._state.ledger
         self._set(
             ledger=ledger.model_copy(update={"approved": ledger.approved + extension.device_hours}),
@@ -260,7 +285,8 @@ class CampaignWorkflow:
         self._show_details()
 
     def _cancel_running(self) -> None:
-        """Cancel in-worker trials (they checkpoint); external jobs are stopped by their waiters."""
+        """Cancel in-worker trials (they checkpoint); external jobs are stopped by their waiters
+        (``_wait_for_job`` watches ``_stopping`` and ``_halting``)."""
         for handle in self._running.values():
             if handle is not None and not handle.done():
                 handle.cancel()
@@ -305,9 +331,8 @@ class CampaignWorkflow:
             policy.exhausted(self._state.ledger)
             and self._request.budget.on_exhausted == "stop-running"
         ):
-            for handle in self._running.values():
-                if handle is not None:
-                    handle.cancel()
+            self._halting = True
+            self._cancel_running()
 
     async def _free_slot(self, spec: TrialSpec) -> bool:
         """Wait until a trial may launch; False when it must not launch in this run.
@@ -422,7 +447,7 @@ class CampaignWorkflow:
         while True:
             try:
                 await workflow.wait_condition(
-                    lambda: trial_id in self._job_results or self._stopping,
+                    lambda: trial_id in self._job_results or self._stopping or self._halting,
                     timeout=policy.job_poll_interval(polls),
                     timeout_summary=f"{trial_id}: job {job.job_id} running (slow poll fallback)",
                 )

@@ -4,7 +4,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from contracts import (
@@ -211,3 +211,46 @@ async def test_a_thousand_trials_continue_as_new_and_each_is_recorded_once(
     assert sorted(r.spec.trial_id for r in fakes.recorded) == sorted(ids)
     assert result.status.runs >= 1000 // policy.MAX_TRIALS_PER_RUN
     assert all(t.state == "succeeded" for t in result.status.trials)
+
+
+async def test_cancelling_the_campaign_stops_its_external_jobs(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    handle = await start_approved(time_skipping_env, queue, execution="local-process")
+    await launched_jobs(fakes, 2)
+
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+    assert sorted(fakes.stopped) == sorted(j.trial_id for j in fakes.launched)
+
+
+async def test_spent_budget_stops_running_jobs_when_asked(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    budget = Budget(
+        device_hours=1.0, max_parallel_trials=2, on_exhausted="stop-running", extension_wait_hours=1
+    )
+    fakes.trial_seconds = 1800.0  # estimates: half an hour each, so two launch at once
+    handle = await start_approved(
+        time_skipping_env, queue, execution="local-process", budget=budget
+    )
+    await launched_jobs(fakes, 2)
+    finished = fakes.result(handle.id, fakes.launched[0].trial_id).model_copy(
+        update={"device_hours": 1.0}  # it overran its estimate and spent the whole budget
+    )
+    await handle.signal(
+        CampaignWorkflow.job_finished,
+        JobFinishedInput(
+            trial_id=fakes.launched[0].trial_id, job_id=fakes.launched[0].job_id, result=finished
+        ),
+    )
+    result: CampaignResult = await handle.result()
+
+    first, second = (job.trial_id for job in fakes.launched)
+    assert fakes.stopped == [second]
+    assert {t.trial_id: t.state for t in result.status.trials} == {
+        first: "succeeded",
+        second: "cancelled",
+    }
