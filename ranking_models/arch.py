@@ -6,6 +6,7 @@ interaction and over arches into ``DLRM``.
 
 import torch
 from torch import nn
+from torchrec.models.dlrm import InteractionArch, SparseArch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
 from torchrec.modules.mlp import Perceptron
@@ -158,3 +159,103 @@ class ModuloEmbeddingBagCollection(EmbeddingBagCollectionInterface):
     def is_weighted(self) -> bool:
         """Whether the wrapped collection is weighted."""
         return self.embedding_bag_collection.is_weighted()
+
+
+class PooledSparseArch(SparseArch):
+    """TorchRec's ``SparseArch`` without the split-then-concatenate of the pooled output.
+
+    A collection whose KeyedTensor is already (B, F * D) in feature order (the fused
+    FBGEMM collection's is: one kernel writes every feature's bag side by side) is read
+    as a (B, F, D) view; TorchRec's ``SparseArch`` would split it into F tensors and copy
+    them back together. Any other layout falls back to TorchRec's forward. The module
+    tree (``embedding_bag_collection``) and so the ``state_dict`` keys are TorchRec's.
+
+    Args:
+        embedding_bag_collection: The collection, every table of dimension D.
+
+    Example::
+
+        arch = PooledSparseArch(FusedEmbeddingBagCollection(tables, learning_rate=0.05))
+        sparse = arch(kjt)  # (B, F, D), a view of the collection's pooled output
+    """
+
+    def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
+        """Maps F features for B examples to their (B, F, D) pooled embeddings."""
+        pooled: KeyedTensor = self.embedding_bag_collection(features)
+        if pooled.keys() != self.sparse_feature_names or pooled.key_dim() != 1:
+            return _torchrec_sparse_features(pooled, self.sparse_feature_names, self.F, self.D)
+        return pooled.values().view(-1, self.F, self.D)
+
+
+def _torchrec_sparse_features(
+    pooled: KeyedTensor, names: list[str], num_features: int, dim: int
+) -> torch.Tensor:
+    # TorchRec's SparseArch.forward after the lookup: reorder by name, then concatenate.
+    by_name = pooled.to_dict()
+    return torch.cat([by_name[n] for n in names], dim=1).reshape(-1, num_features, dim)
+
+
+class _UpperDots(torch.autograd.Function):
+    """Pairwise dot products i < j of each example's N vectors, in row-major order.
+
+    Forward is one bmm and a gather. Backward uses that the Gram matrix is symmetric and
+    only its upper triangle is read: the incoming (B, P) gradient is written (no
+    accumulation) to both (i, j) and (j, i) of a zero (B, N, N) matrix S, and the input's
+    gradient is the single bmm S @ X, where autograd through ``bmm(X, X.T)`` and an
+    advanced-index gather would run two bmms and an accumulating scatter.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        combined: torch.Tensor,
+        upper: torch.Tensor,
+        lower: torch.Tensor,
+    ) -> torch.Tensor:
+        gram = torch.bmm(combined, combined.transpose(1, 2))  # (B, N, N)
+        ctx.save_for_backward(combined, upper, lower)
+        return gram.flatten(1).index_select(1, upper)  # (B, P)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None]:
+        combined, upper, lower = ctx.saved_tensors  # type: ignore[attr-defined]
+        b, n, _ = combined.shape
+        sym = grad.new_zeros(b, n * n)
+        sym.index_copy_(1, upper, grad)
+        sym.index_copy_(1, lower, grad)
+        return torch.bmm(sym.view(b, n, n), combined), None, None
+
+
+class DotInteractionArch(InteractionArch):
+    """TorchRec's dot ``InteractionArch`` with a cheaper backward.
+
+    Same output, same order, same buffers: the dense embedding (D), then the dot product
+    of every pair i < j of the F + 1 vectors (dense first, then the F sparse features in
+    order), i.e. (B, D + F + F choose 2). The pairs come from ``_UpperDots``, whose
+    backward runs one bmm instead of two and no accumulating scatter.
+
+    Args:
+        num_sparse_features: F.
+
+    Example::
+
+        inter = DotInteractionArch(num_sparse_features=3)
+        out = inter(torch.rand(2, 4), torch.rand(2, 3, 4))  # (B=2, D + F + F choose 2 = 10)
+    """
+
+    def __init__(self, num_sparse_features: int) -> None:
+        super().__init__(num_sparse_features)
+        n = num_sparse_features + 1
+        rows, cols = self.triu_indices
+        self.register_buffer("_upper", rows * n + cols, persistent=False)
+        self.register_buffer("_lower", cols * n + rows, persistent=False)
+
+    def forward(self, dense_features: torch.Tensor, sparse_features: torch.Tensor) -> torch.Tensor:
+        """Maps dense (B, D) and sparse (B, F, D) embeddings to (B, D + F + F choose 2)."""
+        if self.F <= 0:
+            return dense_features
+        combined = torch.cat((dense_features.unsqueeze(1), sparse_features), dim=1)
+        dots = _UpperDots.apply(combined, self._upper, self._lower)
+        return torch.cat((dense_features, dots), dim=1)

@@ -26,9 +26,11 @@ from contracts import ModelSpec
 from kernels import FusedEmbeddingBagCollection
 from kernels._common import seeded_weights
 from ranking_models.arch import (
+    DotInteractionArch,
     DropoutOverArch,
     ModuloEmbeddingBagCollection,
     NormalizedDenseArch,
+    PooledSparseArch,
     SeededDropout,
 )
 from ranking_models.data import FeatureSchema
@@ -217,6 +219,12 @@ def _build(
         )
     else:
         model = DLRM(**common)  # type: ignore[arg-type]
+        # Same output as TorchRec's InteractionArch; one bmm fewer in backward.
+        model.inter_arch = DotInteractionArch(num_sparse)
+    if embeddings == "fused":
+        # The fused kernel's (B, F * D) output read as (B, F, D), not split and re-joined.
+        # TorchRec's collection keeps TorchRec's SparseArch, which its sharders expect.
+        model.sparse_arch = PooledSparseArch(sparse)  # type: ignore[arg-type]
     if spec.dense_norm != "none":
         norm: nn.Module = (
             nn.BatchNorm1d(schema.num_dense)

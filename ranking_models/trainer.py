@@ -19,7 +19,7 @@ from torch import nn
 from contracts import DatasetRef, Metrics, ModelSpec, TrialProgress
 from ranking_models import checkpoint, datasets
 from ranking_models.checkpoint import LoopState
-from ranking_models.data import CtrDataset, Split
+from ranking_models.data import CtrDataset, Split, StreamingSplit
 from ranking_models.dlrm import build_model, dense_parameters, sparse_modules
 from ranking_models.errors import (
     BadDataError,
@@ -214,6 +214,10 @@ def train(
                         f"a training batch at step {loop.step + 1} has NaN or infinite "
                         "dense features"
                     )
+                if not torch.all((batch.labels == 0) | (batch.labels == 1)):
+                    raise BadDataError(
+                        f"a training batch at step {loop.step + 1} has labels other than 0 and 1"
+                    )
                 # Before backward: the fused kernel would write NaN into the tables.
                 _check_divergence(loop, value, divergence_factor, divergence_patience)
                 optimizer.zero_grad(set_to_none=True)
@@ -255,7 +259,8 @@ def check_data(data: CtrDataset) -> None:
     """Rejects data no model can learn from or be scored on.
 
     Dense features are checked batch by batch (see ``train``): a streamed split holds no
-    dense matrix to check up front.
+    dense matrix to check up front. So are a streamed training split's labels: reading
+    them here would be a whole extra pass over the largest split before training starts.
 
     Raises:
         BadDataError: A split is empty, has labels other than 0/1, or (validation, test)
@@ -264,6 +269,8 @@ def check_data(data: CtrDataset) -> None:
     for split in (data.train, data.validation, data.test):
         if len(split) == 0:
             raise BadDataError(f"the {split.name} split is empty; check the DatasetRef fractions")
+        if split.name == "train" and isinstance(split, StreamingSplit):
+            continue
         labels = split.labels
         if not torch.all((labels == 0) | (labels == 1)):
             raise BadDataError(f"the {split.name} split has labels other than 0 and 1")
