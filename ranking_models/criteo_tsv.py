@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from contracts.dataset import DatasetRef
-from ranking_models.data import CtrDataset, CtrSplit, FeatureSchema, StreamingSplit
+from ranking_models.data import CtrDataset, CtrSplit, FeatureSchema, StreamingSplit, split_sizes
 from ranking_models.errors import BadDataError
 from ranking_models.synthetic import mix64
 
@@ -270,15 +270,13 @@ def load_criteo_tsv(dataset: DatasetRef, *, max_table_rows: int) -> CtrDataset:
     files = criteo_files(dataset.path)
     source = CriteoTsv(files, max_rows=dataset.max_rows, max_table_rows=max_table_rows)
     n = source.num_rows
-    n_test = round(n * dataset.test_fraction)
-    n_validation = round(n * dataset.validation_fraction)
-    n_train = n - n_validation - n_test
-    if min(n_train, n_validation, n_test) < 1:
-        raise BadDataError(
-            f"criteo-tsv at {dataset.path}: {n} rows cannot be split into non-empty train "
-            f"({n_train}), validation ({n_validation}) and test ({n_test}) splits; add rows, "
-            "raise DatasetRef.max_rows or adjust validation_fraction/test_fraction"
-        )
+    n_train, n_validation, _ = split_sizes(
+        n,
+        dataset.validation_fraction,
+        dataset.test_fraction,
+        data=f"criteo-tsv at {dataset.path}",
+        fix="add rows, raise DatasetRef.max_rows or adjust validation_fraction/test_fraction",
+    )
     cut = (0, n_train, n_train + n_validation, n)
     names = ("train", "validation", "test")
     splits = [

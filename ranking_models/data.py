@@ -21,6 +21,8 @@ from typing import Protocol
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from ranking_models.errors import BadDataError
+
 _CPU = torch.device("cpu")
 
 
@@ -385,3 +387,29 @@ class CtrDataset:
             "validation": len(self.validation),
             "test": len(self.test),
         }
+
+
+def split_sizes(
+    rows: int, validation_fraction: float, test_fraction: float, *, data: str, fix: str
+) -> tuple[int, int, int]:
+    """Rows of the train, validation and test splits (in that order, oldest first).
+
+    Args:
+        rows: Rows in the dataset.
+        validation_fraction: Share of rows for validation.
+        test_fraction: Share of rows for test.
+        data: Names the dataset in the error message.
+        fix: What the user can change, for the error message.
+
+    Raises:
+        BadDataError: A split would be empty.
+    """
+    n_test = round(rows * test_fraction)
+    n_validation = round(rows * validation_fraction)
+    n_train = rows - n_validation - n_test
+    if min(n_train, n_validation, n_test) < 1:
+        raise BadDataError(
+            f"{data}: {rows} rows cannot be split into non-empty train ({n_train}), "
+            f"validation ({n_validation}) and test ({n_test}) splits; {fix}"
+        )
+    return n_train, n_validation, n_test

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from contracts import DatasetRef
-from ranking_models.data import CtrDataset, CtrSplit, FeatureSchema
+from ranking_models.data import CtrDataset, CtrSplit, FeatureSchema, split_sizes
 from ranking_models.errors import BadDataError
 
 SPARSE_FEATURES = (
@@ -250,15 +250,13 @@ def _build(
     if max_rows > 0:
         order = order[:max_rows]
     n = len(order)
-    n_test = round(n * test_fraction)
-    n_validation = round(n * validation_fraction)
-    n_train = n - n_validation - n_test
-    if min(n_train, n_validation, n_test) < 1:
-        raise BadDataError(
-            f"MovieLens in {folder}: {n} rows cannot be split into non-empty train "
-            f"({n_train}), validation ({n_validation}) and test ({n_test}) splits; raise "
-            "DatasetRef.max_rows or adjust validation_fraction/test_fraction"
-        )
+    n_train, n_validation, n_test = split_sizes(
+        n,
+        validation_fraction,
+        test_fraction,
+        data=f"MovieLens in {folder}",
+        fix="raise DatasetRef.max_rows or adjust validation_fraction/test_fraction",
+    )
 
     timestamp = raw.timestamp[order]  # (N,) ascending
     labels = (raw.rating[order] >= 4.0).astype(np.float32)  # (N,)

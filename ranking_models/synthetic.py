@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from contracts.dataset import DatasetRef, SyntheticSpec
-from ranking_models.data import CtrDataset, CtrSplit, FeatureSchema, StreamingSplit
-from ranking_models.errors import BadDataError
+from ranking_models.data import CtrDataset, CtrSplit, FeatureSchema, StreamingSplit, split_sizes
 
 # Stream tags in the seed sequence: rows of block i use (seed, _ROWS, i).
 _MODEL, _ROWS, _CALIBRATION = 0, 1, 2
@@ -278,15 +277,13 @@ def load_synthetic(dataset: DatasetRef, *, max_table_rows: int) -> CtrDataset:
 def _load(dataset: DatasetRef, max_table_rows: int) -> CtrDataset:
     spec = dataset.synthetic
     n = min(spec.rows, dataset.max_rows) if dataset.max_rows else spec.rows
-    n_test = round(n * dataset.test_fraction)
-    n_validation = round(n * dataset.validation_fraction)
-    n_train = n - n_validation - n_test
-    if min(n_train, n_validation, n_test) < 1:
-        raise BadDataError(
-            f"synthetic-criteo: {n} rows cannot be split into non-empty train ({n_train}), "
-            f"validation ({n_validation}) and test ({n_test}) splits; raise "
-            "DatasetRef.synthetic.rows or DatasetRef.max_rows"
-        )
+    n_train, n_validation, _ = split_sizes(
+        n,
+        dataset.validation_fraction,
+        dataset.test_fraction,
+        data="synthetic-criteo",
+        fix="raise DatasetRef.synthetic.rows or DatasetRef.max_rows",
+    )
     source = SyntheticCriteo(spec, num_rows=n, max_table_rows=max_table_rows)
     bounds = {"train": (0, n_train), "validation": (n_train, n_train + n_validation)}
     bounds["test"] = (n_train + n_validation, n)
