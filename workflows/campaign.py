@@ -436,7 +436,7 @@ class CampaignWorkflow:
             return TrialResult(
                 campaign_id=spec.campaign_id,
                 trial_id=spec.trial_id,
-                state="cancelled" if status.state == "cancelled" else "failed",
+                state=policy.TRIAL_STATE_OF_JOB[status.state],
                 error=status.message or f"job {job.job_id} ended {status.state} without a result",
                 error_type="JobLost" if status.state == "lost" else "",
             )

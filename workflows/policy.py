@@ -18,14 +18,15 @@ from contracts import (
     TrialSpec,
     TrialSummary,
 )
+from contracts.trial import TrialState
 
 BASELINE_TRIAL_ID = "baseline"
 
-# How a job's state maps to its trial's state; "running" means keep waiting. A lost job (gone
-# without a result) is relaunched from its checkpoint while attempts remain, then failed.
-TRIAL_STATE_OF_JOB: dict[JobState, str] = {
-    "running": "running",
-    "succeeded": "succeeded",
+# The trial state of a job that ended without a result (a result carries its own state). A
+# lost job (gone without a word) is first relaunched from its checkpoint while attempts
+# remain; a job claiming success without a result has failed.
+TRIAL_STATE_OF_JOB: dict[JobState, TrialState] = {
+    "succeeded": "failed",
     "failed": "failed",
     "cancelled": "cancelled",
     "lost": "failed",
