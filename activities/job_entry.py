@@ -19,7 +19,7 @@ from activities.jobs import write_json_atomically
 from client import exit_without_finalizing, make_client
 from contracts import JobFinishedInput, TrialProgress, TrialResult, TrialSpec
 from ranking_models.distributed import DistributedOutcome, train_distributed
-from ranking_models.errors import TrainingCancelled, TrainingError
+from ranking_models.errors import DivergenceError, TrainingCancelled, TrainingError
 from ranking_models.trainer import TrainOutcome, train
 from settings import Settings
 
@@ -60,7 +60,10 @@ def run_job(folder: Path) -> TrialResult:
         result = TrialResult(**common, state="cancelled", duration_s=time.monotonic() - started)
     except TrainingError as err:
         result = TrialResult(
-            **common, state="failed", error=str(err), error_type=type(err).__name__
+            **common,
+            state="diverged" if isinstance(err, DivergenceError) else "failed",
+            error=str(err),
+            error_type=type(err).__name__,
         )
     else:
         result = TrialResult(

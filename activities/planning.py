@@ -9,11 +9,19 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from contracts import DatasetRef, Hypothesis, ModelSpec, PhasePlan, Plan, PlanningInput
+from ranking_models.errors import TrainingError
 
-# Seconds one trial of this spec on this dataset is expected to take on one device.
-Estimator = Callable[[ModelSpec, DatasetRef], float]
+# Seconds one trial of this spec on this dataset is expected to take on one device: the
+# typical (unloaded) figure and the high end of its range.
+Estimator = Callable[[ModelSpec, DatasetRef], tuple[float, float]]
+
+COMBINATION_CONDITION = (
+    "only as many as the results allow: merging needs two hypotheses that beat the baseline, "
+    "a second merge three"
+)
 
 
 def fixed_hypotheses(baseline: ModelSpec) -> list[Hypothesis]:
@@ -75,7 +83,8 @@ def make_plan(inp: PlanningInput, estimate_seconds: Estimator) -> Plan:
         hypotheses.append(hypothesis)
         if len(hypotheses) + 1 >= request.budget.max_trials:
             break
-    per_trial = estimate_seconds(request.baseline, request.dataset) / 3600.0
+    typical_s, high_s = estimate_seconds(request.baseline, request.dataset)
+    per_trial = typical_s / 3600.0
     validation = 1 + len(hypotheses)
     combination = max(0, min(2, request.budget.max_trials - validation))
     return Plan(
@@ -90,9 +99,11 @@ def make_plan(inp: PlanningInput, estimate_seconds: Estimator) -> Plan:
                 phase="combination",
                 trials=combination,
                 estimated_device_hours=combination * per_trial,
+                condition=COMBINATION_CONDITION if combination else "",
             ),
         ],
         estimated_device_hours_per_trial=per_trial,
+        estimated_device_hours_per_trial_high=max(high_s, typical_s) / 3600.0,
     )
 
 
@@ -100,7 +111,7 @@ class PlanningActivities:
     """Planning with an injected cost estimator.
 
     Args:
-        estimate_seconds: Seconds one trial of a spec takes on one device.
+        estimate_seconds: Seconds one trial of a spec takes on one device (typical, high).
     """
 
     def __init__(self, estimate_seconds: Estimator) -> None:
@@ -108,5 +119,14 @@ class PlanningActivities:
 
     @activity.defn(name="plan_campaign")
     def plan_campaign(self, inp: PlanningInput) -> Plan:
-        """Propose hypotheses for a campaign and estimate the cost of each phase."""
-        return make_plan(inp, self._estimate_seconds)
+        """Propose hypotheses for a campaign and estimate the cost of each phase.
+
+        Raises:
+            ApplicationError: non-retryable, typed by the trainer's error class, when the
+                data or the baseline is wrong or cannot fit (``BadDataError``,
+                ``BadSpecError``, ``OutOfMemoryError``): a retry would fail the same way.
+        """
+        try:
+            return make_plan(inp, self._estimate_seconds)
+        except TrainingError as err:
+            raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err

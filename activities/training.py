@@ -3,14 +3,14 @@
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.jobs import checkpoint_dir
 from contracts import DatasetRef, Metrics, ModelSpec, TrialProgress, TrialResult, TrialSpec
-from ranking_models.errors import TrainingCancelled, TrainingError
+from ranking_models.errors import DivergenceError, TrainingCancelled, TrainingError
 
 
 class Outcome(Protocol):
@@ -55,9 +55,11 @@ class TrainingActivities:
         the data dir, so a retry after a worker died resumes from the last one; cancellation
         is noticed before the next step, after a checkpoint.
 
+        A diverged run returns state ``diverged``, with the error and no metrics.
+
         Raises:
             ApplicationError: typed by the trainer's error class (``BadSpecError``,
-                ``DivergenceError``...), so retry policies and runbooks can match on it.
+                ``OutOfMemoryError``...), so retry policies and runbooks can match on it.
         """
         started = time.monotonic()
         try:
@@ -76,17 +78,27 @@ class TrainingActivities:
         except TrainingCancelled as err:
             # Reported as cancelled (not failed) only when raised as Temporal's CancelledError.
             raise CancelledError(f"trial {spec.trial_id} cancelled") from err
+        except DivergenceError as err:
+            # An outcome, not an error: the run finished (and is charged) without a model.
+            return self._result(spec, started, state="diverged", error=str(err), steps=err.step)
         except TrainingError as err:
             raise ApplicationError(str(err), type=type(err).__name__) from err
+        return self._result(
+            spec,
+            started,
+            state="succeeded",
+            validation=outcome.validation,
+            test=outcome.test,
+            steps=outcome.steps,
+            resumed_from_step=outcome.resumed_from_step,
+        )
+
+    def _result(self, spec: TrialSpec, started: float, **fields: Any) -> TrialResult:
         duration = time.monotonic() - started
         return TrialResult(
             campaign_id=spec.campaign_id,
             trial_id=spec.trial_id,
-            state="succeeded",
-            validation=outcome.validation,
-            test=outcome.test,
             duration_s=duration,
             device_hours=duration * self._devices / 3600.0,
-            steps=outcome.steps,
-            resumed_from_step=outcome.resumed_from_step,
+            **fields,
         )

@@ -12,8 +12,10 @@ from contracts.ledger import Ledger
 from contracts.model import Metric, ModelSpec
 from contracts.trial import Metrics, Phase, TrialResult, TrialSpec, TrialState
 
+# "failed": planning hit an error no retry can fix (bad data, a spec that cannot be built or
+# cannot fit in memory); the campaign ends and says which field to fix.
 CampaignPhase = Literal[
-    "planning", "awaiting_approval", "validation", "combination", "done", "stopped"
+    "planning", "awaiting_approval", "validation", "combination", "done", "stopped", "failed"
 ]
 # in-worker: a training worker runs the trial as a heartbeating activity.
 # local-process: the trial runs as its own process on this host, holding no worker; it
@@ -110,23 +112,50 @@ class Hypothesis(Record):
 
 
 class PhasePlan(Record):
-    """How many trials a phase runs and what they are estimated to cost."""
+    """How many trials a phase runs and what they are estimated to cost.
+
+    Attributes:
+        trials: Trials the phase runs (at most, when ``condition`` is set).
+        estimated_device_hours: Their estimated cost, from the typical trial estimate.
+        condition: When the phase may run fewer trials than ``trials``, and why.
+    """
 
     phase: Phase
     trials: int
     estimated_device_hours: float
+    condition: str = ""
 
 
 class Plan(Record):
-    """The plan an engineer approves: hypotheses and cost per phase."""
+    """The plan an engineer approves: hypotheses and cost per phase.
+
+    Attributes:
+        estimated_device_hours_per_trial: The typical cost of one trial, calibrated on this
+            host's unloaded speed; trials reserve it in the ledger.
+        estimated_device_hours_per_trial_high: The high end of the estimate's range (what a
+            trial costs when the host is busy); 0 for plans made before ranges existed.
+    """
 
     hypotheses: list[Hypothesis]
     phases: list[PhasePlan]
     estimated_device_hours_per_trial: float
+    estimated_device_hours_per_trial_high: float = 0.0
 
     @property
     def estimated_device_hours(self) -> float:
         return sum(p.estimated_device_hours for p in self.phases)
+
+    @property
+    def estimated_device_hours_high(self) -> float:
+        """The high end of the plan's estimate (equal to the estimate without a range)."""
+        per_trial = self.estimated_device_hours_per_trial
+        high = max(self.estimated_device_hours_per_trial_high, per_trial)
+        return self.estimated_device_hours * (high / per_trial if per_trial > 0 else 1.0)
+
+    @property
+    def trials(self) -> int:
+        """Trials planned across phases (an upper bound where a phase has a condition)."""
+        return sum(p.trials for p in self.phases)
 
 
 class PlanningInput(Spec):
@@ -231,7 +260,9 @@ class CampaignStatus(Record):
         trials: Every trial launched so far, in launch order.
         best_trial_id: The trial with the best validation metric so far.
         ledger: Approved budget, reserved and spent device-hours per phase.
+        phase_notes: Why a phase ran fewer trials than planned, by phase.
         needs_attention: Why an engineer is needed now (empty when not).
+        error: What ended a failed campaign and which field to fix (phase ``failed``).
         stop_reason: Why the campaign stops, once it does.
         message: The last thing worth telling a person.
         runs: Workflow runs so far (continue-as-new starts a new one).
@@ -249,7 +280,9 @@ class CampaignStatus(Record):
     best_metric: float | None = None
     baseline_metric: float | None = None
     ledger: Ledger = Field(default_factory=Ledger)
+    phase_notes: dict[str, str] = Field(default_factory=dict)
     needs_attention: str = ""
+    error: str = ""
     stop_reason: str = ""
     message: str = ""
     runs: int = 1

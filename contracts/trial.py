@@ -9,7 +9,9 @@ from contracts.dataset import DatasetRef
 from contracts.model import ModelSpec
 
 Phase = Literal["baseline", "validation", "combination", "exploitation"]
-TrialState = Literal["succeeded", "failed", "cancelled"]
+# "diverged": the loss or the predictions blew up. The run finished, so it is charged, but it
+# has no metrics and is never ranked; runbooks remedy it (lower a learning rate, clip...).
+TrialState = Literal["succeeded", "failed", "cancelled", "diverged"]
 
 
 class TrialSpec(Spec):

@@ -2,11 +2,13 @@
 
 Two estimates of one trial:
 
-* ``estimate_seconds`` (the planner's, on this host): times a few real training and
-  evaluation steps of the spec on the dataset and extrapolates to every step of every
-  epoch, plus a fixed overhead. At MovieLens scale a step is dominated by per-op
-  overhead, which no FLOP count predicts, so measuring the real step is the honest way.
-  Measurements are cached per (spec, dataset) for the process.
+* ``estimate_seconds_range`` (the planner's, on this host): times short real training
+  and evaluation steps of the spec on the dataset and extrapolates to every step of every
+  epoch, plus a fixed overhead; ``estimate_seconds`` is its low (typical) end. At
+  MovieLens scale a step is dominated by per-op overhead, which no FLOP count predicts,
+  so measuring the real step is the honest way. The calibration is made robust to other
+  processes on the host (see ``_measured_seconds``). Measurements are cached per
+  (spec, dataset) for the process.
 * ``estimate_gpu_hours`` (for budgets on hardware we do not have): a roofline from the
   analytic ``work_per_sample`` (FLOPs of the dense MLPs, interaction and over arch,
   forward and backward; bytes of embedding rows read by lookups and read/written by the
@@ -17,23 +19,47 @@ on MovieLens-100k for a few specs and prints the relative errors.
 """
 
 import functools
-import statistics
+import threading
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from contracts import DatasetRef, ModelSpec
-from ranking_models.data import CtrDataset
+from ranking_models import memory
+from ranking_models.data import Batch, CtrDataset, Split
 from ranking_models.dlrm import build_model, dense_parameters, interaction_width
 from ranking_models.optim import dense_optimizer
 from ranking_models.trainer import EVAL_BATCH_SIZE, load_dataset
 
 # Model building and bookkeeping per trial (data loading is cached per process).
 FIXED_OVERHEAD_S = 0.1
+# Calibration: untimed steps (allocator, caches), then up to TIMED_STEPS timed ones. Many
+# short steps rather than a few: under load only some of them run undisturbed, and the
+# low quantile needs enough of those to find the machine's speed.
 WARMUP_STEPS = 3
-TIMED_STEPS = 8
+TIMED_STEPS = 24
+# Timed evaluation passes of one EVAL_BATCH_SIZE batch (after one warm-up pass).
+EVAL_PASSES = 5
+# Wall seconds of timed steps per way of running them, past MIN_TIMED_STEPS: bounds the
+# calibration of big specs, and of any spec on a host so loaded that a step takes 100x.
+CALIBRATION_BUDGET_S = 1.0
+MIN_TIMED_STEPS = 3
+# The estimate's low end (the point estimate) and high end, as quantiles of the timed
+# steps. Load only ever adds time to a step, so the fast end of the timings is the
+# machine's own speed; a low quantile rather than the minimum, so that one freak fast
+# timing cannot set it. The median shows how much slower a typical step ran.
+LOW_QUANTILE = 0.1
+HIGH_QUANTILE = 0.5
+
+_T = TypeVar("_T")
+# One calibration at a time per process: two at once would slow each other's steps, and
+# the thread-count switch of ``_single_threaded`` must not interleave with another.
+_CALIBRATION_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -135,57 +161,177 @@ def _ids_per_sample(data: CtrDataset) -> float:
     return data.train.batch(slice(0, rows)).sparse.values().numel() / rows
 
 
+def _quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank, rounding down)."""
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+def _timings(
+    step: Callable[[], object], clock: Callable[[], float], warmup: int, count: int
+) -> list[float]:
+    """``count`` timings of ``step`` by ``clock`` after ``warmup`` untimed calls.
+
+    Stops early, after ``MIN_TIMED_STEPS``, once ``CALIBRATION_BUDGET_S`` wall seconds
+    have passed.
+    """
+    for _ in range(warmup):
+        step()
+    deadline = time.perf_counter() + CALIBRATION_BUDGET_S
+    times: list[float] = []
+    while len(times) < count and (len(times) < MIN_TIMED_STEPS or time.perf_counter() < deadline):
+        started = clock()
+        step()
+        times.append(clock() - started)
+    return times
+
+
+def _full_batches(split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
+    """Shuffled training batches, endlessly, leaving out the short last batch of a pass.
+
+    A short batch is a faster step than the ones it would stand for, and the low quantile
+    would pick it; it is kept only when the split holds no full batch at all.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    keep_short = len(split) < batch_size
+    while True:
+        for batch in split.batches(batch_size, generator=generator):
+            if keep_short or len(batch) == batch_size:
+                yield batch
+
+
+def _single_threaded(fn: Callable[[], _T]) -> _T:
+    """Runs ``fn`` in a new thread whose torch ops use one intra-op thread; returns its result.
+
+    ``torch.set_num_threads`` sets the calling thread's OpenMP and MKL thread counts and
+    also the process default that any thread adopts at its first parallel op. So it is
+    called in a thread of our own, and the default is put back at once from a second,
+    throwaway thread: ours keeps one thread, every other thread (a training run in the
+    same worker included) keeps its own count; only a thread making its first parallel
+    op in the instant between the two calls would start at one. Call with
+    ``_CALIBRATION_LOCK`` held.
+    """
+
+    def run() -> _T:
+        default = torch.get_num_threads()  # a new thread starts at the process default
+        torch.set_num_threads(1)
+        restore = threading.Thread(target=torch.set_num_threads, args=(default,))
+        restore.start()
+        restore.join()
+        return fn()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cost-calibration") as pool:
+        return pool.submit(run).result()
+
+
 @functools.lru_cache(maxsize=256)
-def _measured_seconds(spec_json: str, dataset_json: str) -> tuple[float, float]:
-    """(seconds per training step, seconds per evaluated sample) of a spec, on CPU."""
+def _measured_seconds(
+    spec_json: str, dataset_json: str
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Seconds per training step and per evaluated sample of a spec on CPU, each (low, high).
+
+    The steps are timed two ways, and each quantile takes the faster of the two:
+
+    * with this thread's intra-op thread count (what training here uses), on the wall
+      clock: the trial's own speed on an idle host. On a loaded host it is no guide:
+      each of the step's many parallel ops ends at an OpenMP barrier that waits for
+      every thread of the team, spinning on the CPU meanwhile, and the scheduler keeps
+      putting one of them aside for the other processes. With as many threads as cores
+      (torch's default) and two CPU-bound processes beside them, a 3 ms step took 15 ms
+      to over a second on a 2-core host; every step of a run can be slowed like that, so
+      no quantile of these timings is safe.
+    * with one intra-op thread, on the thread's CPU clock, which stops while the thread
+      waits for a core: what a step costs the machine whoever else runs. At MovieLens
+      scale one thread runs a step as fast as several (per-op overhead dominates); for
+      big dense layers on many cores it is slower, and then the estimate under load is
+      high by at most the speed-up of the extra threads, never by the 100x of spinning.
+    """
     spec = ModelSpec.model_validate_json(spec_json)
     data = load_dataset(
         DatasetRef.model_validate_json(dataset_json), max_table_rows=spec.max_table_rows
     )
+    # As the trainer does: a model that cannot fit fails here by arithmetic, typed and
+    # non-retryable, instead of the planner's host allocating it to time a few steps.
+    memory.check_fits(spec, data.schema)
     net = build_model(spec, data.schema, device="cpu")
     optimizer = dense_optimizer(spec, dense_parameters(net))
-    generator = torch.Generator().manual_seed(spec.seed)
-    net.train()
-    batches = data.train.batches(spec.batch_size, generator=generator)
-    times = []
-    for i in range(WARMUP_STEPS + TIMED_STEPS):
-        started = time.perf_counter()  # gathering the batch is part of a step
-        batch = next(batches, None)
-        if batch is None:
-            batches = data.train.batches(spec.batch_size, generator=generator)
-            batch = next(batches)
-        loss = F.binary_cross_entropy_with_logits(
-            net(batch.dense, batch.sparse).squeeze(1), batch.labels
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if i >= WARMUP_STEPS:
-            times.append(time.perf_counter() - started)
-    net.eval()
     eval_batch = data.validation.batch(slice(0, EVAL_BATCH_SIZE))
-    eval_times = []
-    with torch.no_grad():
-        for _ in range(3):  # the first is a warm-up
-            started = time.perf_counter()
-            net(eval_batch.dense, eval_batch.sparse)
-            eval_times.append(time.perf_counter() - started)
-    # Medians: on a shared host one preempted step would otherwise skew the whole estimate.
-    return statistics.median(times), statistics.median(eval_times[1:]) / len(eval_batch)
+
+    def calibrate(clock: Callable[[], float]) -> tuple[list[float], list[float]]:
+        batches = _full_batches(data.train, spec.batch_size, spec.seed)
+
+        def train_step() -> None:
+            batch = next(batches)  # gathering the batch is part of a step
+            loss = F.binary_cross_entropy_with_logits(
+                net(batch.dense, batch.sparse).squeeze(1), batch.labels
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        def eval_pass() -> None:
+            with torch.no_grad():
+                net(eval_batch.dense, eval_batch.sparse)
+
+        net.train()
+        step_times = _timings(train_step, clock, WARMUP_STEPS, TIMED_STEPS)
+        net.eval()
+        eval_times = _timings(eval_pass, clock, 1, EVAL_PASSES)
+        return step_times, [t / len(eval_batch) for t in eval_times]
+
+    with _CALIBRATION_LOCK:
+        wall = calibrate(time.perf_counter)
+        cpu = _single_threaded(lambda: calibrate(time.thread_time))
+
+    def low_high(index: int) -> tuple[float, float]:
+        return (
+            min(_quantile(wall[index], LOW_QUANTILE), _quantile(cpu[index], LOW_QUANTILE)),
+            min(_quantile(wall[index], HIGH_QUANTILE), _quantile(cpu[index], HIGH_QUANTILE)),
+        )
+
+    return low_high(0), low_high(1)
 
 
-def estimate_seconds(spec: ModelSpec, dataset: DatasetRef) -> float:
+def estimate_seconds_range(spec: ModelSpec, dataset: DatasetRef) -> tuple[float, float]:
     """Estimated wall seconds of one trial of ``spec`` on ``dataset`` on this host (CPU).
 
-    Times a few real steps of the spec (cached per process) and extrapolates to
-    ``epochs`` passes over the train split, one validation pass per epoch and a test
-    pass, plus ``FIXED_OVERHEAD_S``.
+    Times short real steps of the spec (cached per process; robust to other processes on
+    the host, see ``_measured_seconds``) and extrapolates to ``epochs`` passes over the
+    train split, one validation pass per epoch and a test pass, plus
+    ``FIXED_OVERHEAD_S``.
+
+    Args:
+        spec: The model.
+        dataset: The data.
+
+    Returns:
+        (low, high) seconds: low from the fast end of the timed steps (``LOW_QUANTILE``),
+        the trial's speed on an idle host; high from their ``HIGH_QUANTILE``, a typical
+        step. ``low <= high``.
+
+    Raises:
+        BadDataError: The data is missing or malformed.
+        BadSpecError: The spec cannot be built on this data.
+        OutOfMemoryError: The model cannot fit in this host's memory (see
+            ``memory.check_fits``; checked before it is built).
     """
     data = load_dataset(dataset, max_table_rows=spec.max_table_rows)
     step_s, eval_sample_s = _measured_seconds(spec.model_dump_json(), dataset.model_dump_json())
     steps = spec.epochs * data.train.num_batches(spec.batch_size)
     eval_samples = spec.epochs * len(data.validation) + len(data.test)
-    return FIXED_OVERHEAD_S + steps * step_s + eval_samples * eval_sample_s
+    low, high = (
+        FIXED_OVERHEAD_S + steps * step + eval_samples * sample
+        for step, sample in zip(step_s, eval_sample_s, strict=True)
+    )
+    return low, high
+
+
+def estimate_seconds(spec: ModelSpec, dataset: DatasetRef) -> float:
+    """Estimated wall seconds of one trial on this host: the low end of the range.
+
+    See ``estimate_seconds_range``; this is its first element.
+    """
+    return estimate_seconds_range(spec, dataset)[0]
 
 
 def estimate_gpu_hours(spec: ModelSpec, dataset: DatasetRef, gpu: str = "H100") -> float:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from contracts import DatasetRef, Metrics, ModelSpec, TrialProgress
-from ranking_models import checkpoint, datasets
+from ranking_models import checkpoint, datasets, memory
 from ranking_models.checkpoint import LoopState
 from ranking_models.data import CtrDataset, Split, StreamingSplit
 from ranking_models.dlrm import build_model, dense_parameters, sparse_modules
@@ -27,13 +27,16 @@ from ranking_models.errors import (
     OutOfMemoryError,
     TrainingCancelled,
 )
-from ranking_models.metrics import compute_metrics
+from ranking_models.metrics import base_rate_entropy, compute_metrics
 from ranking_models.optim import dense_optimizer, lr_factor
 
 # Evaluation has no backward pass, so it can take much larger batches than training.
 EVAL_BATCH_SIZE = 8192
-# The divergence monitor's reference: the mean loss of this many first steps.
-REFERENCE_STEPS = 5
+# Divergence is judged against a reference loss: the larger of the untrained model's
+# loss (the first step's, computed before any update) and the base rate's log loss (the
+# constant predictor's: knowing nothing). A mean over the first steps is no reference: a
+# learning rate too high to train at blows the loss up within them (dense_lr 10 on
+# MovieLens: 0.70, then 6.9e8 at step 2), lifting the threshold out of reach.
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ def train(
     checkpoint_every: int = 200,
     divergence_factor: float = 10.0,
     divergence_patience: int = 20,
+    memory_limit_bytes: int | None = None,
 ) -> TrainOutcome:
     """Trains ``model`` on the train split, scoring validation every epoch and test at the end.
 
@@ -115,9 +119,16 @@ def train(
             None: no checkpoints.
         checkpoint_every: Steps between checkpoints (one is also written at the end and
             when ``should_stop`` stops training).
-        divergence_factor: The loss counts as diverging above this multiple of its mean
-            over the first steps...
-        divergence_patience: ...for this many consecutive steps.
+        divergence_factor: Training has diverged when the loss stays above this multiple
+            of the reference loss (the larger of the untrained model's loss at step 1 and
+            the validation base rate's log loss) for ``divergence_patience`` steps, or
+            exceeds its square times the reference at any step, or when an epoch's
+            validation log loss is above this multiple of the reference (so validation
+            NE is above ``divergence_factor`` too: 10 by default). Must be > 1.
+        divergence_patience: Consecutive steps the loss may stay above the threshold.
+        memory_limit_bytes: Memory the model may use (see ``memory.check_fits``);
+            None: ``memory.memory_limit_bytes()``, the host's RAM or
+            ``$REA_MEMORY_LIMIT_GB``.
 
     Returns:
         Validation and test metrics, steps, wall time, the last epoch's mean loss and the
@@ -127,9 +138,11 @@ def train(
         BadSpecError: The spec cannot be built.
         BadDataError: The dataset is missing, malformed, splits badly or has ids outside
             their tables.
-        DivergenceError: The loss or the predictions became NaN or infinite, or the loss
-            stayed above ``divergence_factor`` times its start.
-        OutOfMemoryError: The model or a batch did not fit in memory.
+        DivergenceError: The loss or the predictions became NaN or infinite, or the
+            training or validation loss went far above the reference (see
+            ``divergence_factor``).
+        OutOfMemoryError: The model cannot fit in ``memory_limit_bytes`` (checked before
+            it is built), or the model or a batch did not fit in memory.
         TrainingCancelled: ``should_stop`` returned True.
     """
     if progress_every < 1 or checkpoint_every < 1 or divergence_patience < 1:
@@ -137,10 +150,16 @@ def train(
             "progress_every, checkpoint_every and divergence_patience must be >= 1, got "
             f"{progress_every}, {checkpoint_every}, {divergence_patience}"
         )
+    if not divergence_factor > 1.0:
+        raise ValueError(f"divergence_factor must be > 1, got {divergence_factor}")
     started = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = load_dataset(dataset, max_table_rows=model.max_table_rows)
     check_data(data)
+    # Before anything is allocated: a table that cannot fit fails here, not in the kernel.
+    memory.check_fits(model, data.schema, memory_limit_bytes)
+    # Validation labels, not training ones: a streamed training split has none up front.
+    base_rate_loss = base_rate_entropy(data.validation.labels)
     with _out_of_memory_as_typed_error(model), _bad_ids_as_typed_error():
         net = build_model(model, data.schema, device=device)
         train_split = data.train.to(device)
@@ -219,7 +238,13 @@ def train(
                         f"a training batch at step {loop.step + 1} has labels other than 0 and 1"
                     )
                 # Before backward: the fused kernel would write NaN into the tables.
-                _check_divergence(loop, value, divergence_factor, divergence_patience)
+                _check_divergence(
+                    loop,
+                    value,
+                    divergence_factor,
+                    divergence_patience,
+                    base_rate_loss=base_rate_loss,
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # also applies the sparse optimizer to the embedding rows
                 if model.grad_clip_norm > 0.0:
@@ -235,6 +260,7 @@ def train(
                     loop.epoch_loss_sum = 0.0
                     loop.epoch_generator_state = generator.get_state()
                     metrics = evaluate(net, validation_split, step=loop.step)
+                    _check_validation(loop, metrics, divergence_factor)
                     loop.validation_history.append(metrics.model_dump())
                     net.train()
                 if loop.step % checkpoint_every == 0 or loop.step == total_steps:
@@ -281,25 +307,56 @@ def check_data(data: CtrDataset) -> None:
             )
 
 
-def _check_divergence(loop: LoopState, loss: float, factor: float, patience: int) -> None:
+def _check_divergence(
+    loop: LoopState, loss: float, factor: float, patience: int, *, base_rate_loss: float = 0.0
+) -> None:
+    """Raises ``DivergenceError`` when the loss of the step about to run has diverged.
+
+    Step 1 sets the reference, the larger of its loss and ``base_rate_loss`` (see
+    ``train``'s ``divergence_factor``; ``distributed`` calls this too); later steps
+    diverge at a loss above ``factor ** 2`` times it (no healthy step comes near: the
+    highest seen on MovieLens was 7x, at batch size 1), or above ``factor`` times it
+    for ``patience`` steps in a row.
+    """
     step = loop.step + 1
     if not math.isfinite(loss):
         raise DivergenceError(step, loss)
-    if len(loop.first_losses) < REFERENCE_STEPS:
+    if not loop.first_losses:
         loop.first_losses.append(loss)
-        loop.reference_loss = sum(loop.first_losses) / len(loop.first_losses)
+        loop.reference_loss = max(loss, base_rate_loss)
         return
-    if loss > factor * loop.reference_loss:
+    reference = loop.reference_loss
+    if loss > factor**2 * reference:
+        raise DivergenceError(
+            step, loss, f"above {factor**2:g} x the reference loss {reference:.4g}"
+        )
+    if loss > factor * reference:
         loop.high_streak += 1
         if loop.high_streak >= patience:
             raise DivergenceError(
                 step,
                 loss,
-                f"above {factor} x the first steps' mean {loop.reference_loss:.4g} "
-                f"for {patience} steps",
+                f"above {factor:g} x the reference loss {reference:.4g} for {patience} steps",
             )
     else:
         loop.high_streak = 0
+
+
+def _check_validation(loop: LoopState, metrics: Metrics, factor: float) -> None:
+    """Raises ``DivergenceError`` when an epoch's validation log loss is far above the reference.
+
+    The backstop for a run whose training loss blew up and came back down between the
+    step checks (the net then scores validation far worse than knowing nothing). Against
+    the reference rather than NE alone: an untrained model on rare clicks already has a
+    high NE (0.69 / 0.135 = 5.1 at a 3% click rate), which is no divergence.
+    """
+    if metrics.logloss > factor * loop.reference_loss:
+        raise DivergenceError(
+            loop.step,
+            metrics.logloss,
+            f"validation log loss, NE {metrics.ne:.4g}: above {factor:g} x the reference "
+            f"loss {loop.reference_loss:.4g}",
+        )
 
 
 def predict(net: nn.Module, split: Split) -> torch.Tensor:

@@ -42,9 +42,17 @@ class FakeActivities:
     """Activities registered under the real names; they record what the workflow asked."""
 
     trial_seconds: float = HOUR
+    # Trials that fail (a typed error) or diverge (a result without metrics), with a message.
     fail: dict[str, str] = field(default_factory=dict)
+    diverge: dict[str, str] = field(default_factory=dict)
+    # Training holds each trial this many real seconds, so that concurrency can be observed.
+    hold_s: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
     block_until_cancelled: bool = False
     planning_may_finish: threading.Event = field(default_factory=threading.Event)
+    # Planning fails with this (error type, message), non-retryable, when set.
+    planning_error: tuple[str, str] | None = None
     trained: list[str] = field(default_factory=list)
     recorded: list[TrialRecord] = field(default_factory=list)
     # Extra hypotheses (seed changes) for campaigns of many trials; NE 0.95, never improving.
@@ -59,7 +67,10 @@ class FakeActivities:
         @activity.defn(name="plan_campaign")
         def plan_campaign(inp: PlanningInput) -> Plan:
             self.planning_may_finish.wait(timeout=30)
-            plan = make_plan(inp, estimate_seconds=lambda model, dataset: self.trial_seconds)
+            if self.planning_error is not None:
+                error_type, message = self.planning_error
+                raise ApplicationError(message, type=error_type, non_retryable=True)
+            plan = make_plan(inp, estimate_seconds=lambda model, dataset: (self.trial_seconds,) * 2)
             extra = [
                 Hypothesis(id=f"seed-{i}", title=f"seed {i}", changes={"seed": i})
                 for i in range(1, self.extra_hypotheses + 1)
@@ -78,12 +89,26 @@ class FakeActivities:
             self.trained.append(spec.trial_id)
             if spec.trial_id in self.fail:
                 raise ApplicationError(
-                    self.fail[spec.trial_id], type="DivergenceError", non_retryable=True
+                    self.fail[spec.trial_id], type="BadSpecError", non_retryable=True
+                )
+            if spec.trial_id in self.diverge:
+                return TrialResult(
+                    campaign_id=spec.campaign_id,
+                    trial_id=spec.trial_id,
+                    state="diverged",
+                    error=self.diverge[spec.trial_id],
+                    device_hours=self.trial_seconds / HOUR,
                 )
             if self.block_until_cancelled:
                 while True:  # a long job: heartbeats until the campaign cancels it
                     activity.heartbeat()
                     await asyncio.sleep(0.1)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.hold_s)
+            finally:
+                self.in_flight -= 1
             return self.result(spec.campaign_id, spec.trial_id)
 
         return [train_trial]

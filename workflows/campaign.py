@@ -103,6 +103,8 @@ class CampaignWorkflow:
     async def _run(self) -> CampaignResult:
         request = self._request  # the validated copy (see __init__)
         plan = self._state.plan or await self._make_plan()
+        if plan is None:  # stopped while planning
+            return self._result(None)
         if self._state.approval is None:
             await self._await_approval(plan)
         # The guardrail timer is a new command: campaigns started before it replay without it.
@@ -119,8 +121,12 @@ class CampaignWorkflow:
         for phase in EXECUTOR_PHASES[first:]:
             if self._stopping or self._budget_closed:
                 break
-            trials = [s for s in phases[phase]() if self._state.trial(s.trial_id) is None]
-            self._enter(phase, f"Running {len(trials)} {phase} trial(s).")
+            specs = phases[phase]()
+            trials = [s for s in specs if self._state.trial(s.trial_id) is None]
+            note = policy.fewer_than_planned(request, plan, phase, len(specs), self._state.trials)
+            if note:
+                self._set(phase_notes={**self._state.phase_notes, phase: note})
+            self._enter(phase, note or f"Running {len(trials)} {phase} trial(s).")
             await asyncio.gather(*(self._run_trial(spec) for spec in trials))
             if self._draining:
                 # Every trial of this run has finished and is recorded: hand the whole state
@@ -133,16 +139,36 @@ class CampaignWorkflow:
             guard.cancel()
         return self._result(plan)
 
-    async def _make_plan(self) -> Plan:
+    async def _make_plan(self) -> Plan | None:
+        """Plan the campaign; None when it is stopped first.
+
+        Raises:
+            ApplicationError: planning failed for good (bad data, a spec that cannot be built
+                or cannot fit): the campaign fails, its status naming the error.
+        """
         self._enter("planning", "Proposing hypotheses and estimating their cost.")
-        plan: Plan = await workflow.execute_activity(
+        # Started rather than executed, so that a stop ends a campaign stuck in planning.
+        handle = workflow.start_activity(
             "plan_campaign",
             PlanningInput(campaign_id=self._id, request=self._request),
             result_type=Plan,
             start_to_close_timeout=options.PLANNING_TIMEOUT,
-            retry_policy=options.BOOKKEEPING_RETRY,
+            retry_policy=options.PLANNING_RETRY,
             summary="propose hypotheses and estimate cost",
         )
+        await workflow.wait_condition(lambda: handle.done() or self._stopping)
+        if not handle.done():
+            handle.cancel()
+            return None
+        try:
+            plan: Plan = await handle
+        except ActivityError as err:
+            error = _error_message(err)
+            self._set(error=error, needs_attention=f"planning failed: {error}")
+            self._enter("failed", f"Planning failed: {error}")
+            raise ApplicationError(
+                f"planning failed: {error}", type="PlanningFailed", non_retryable=True
+            ) from err
         ledger = Ledger(
             phases={p.phase: PhaseLedger(estimated=p.estimated_device_hours) for p in plan.phases}
         )
@@ -182,7 +208,11 @@ class CampaignWorkflow:
 
     @workflow.update
     def approve(self, approval: ApproveInput) -> Approval:
-        """Approve the pending plan. Approving again returns the first approval unchanged."""
+        """Approve the pending plan.
+
+        Approving again returns the first approval unchanged; asking for other hours then is
+        refused by the validator (that is what ``extend_budget`` is for).
+        """
         if self._state.approval is None:
             hours = approval.device_hours or self._request.budget.device_hours
             self._set(
@@ -203,7 +233,16 @@ class CampaignWorkflow:
         # Validators run before anything is written to history: a rejected approval leaves
         # no trace, so a stray click from a Slack bot costs nothing.
         self._check_approver(approval.approver)
-        if self._state.approval is not None:
+        first = self._state.approval
+        if first is not None:
+            if approval.device_hours is not None and approval.device_hours != first.device_hours:
+                raise ApplicationError(
+                    f"device_hours: already approved with {first.device_hours:g} device-hours "
+                    f"by {first.approver}; add hours with extend_budget "
+                    "(`rea campaign extend-budget`)",
+                    type="AlreadyApproved",
+                    non_retryable=True,
+                )
             return
         if self._state.phase != "awaiting_approval":
             raise ApplicationError(
@@ -236,7 +275,7 @@ class CampaignWorkflow:
                 type="NotApproved",
                 non_retryable=True,
             )
-        if self._budget_closed or self._state.phase in ("done", "stopped"):
+        if self._budget_closed or self._state.phase in ("done", "stopped", "failed"):
             raise ApplicationError(
                 f"the campaign is finishing (phase {self._state.phase!r}); start a new one",
                 type="CampaignFinishing",
@@ -294,7 +333,7 @@ class CampaignWorkflow:
     # ---- trials ---------------------------------------------------------------------------
 
     async def _run_trial(self, spec: TrialSpec) -> None:
-        if not await self._free_slot(spec) or not await self._reserve_budget(spec):
+        if not await self._wait_to_launch(spec):
             return
         self._launched_this_run += 1
         self._running[spec.trial_id] = None
@@ -334,24 +373,38 @@ class CampaignWorkflow:
             self._halting = True
             self._cancel_running()
 
-    async def _free_slot(self, spec: TrialSpec) -> bool:
-        """Wait until a trial may launch; False when it must not launch in this run.
+    async def _wait_to_launch(self, spec: TrialSpec) -> bool:
+        """Wait until ``spec`` has a free slot and the ledger affords it, both at once.
 
-        Every waiting trial's condition is checked in the same pass, so several can wake for
-        one free slot: each re-checks after waking, and only the first claims it.
+        Returns False when it must not launch in this run (stopped, budget closed, or
+        draining for continue-as-new). Every wait ends in a fresh check of both conditions:
+        trials that woke for an extension or a resume must not all launch past
+        ``max_parallel_trials``. Nothing awaits between the last check and the caller's
+        claim of the slot, so only one waiter takes a freed slot.
         """
+        estimate = spec.estimated_device_hours
         while not (self._stopping or self._budget_closed or self._draining):
             if policy.should_continue_as_new(
                 workflow.info().is_continue_as_new_suggested(), self._launched_this_run
             ):
                 self._draining = True
                 break
-            if self._slot_free():
+            if not self._slot_free():
+                await workflow.wait_condition(
+                    lambda: self._stopping or self._slot_free(),
+                    timeout_summary=f"{spec.trial_id}: waiting for a free trial slot",
+                )
+            elif policy.can_afford(estimate, self._state.ledger):
                 return True
-            await workflow.wait_condition(
-                lambda: self._stopping or self._slot_free(),
-                timeout_summary=f"{spec.trial_id}: waiting for a free trial slot",
-            )
+            elif self._running:
+                # Running trials' reservations free up as they finish.
+                running = len(self._running)
+                await workflow.wait_condition(
+                    lambda n=running: self._stopping or len(self._running) < n,  # type: ignore[misc]
+                    timeout_summary=f"{spec.trial_id}: waiting for reserved budget to free up",
+                )
+            else:
+                await self._wait_for_extension(spec)
         return False
 
     def _slot_free(self) -> bool:
@@ -359,41 +412,27 @@ class CampaignWorkflow:
             not self._state.paused and len(self._running) < self._request.budget.max_parallel_trials
         )
 
-    async def _reserve_budget(self, spec: TrialSpec) -> bool:
-        """Wait until the ledger affords ``spec``; False when the budget is closed or stopped.
-
-        Running trials' reservations free up as they finish. When nothing runs and the trial
-        still does not fit, the budget is spent: ask for an extension and wait, durably.
-        """
+    async def _wait_for_extension(self, spec: TrialSpec) -> None:
+        """Nothing runs and ``spec`` does not fit: the budget is spent. Ask for more, durably;
+        close the budget when no extension comes in time."""
         estimate = spec.estimated_device_hours
-        while not policy.can_afford(estimate, self._state.ledger):
-            if self._stopping or self._budget_closed:
-                return False
-            if self._running:
-                running = len(self._running)
-                await workflow.wait_condition(
-                    lambda n=running: self._stopping or len(self._running) < n,  # type: ignore[misc]
-                    timeout_summary=f"{spec.trial_id}: waiting for reserved budget to free up",
-                )
-                continue
-            ledger = self._state.ledger
-            self._set(
-                needs_attention=f"budget exhausted: {ledger.spent:.4f} of {ledger.approved} "
-                f"device-hours spent; extend_budget to run {spec.trial_id} and the rest",
+        ledger = self._state.ledger
+        self._set(
+            needs_attention=f"budget exhausted: {ledger.spent:.4f} of {ledger.approved} "
+            f"device-hours spent; extend_budget to run {spec.trial_id} and the rest",
+        )
+        self._publish()
+        try:
+            await workflow.wait_condition(
+                lambda: self._stopping or policy.can_afford(estimate, self._state.ledger),
+                timeout=timedelta(hours=self._request.budget.extension_wait_hours),
+                timeout_summary="waiting for an engineer to extend the budget",
             )
-            self._publish()
-            try:
-                await workflow.wait_condition(
-                    lambda: self._stopping or policy.can_afford(estimate, self._state.ledger),
-                    timeout=timedelta(hours=self._request.budget.extension_wait_hours),
-                    timeout_summary="waiting for an engineer to extend the budget",
-                )
-            except TimeoutError:
-                self._budget_closed = True
-                self._set(message="Budget exhausted and not extended: reporting what we have.")
-            self._set(needs_attention="")
-            self._publish()
-        return not (self._stopping or self._budget_closed)
+        except TimeoutError:
+            self._budget_closed = True
+            self._set(message="Budget exhausted and not extended: reporting what we have.")
+        self._set(needs_attention="")
+        self._publish()
 
     async def _train_in_worker(self, spec: TrialSpec) -> TrialResult:
         handle = workflow.start_activity(
@@ -546,7 +585,7 @@ class CampaignWorkflow:
         why = f": {control.reason}" if control.reason else ""
         return f"{verb}{who}{why}."
 
-    def _result(self, plan: Plan) -> CampaignResult:
+    def _result(self, plan: Plan | None) -> CampaignResult:
         if self._stopping:
             self._enter("stopped", self._state.stop_reason)
         else:
@@ -560,7 +599,11 @@ class CampaignWorkflow:
             )
         return CampaignResult(
             status=self._state,
-            best_model=policy.model_for(self._request, plan, best.hypothesis_ids) if best else None,
+            best_model=(
+                policy.model_for(self._request, plan, best.hypothesis_ids)
+                if best and plan
+                else None
+            ),
             improvement=improvement,
         )
 
@@ -589,10 +632,20 @@ def _failed_result(spec: TrialSpec, err: ActivityError) -> TrialResult:
     if isinstance(cause, CancelledError):
         return TrialResult(campaign_id=spec.campaign_id, trial_id=spec.trial_id, state="cancelled")
     error_type = cause.type if isinstance(cause, ApplicationError) and cause.type else ""
+    error_type = error_type or type(cause or err).__name__
     return TrialResult(
         campaign_id=spec.campaign_id,
         trial_id=spec.trial_id,
-        state="failed",
+        # Trainers report divergence as a result; an older one raised it as an error.
+        state="diverged" if error_type == "DivergenceError" else "failed",
         error=str(cause or err),
-        error_type=error_type or type(cause or err).__name__,
+        error_type=error_type,
     )
+
+
+def _error_message(err: ActivityError) -> str:
+    """The innermost message of an activity's failure: what the activity itself said."""
+    cause: BaseException = err
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    return str(cause)

@@ -31,6 +31,13 @@ TRIAL_RETRY = RetryPolicy(
     maximum_attempts=10,
     non_retryable_error_types=TRIAL_NON_RETRYABLE,
 )
+# Planning retries transient errors (a busy host, a flaky filesystem) with backoff, for as long
+# as it takes; errors no retry can fix are raised non-retryable by the activity and end the
+# campaign in phase "failed".
+PLANNING_RETRY = RetryPolicy(
+    maximum_interval=timedelta(minutes=1),
+    non_retryable_error_types=["BadSpecError", "BadDataError", "OutOfMemoryError"],
+)
 # Bookkeeping activities retry until they succeed; their writes are idempotent.
 BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 

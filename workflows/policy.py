@@ -129,6 +129,26 @@ def combination_trials(
     return [_trial(campaign_id, request, plan, "combination", g) for g in groups][:room]
 
 
+def fewer_than_planned(
+    request: CampaignRequest,
+    plan: Plan,
+    phase: str,
+    count: int,
+    trials: Sequence[TrialSummary],
+) -> str:
+    """Why ``phase`` runs ``count`` trials where the plan announced more; "" when it does not."""
+    planned = next((p.trials for p in plan.phases if p.phase == phase), 0)
+    if count >= planned:
+        return ""
+    if phase == "combination":
+        improvers = len(improving_hypotheses(plan, trials, request.metric))
+        beat = f"{improvers} {'hypothesis' if improvers == 1 else 'hypotheses'} beat the baseline"
+        why = f"{beat}; merging needs two, a second merge three"
+    else:
+        why = f"max_trials is {request.budget.max_trials}"
+    return f"Running {count} of {planned} planned {phase} trials: {why}."
+
+
 def metric_of(trials: Sequence[TrialSummary], trial_id: str, metric: str) -> float | None:
     """The validation ``metric`` of a finished trial, or None."""
     for trial in trials:

@@ -8,7 +8,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.training import TrainingActivities
 from contracts import DatasetRef, ModelSpec, TrialProgress, TrialSpec
-from ranking_models.errors import DivergenceError
+from ranking_models.errors import DivergenceError, OutOfMemoryError
 from ranking_models.trainer import train
 
 
@@ -38,14 +38,25 @@ def test_trains_for_real_and_heartbeats_progress(tmp_path: Path) -> None:
 
 
 def test_trainer_errors_become_typed_application_errors(tmp_path: Path) -> None:
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise OutOfMemoryError("out of host memory with batch_size=512")
+
+    with pytest.raises(ApplicationError) as raised:
+        activities = TrainingActivities(train=out_of_memory, data_dir=tmp_path)  # type: ignore[arg-type]
+        ActivityEnvironment().run(activities.train_trial, tiny_spec())
+    assert raised.value.type == "OutOfMemoryError"
+    assert "batch_size" in str(raised.value)
+
+
+def test_a_diverged_run_is_an_outcome_without_metrics(tmp_path: Path) -> None:
     def diverging(*args: object, **kwargs: object) -> None:
         raise DivergenceError(7, float("nan"))
 
-    with pytest.raises(ApplicationError) as raised:
-        activities = TrainingActivities(train=diverging, data_dir=tmp_path)  # type: ignore[arg-type]
-        ActivityEnvironment().run(activities.train_trial, tiny_spec())
-    assert raised.value.type == "DivergenceError"
-    assert "7" in str(raised.value)
+    activities = TrainingActivities(train=diverging, data_dir=tmp_path)  # type: ignore[arg-type]
+    result = ActivityEnvironment().run(activities.train_trial, tiny_spec())
+    assert result.state == "diverged" and result.validation is None and result.test is None
+    assert result.steps == 7 and "lower dense_lr" in result.error
+    assert result.device_hours == pytest.approx(result.duration_s / 3600)
 
 
 def test_cancelled_trial_checkpoints_and_the_retry_resumes(tmp_path: Path) -> None:

@@ -1,14 +1,22 @@
 """The cost model: analytic work, host estimate and GPU-hours (no timing assertions)."""
 
+import itertools
+import threading
+
 import pytest
+import torch
 
 from contracts import DatasetRef, ModelSpec
+from ranking_models import cost, memory
 from ranking_models.cost import (
     GPU_PROFILES,
     estimate_gpu_hours,
     estimate_seconds,
+    estimate_seconds_range,
     work_per_sample,
 )
+from ranking_models.errors import OutOfMemoryError
+from ranking_models.trainer import load_dataset
 
 TINY_DATA = DatasetRef(max_rows=3000)
 
@@ -34,6 +42,79 @@ def test_estimate_seconds_is_positive_and_scales_with_epochs():
     one = estimate_seconds(ModelSpec(epochs=1), TINY_DATA)
     four = estimate_seconds(ModelSpec(epochs=4), TINY_DATA)
     assert 0 < one < four
+
+
+def test_the_range_is_ordered_and_its_low_end_is_estimate_seconds():
+    spec = ModelSpec(epochs=1)
+    low, high = estimate_seconds_range(spec, TINY_DATA)
+    assert cost.FIXED_OVERHEAD_S < low <= high
+    assert estimate_seconds(spec, TINY_DATA) == low
+    assert estimate_seconds_range(spec, TINY_DATA) == (low, high)  # cached per process
+
+
+def test_both_ends_of_the_range_grow_with_epochs():
+    one = estimate_seconds_range(ModelSpec(epochs=1), TINY_DATA)
+    four = estimate_seconds_range(ModelSpec(epochs=4), TINY_DATA)
+    assert one[0] < four[0] and one[1] < four[1]
+
+
+def test_a_model_too_big_for_the_host_fails_before_it_is_built(monkeypatch):
+    monkeypatch.setenv(memory.LIMIT_ENV, "16")
+    spec = ModelSpec(
+        max_table_rows=100_000_000, table_rows={"user_id": 100_000_000}, embedding_dim=512
+    )
+    with pytest.raises(OutOfMemoryError, match="table_rows"):
+        estimate_seconds_range(spec, TINY_DATA)
+
+
+def test_quantiles_by_nearest_rank():
+    values = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert cost._quantile(values, 0.0) == 1.0
+    assert cost._quantile(values, cost.LOW_QUANTILE) == 1.0
+    assert cost._quantile(values, cost.HIGH_QUANTILE) == 3.0
+    assert cost._quantile(values, 1.0) == 5.0
+
+
+def test_timings_warm_up_then_time_the_asked_count():
+    calls = []
+    ticks = itertools.count()
+    times = cost._timings(lambda: calls.append(1), lambda: float(next(ticks)), 2, 6)
+    assert len(calls) == 8 and times == [1.0] * 6
+
+
+def test_timings_stop_at_the_minimum_once_the_budget_is_spent(monkeypatch):
+    monkeypatch.setattr(cost, "CALIBRATION_BUDGET_S", 0.0)
+    times = cost._timings(lambda: None, lambda: 0.0, 1, cost.TIMED_STEPS)
+    assert len(times) == cost.MIN_TIMED_STEPS
+
+
+def test_calibration_batches_leave_out_the_short_last_batch():
+    spec = ModelSpec()
+    train = load_dataset(TINY_DATA, max_table_rows=spec.max_table_rows).train
+    assert len(train) % 512 != 0  # the split ends in a short batch
+    batches = cost._full_batches(train, 512, seed=0)
+    assert {len(next(batches)) for _ in range(3 * train.num_batches(512))} == {512}
+    # A split smaller than one batch has only short batches: those are timed.
+    assert len(next(cost._full_batches(train, len(train) + 1, seed=0))) == len(train)
+
+
+def test_single_threaded_leaves_every_other_thread_its_count():
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    assert cost._single_threaded(torch.get_num_threads) == 1
+    assert torch.get_num_threads() == before
+    fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    fresh.start()
+    fresh.join()
+    assert seen == [before]
+
+
+def test_single_threaded_raises_what_the_function_raised():
+    def fail() -> None:
+        raise ValueError("bad spec")
+
+    with pytest.raises(ValueError, match="bad spec"):
+        cost._single_threaded(fail)
 
 
 @pytest.mark.parametrize("gpu", sorted(GPU_PROFILES))

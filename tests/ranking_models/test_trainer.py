@@ -165,12 +165,69 @@ def test_loss_staying_far_above_its_start_raises_divergence(monkeypatch):
     def exploding(logits, labels):
         nonlocal calls
         calls += 1
-        return real(logits, labels) * (1.0 if calls <= 5 else 100.0)
+        # 30x: above 10x the reference, below the 100x that stops training at once.
+        return real(logits, labels) * (1.0 if calls <= 5 else 30.0)
 
     monkeypatch.setattr(trainer.F, "binary_cross_entropy_with_logits", exploding)
     with pytest.raises(DivergenceError, match="for 3 steps") as e:
         train(TINY_SPEC, TINY_DATA, divergence_factor=10.0, divergence_patience=3)
     assert e.value.step == 8
+
+
+def test_a_loss_spike_far_above_the_reference_raises_divergence_at_once(monkeypatch):
+    real = trainer.F.binary_cross_entropy_with_logits
+    calls = 0
+
+    def spiking(logits, labels):
+        nonlocal calls
+        calls += 1
+        return real(logits, labels) * (1000.0 if calls == 4 else 1.0)
+
+    monkeypatch.setattr(trainer.F, "binary_cross_entropy_with_logits", spiking)
+    with pytest.raises(DivergenceError, match="above 100 x the reference") as e:
+        train(TINY_SPEC, TINY_DATA, divergence_factor=10.0, divergence_patience=3)
+    assert e.value.step == 4
+
+
+def test_dense_lr_10_raises_divergence():
+    # The loss goes from 0.70 at step 1 to ~7e8 at step 2: a reference averaged over the
+    # first steps would have been lifted with it, and the run reported NE ~1e6.
+    spec = TINY_SPEC.model_copy(update={"dense_lr": 10.0})
+    with pytest.raises(DivergenceError, match="lower dense_lr or sparse_lr") as e:
+        train(spec, TINY_DATA)
+    assert e.value.step <= 3
+    assert e.value.loss > 100 * 0.6
+
+
+def test_validation_far_worse_than_the_base_rate_raises_divergence(monkeypatch):
+    # Confidently wrong predictions: validation log loss ~50 nats, NE ~70.
+    monkeypatch.setattr(trainer, "predict", lambda net, split: (1 - 2 * split.labels) * 50.0)
+    with pytest.raises(DivergenceError, match=r"validation log loss, NE \d+") as e:
+        train(TINY_SPEC, TINY_DATA)
+    assert e.value.step == 10  # the end of the only epoch
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"dense_lr": 3e-3},
+        {"sparse_lr": 0.15},
+        {"dense_lr": 3e-3, "sparse_lr": 0.15},
+        {"interaction": "dcn", "sparse_optimizer": "adam", "sparse_lr": 0.01},
+        {"interaction": "projection", "dense_norm": "batch", "dropout": 0.2},
+        {"batch_size": 16},
+    ],
+)
+def test_healthy_specs_are_not_flagged_as_diverged(change):
+    spec = TINY_SPEC.model_copy(update={"epochs": 2} | change)
+    outcome = train(spec, TINY_DATA, divergence_patience=5)
+    assert outcome.validation.ne < 1.5
+
+
+def test_divergence_factor_must_exceed_one():
+    with pytest.raises(ValueError, match="divergence_factor"):
+        train(TINY_SPEC, TINY_DATA, divergence_factor=1.0)
 
 
 @pytest.mark.parametrize("fault", ["labels", "dense", "ids"])

@@ -104,21 +104,28 @@ async def test_stop_cancels_running_trials_and_reports(
     assert len(fakes.trained) == 2  # nothing launched after the stop
 
 
-async def test_failed_trial_is_recorded_and_campaign_goes_on(
+async def test_failed_and_diverged_trials_are_recorded_never_ranked_and_the_campaign_goes_on(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
 ) -> None:
-    fakes.fail["v-wider-embeddings"] = "loss is NaN at step 12"
+    fakes.fail["v-wider-embeddings"] = "ModelSpec.embedding_dim: not a multiple of 4"
+    fakes.diverge["v-wider-over-arch"] = "training diverged: loss is nan at step 12"
     handle = await start(time_skipping_env, queue)
     await wait_for_phase(handle, "awaiting_approval")
     await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
     result: CampaignResult = await handle.result()
 
-    failed = {t.trial_id: t for t in result.status.trials if t.state == "failed"}
-    assert list(failed) == ["v-wider-embeddings"]
-    assert failed["v-wider-embeddings"].error_type == "DivergenceError"
-    assert "NaN" in failed["v-wider-embeddings"].error
-    # One improver left, so nothing to combine: the best single change wins.
-    assert result.status.best_trial_id == "v-wider-over-arch"
+    trials = {t.trial_id: t for t in result.status.trials}
+    assert trials["v-wider-embeddings"].state == "failed"
+    assert trials["v-wider-embeddings"].error_type == "BadSpecError"
+    assert trials["v-wider-over-arch"].state == "diverged"
+    assert "nan" in trials["v-wider-over-arch"].error
+    assert trials["v-wider-over-arch"].device_hours == pytest.approx(1.0)  # it is charged
+    # Both improvers are out, so nothing beats the baseline and nothing is combined.
+    assert result.status.best_trial_id == "baseline"
+    assert "0 of 2 planned combination trials" in result.status.phase_notes["combination"]
+    stored = {r.spec.trial_id: r.result for r in fakes.recorded}
+    assert stored["v-wider-over-arch"] is not None
+    assert stored["v-wider-over-arch"].state == "diverged"
 
 
 async def test_budget_guardrail_skips_trials_that_would_exceed_it(

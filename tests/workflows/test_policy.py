@@ -11,7 +11,9 @@ from workflows import policy
 
 def plan_and_request():
     request = campaign_request()
-    return make_plan(PlanningInput(campaign_id="c", request=request), lambda m, d: 360.0), request
+    return make_plan(
+        PlanningInput(campaign_id="c", request=request), lambda m, d: (360.0, 360.0)
+    ), request
 
 
 def finished(specs, ne_by_id):
