@@ -111,7 +111,8 @@ def load_settings() -> Settings:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    # One logical line, however long: the terminal wraps it, and it greps and copies whole.
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -127,9 +128,29 @@ def progress_display() -> Progress:
 
 
 def run(coro: Awaitable[T]) -> T:
-    """Run a coroutine, turning an unreachable server into a one-line error."""
+    """Run a coroutine, turning an unreachable server into a one-line error.
+
+    Ctrl-C and SIGTERM cancel the coroutine, so that its cleanup (stopping workers, then the
+    server) runs in order, and then surface as KeyboardInterrupt.
+    """
+
+    async def main() -> T:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        for signum in previous:
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await task
+        finally:
+            for signum, handler in previous.items():
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, handler)
+
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
     except ServerUnreachable as err:
         raise fail(str(err)) from None
 
@@ -192,7 +213,8 @@ async def why_closed(handle: CampaignHandle) -> str:
         cause = err.cause
         while cause.__cause__ is not None and not str(cause):
             cause = cause.__cause__
-        return f"campaign {handle.id} {description.status.name.lower()}: {cause or err}"
+        message = " ".join(str(cause or err).split())  # one line, whatever the cause said
+        return f"campaign {handle.id} {description.status.name.lower()}: {message}"
     except Exception as err:  # terminated, timed out, cancelled: the status says enough
         return f"campaign {handle.id} {description.status.name.lower()}: {err}"
     return ""
@@ -320,8 +342,10 @@ def campaign_start(
                 f"--id: a campaign {workflow_id!r} already exists; pick another id, or leave "
                 "--id out for a fresh one (`rea campaign status` shows the existing one)"
             ) from None
+        # soft_wrap: a URL split by rich's wrapping cannot be clicked or copied whole.
         console.print(
-            f"Started [bold]{workflow_id}[/]  Web UI: {settings.workflow_url(workflow_id)}"
+            f"Started [bold]{workflow_id}[/]  Web UI: {settings.workflow_url(workflow_id)}",
+            soft_wrap=True,
         )
         if auto_approve:
             await approve_when_planned(handle, request.approvers[0])
@@ -461,7 +485,7 @@ async def follow(
 
         chart = plot_campaign(result.status, settings.data_dir / "reports" / f"{handle.id}.png")
         console.print(f"Chart: {chart}")
-    console.print(f"Web UI: {settings.workflow_url(handle.id)}")
+    console.print(f"Web UI: {settings.workflow_url(handle.id)}", soft_wrap=True)
 
 
 def planned_trials(status: CampaignStatus) -> int | None:
@@ -488,7 +512,10 @@ def campaign_status(
 
     async def main() -> tuple[CampaignStatus, list[str]]:
         handle = campaign_handle(await make_client(load_settings()), campaign_id)
-        return await query_status(handle), await retrying_activities(handle)
+        status = await query_status(handle)
+        if status.plan is None and (closed := await why_closed(handle)):
+            raise fail(closed)  # it failed before it had anything else to show
+        return status, await retrying_activities(handle)
 
     status, retrying = run(main())
     if as_json:
@@ -743,7 +770,9 @@ def schema(
 
 
 def render_plan(status: CampaignStatus) -> Table:
-    table = Table(title=f"{status.campaign_id}: {status.phase}", box=box.SIMPLE_HEAD)
+    table = Table(
+        title=f"{status.campaign_id}: {status.phase}", box=box.SIMPLE_HEAD, caption_justify="left"
+    )
     table.add_column("hypothesis", no_wrap=True)
     table.add_column("change")
     table.add_column("source")
@@ -792,8 +821,7 @@ def describe_best(status: CampaignStatus) -> str:
     metric, best, baseline = status.metric, status.best_metric, status.baseline_metric
     if best is None:
         return "-"
-    name = metric.upper() if metric != "logloss" else "log loss"
-    text = f"{status.best_trial_id}: {name} {best:.5g}"
+    text = f"{status.best_trial_id}: {metric_name(metric)} {best:.5g}"
     if baseline is None or status.best_trial_id == "baseline":
         return text
     change = (best - baseline) / abs(baseline) if baseline else 0.0
@@ -803,16 +831,22 @@ def describe_best(status: CampaignStatus) -> str:
     return f"{text} vs {baseline:.5g} baseline, {sign}{abs(change):.2%} ({verdict})"
 
 
+def metric_name(metric: str) -> str:
+    return "log loss" if metric == "logloss" else metric.upper()
+
+
 def render_trials(status: CampaignStatus, wide: bool = False) -> Table:
     metric = status.metric
+    name = metric_name(metric)
     table = Table(
-        title=f"trials: {metric} on validation (test reported, never selected on)",
+        title=f"trials: {name} on validation (test reported, never selected on)",
         box=box.SIMPLE_HEAD,
+        caption_justify="left",
     )
     table.add_column("trial", no_wrap=True)
     table.add_column("state")
-    table.add_column(f"val {metric}", justify="right")
-    table.add_column(f"test {metric}", justify="right")
+    table.add_column(f"val {name}", justify="right")
+    table.add_column(f"test {name}", justify="right")
     if wide:
         for column in ("val AUC", "calib.", "seconds"):
             table.add_column(column, justify="right")

@@ -94,6 +94,12 @@ def is_listening(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def is_serving(address: str) -> bool:
+    """True when the Temporal frontend at ``address`` answers a health check."""
+    health = [str(binary("temporal")), "operator", "cluster", "health", "--address", address]
+    return subprocess.run(health, capture_output=True, timeout=30).returncode == 0
+
+
 class DevServer:
     """Runs the dev server as a child process for the length of a ``with`` block.
 
@@ -132,7 +138,8 @@ class DevServer:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
-        while not is_listening(s.host, s.port):
+        # Listening is not serving: the frontend accepts connections before it answers RPCs.
+        while not (is_listening(s.host, s.port) and is_serving(s.temporal_address)):
             if self._process.poll() is not None:
                 raise ServerStartError(f"the Temporal dev server exited; see {self._log}")
             if time.monotonic() > deadline:

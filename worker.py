@@ -45,6 +45,10 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 # it bounds how long a stopped campaign waits for its trainers to notice.
 HEARTBEAT_THROTTLE = timedelta(seconds=5)
 
+# How long stopping the workers may take: a training step, a checkpoint and the planner's
+# calibration (seconds) fit well within it.
+SHUTDOWN_TIMEOUT = timedelta(seconds=15)
+
 log = logging.getLogger("openrea.worker")
 
 
@@ -150,13 +154,41 @@ def configure_tracing(settings: Settings) -> None:
 async def run_workers(
     settings: Settings, roles: Sequence[Role] = ROLES, client: Client | None = None
 ) -> None:
-    """Run workers for ``roles`` until cancelled."""
+    """Run workers for ``roles`` until cancelled, then shut them down in order.
+
+    Cancelling this coroutine calls each worker's ``shutdown``: in-worker trials stop at their
+    next step after a checkpoint, and their retries resume on the next worker. (Cancelling
+    the SDK's own tasks instead, as ``asyncio.run`` does on an interrupt, can leave a worker
+    waiting for them for ever.)
+    """
     configure_tracing(settings)
     client = client or await make_client(settings)
     await ensure_search_attributes(client, settings.namespace)
     workers = build_workers(client, settings, roles)
     log.info("worker running: roles=%s server=%s", ",".join(roles), settings.temporal_address)
-    await asyncio.gather(*(w.run() for w in workers))
+    runs = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        # asyncio.wait, unlike gather, leaves the runs alone when this task is cancelled.
+        done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        await _shut_down(workers, runs)
+        raise
+    for task in done:
+        task.result()  # a worker that failed: its error, after the others stop
+    await _shut_down(workers, runs)
+
+
+async def _shut_down(workers: Sequence[Worker], runs: Sequence[asyncio.Task[None]]) -> None:
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True),
+            SHUTDOWN_TIMEOUT.total_seconds(),
+        )
+    except TimeoutError:
+        log.warning("workers did not stop within %s; leaving them", SHUTDOWN_TIMEOUT)
+    for run in runs:
+        run.cancel()
+    await asyncio.gather(*runs, return_exceptions=True)
 
 
 if __name__ == "__main__":

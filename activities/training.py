@@ -72,10 +72,18 @@ class TrainingActivities:
                     on_progress=lambda p: activity.heartbeat(
                         p.model_copy(update={"trial_id": spec.trial_id})
                     ),
-                    should_stop=activity.is_cancelled,
+                    # A worker shutting down (Ctrl-C, a deploy) stops its trials too:
+                    # they checkpoint, and the retry resumes them on the next worker.
+                    should_stop=lambda: activity.is_cancelled() or activity.is_worker_shutdown(),
                     checkpoint_dir=checkpoint_dir(self._data_dir, spec),
                 )
         except TrainingCancelled as err:
+            if not activity.is_cancelled():  # the worker is shutting down: retry elsewhere
+                raise ApplicationError(
+                    f"trial {spec.trial_id} stopped at step {err.step}: the worker shut down; "
+                    "the retry resumes from its checkpoint",
+                    type="WorkerShutdown",
+                ) from err
             # Reported as cancelled (not failed) only when raised as Temporal's CancelledError.
             raise CancelledError(f"trial {spec.trial_id} cancelled") from err
         except DivergenceError as err:

@@ -58,7 +58,14 @@ class CampaignWorkflow:
     def __init__(self, request: CampaignRequest, state: CampaignStatus | None = None) -> None:
         # The SDK applies type hints only when the payload count matches the parameters, so
         # a client's one-argument start arrives as plain JSON: validate both ways here.
-        self._request = request = CampaignRequest.model_validate(request)
+        self._invalid: ApplicationError | None = None
+        try:
+            request = _validated_request(request)
+        except ApplicationError as err:
+            # Raised from run(): raised here it would fail workflow tasks, retried for ever.
+            self._invalid = err
+            request = CampaignRequest.model_construct(approvers=[])
+        self._request = request
         self._state = (
             CampaignStatus.model_validate(state).model_copy(update={"runs": state.runs + 1})
             if state
@@ -79,6 +86,10 @@ class CampaignWorkflow:
     async def run(
         self, request: CampaignRequest, state: CampaignStatus | None = None
     ) -> CampaignResult:
+        if self._invalid is not None:
+            self._set(error=str(self._invalid), needs_attention=str(self._invalid))
+            self._enter("failed", str(self._invalid))
+            raise self._invalid
         try:
             return await self._run()
         except asyncio.CancelledError:
@@ -126,7 +137,9 @@ class CampaignWorkflow:
             note = policy.fewer_than_planned(request, plan, phase, len(specs), self._state.trials)
             if note:
                 self._set(phase_notes={**self._state.phase_notes, phase: note})
-            self._enter(phase, note or f"Running {len(trials)} {phase} trial(s).")
+            self._enter(
+                phase, f"Running {len(trials)} {phase} trial(s){f' ({note})' if note else '.'}"
+            )
             await asyncio.gather(*(self._run_trial(spec) for spec in trials))
             if self._draining:
                 # Every trial of this run has finished and is recorded: hand the whole state
@@ -568,9 +581,9 @@ class CampaignWorkflow:
     def _show_details(self) -> None:
         s = self._state
         lines = [
-            f"**phase** {s.phase}{' (paused)' if s.paused else ''}",
+            policy.one_line_summary(s, running=len(self._running)),
             f"**needs attention** {s.needs_attention}" if s.needs_attention else "",
-            f"**budget** {s.ledger.spent:.4f} spent + {s.ledger.reserved:.4f} reserved of "
+            f"**budget** {s.ledger.spent:.4g} spent + {s.ledger.reserved:.4g} reserved of "
             f"{s.ledger.approved or '?'} device-hours",
             f"**best {s.metric}** {s.best_metric if s.best_metric is not None else '-'} "
             f"({s.best_trial_id or 'none yet'})",
@@ -606,6 +619,19 @@ class CampaignWorkflow:
             ),
             improvement=improvement,
         )
+
+
+def _validated_request(request: object) -> CampaignRequest:
+    """The request as a model; a malformed one fails the workflow with one line per field."""
+    try:
+        return CampaignRequest.model_validate(request)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()
+        )
+        raise ApplicationError(
+            f"invalid CampaignRequest: {problems}", type="InvalidRequest", non_retryable=True
+        ) from None
 
 
 async def _control_job(

@@ -9,6 +9,7 @@ from datetime import timedelta
 from contracts import (
     LOWER_IS_BETTER,
     CampaignRequest,
+    CampaignStatus,
     Hypothesis,
     JobState,
     Ledger,
@@ -143,10 +144,12 @@ def fewer_than_planned(
     if phase == "combination":
         improvers = len(improving_hypotheses(plan, trials, request.metric))
         beat = f"{improvers} {'hypothesis' if improvers == 1 else 'hypotheses'} beat the baseline"
-        why = f"{beat}; merging needs two, a second merge three"
+        why = (
+            f"{beat}; merging needs two" if improvers < 2 else f"{beat}; a second merge needs three"
+        )
     else:
         why = f"max_trials is {request.budget.max_trials}"
-    return f"Running {count} of {planned} planned {phase} trials: {why}."
+    return f"{count} of {planned} planned trials: {why}."
 
 
 def metric_of(trials: Sequence[TrialSummary], trial_id: str, metric: str) -> float | None:
@@ -191,3 +194,24 @@ def job_poll_interval(polls_so_far: int) -> timedelta:
 def should_continue_as_new(suggested: bool, launched_this_run: int) -> bool:
     """Continue as new when the server suggests it or this run has launched enough trials."""
     return suggested or launched_this_run >= MAX_TRIALS_PER_RUN
+
+
+def one_line_summary(status: CampaignStatus, running: int) -> str:
+    """What a campaign is doing, in one line: the first line of its Web UI details.
+
+    E.g. "validation (paused): 3 of 9 trials done, 2 running; 0.41 of 2 device-hours;
+    best NE 0.9139 (v-lower-dense-lr)".
+    """
+    s = status
+    parts = []
+    if s.plan is not None and s.phase not in ("planning", "awaiting_approval", "failed"):
+        done = sum(1 for t in s.trials if t.state != "running")
+        parts.append(f"{done} of {s.plan.trials} trials done, {running} running")
+    if s.ledger.approved:
+        parts.append(f"{s.ledger.spent:.3g} of {s.ledger.approved:g} device-hours")
+    if s.best_metric is not None:
+        parts.append(f"best {s.metric.upper()} {s.best_metric:.5g} ({s.best_trial_id})")
+    if s.needs_attention:
+        parts.append(f"NEEDS ATTENTION: {s.needs_attention}")
+    phase = f"{s.phase} (paused)" if s.paused else s.phase
+    return f"{phase}: {'; '.join(parts)}" if parts else phase

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from activities.planning import make_plan
-from contracts import Budget, Ledger, ModelSpec, PlanningInput, TrialSummary
+from contracts import Budget, CampaignStatus, Ledger, ModelSpec, PlanningInput, TrialSummary
 from tests.factories import campaign_request, succeeded
 from workflows import policy
 
@@ -113,3 +113,54 @@ def test_continue_as_new_when_suggested_or_after_enough_trials() -> None:
 def test_invalid_changes_name_the_field() -> None:
     with pytest.raises(ValidationError, match="embedding_dim"):
         ModelSpec().with_changes({"embedding_dim": 6})
+
+
+@pytest.mark.parametrize(
+    ("improving", "expected"),
+    [
+        ([], "0 of 2 planned trials: 0 hypotheses beat the baseline; merging needs two."),
+        (["v-larger-batch"], "0 of 2 planned trials: 1 hypothesis beat the baseline; merging"),
+        (["v-larger-batch", "v-lower-dense-lr"], "1 of 2 planned trials: 2 hypotheses beat"),
+        (["v-larger-batch", "v-lower-dense-lr", "v-wider-embeddings"], ""),
+    ],
+)
+def test_a_phase_that_runs_fewer_trials_than_planned_says_why(
+    improving: list[str], expected: str
+) -> None:
+    plan, request = plan_and_request()
+    specs = policy.validation_trials("c", request, plan)
+    ne = {s.trial_id: (0.85 if s.trial_id in improving else 0.95) for s in specs}
+    records = finished(specs, ne | {"baseline": 0.9})
+    combos = policy.combination_trials("c", request, plan, records)
+
+    note = policy.fewer_than_planned(request, plan, "combination", len(combos), records)
+
+    assert note.startswith(expected) if expected else note == ""
+    assert policy.fewer_than_planned(request, plan, "validation", len(specs), records) == ""
+
+
+def test_one_line_summary_tells_the_story_of_a_paused_campaign() -> None:
+    plan, request = plan_and_request()
+    specs = policy.validation_trials("c", request, plan)
+    trials = finished(
+        specs[:3], {"baseline": 0.9, specs[1].trial_id: 0.88, specs[2].trial_id: 0.91}
+    )
+    status = CampaignStatus(
+        campaign_id="c",
+        phase="validation",
+        paused=True,
+        plan=plan,
+        trials=trials,
+        best_trial_id=specs[1].trial_id,
+        best_metric=0.88,
+        ledger=Ledger(approved=2.0).change("validation", spent=0.3),
+    )
+
+    line = policy.one_line_summary(status, running=1)
+
+    assert line == (
+        "validation (paused): 3 of 9 trials done, 1 running; 0.3 of 2 device-hours; "
+        f"best NE 0.88 ({specs[1].trial_id})"
+    )
+    waiting = CampaignStatus(campaign_id="c", phase="awaiting_approval", plan=plan)
+    assert policy.one_line_summary(waiting, running=0) == "awaiting_approval"
