@@ -64,7 +64,7 @@ class CampaignWorkflow:
         except ApplicationError as err:
             # Raised from run(): raised here it would fail workflow tasks, retried for ever.
             self._invalid = err
-            request = CampaignRequest.model_construct(approvers=[])
+            request = CampaignRequest.model_construct(approvers=[])  # type: ignore[call-arg]
         self._request = request
         self._state = (
             CampaignStatus.model_validate(state).model_copy(update={"runs": state.runs + 1})
