@@ -3,6 +3,7 @@
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
@@ -37,11 +38,18 @@ async def terminate_leftovers() -> AsyncIterator[None]:
             await handle.terminate("test ended")
 
 
-@pytest.fixture
-async def workers(
-    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities
+@asynccontextmanager
+async def campaign_workers(
+    env: WorkflowEnvironment, queue: str, fakes: FakeActivities, sticky: bool = True
 ) -> AsyncIterator[None]:
-    client = time_skipping_env.client
+    """Workers for campaigns, training and jobs, running the fakes.
+
+    Args:
+        sticky: Cache workflows on the worker. Tests that restart workers turn it off: the
+            time-skipping server keeps routing a workflow's tasks to the stopped worker's
+            sticky queue instead of falling back to the normal one.
+    """
+    client = env.client
     async with (
         Worker(
             client,
@@ -50,6 +58,7 @@ async def workers(
             activities=fakes.all(),
             activity_executor=ThreadPoolExecutor(max_workers=4),
             workflow_runner=WORKFLOW_RUNNER,
+            **({} if sticky else {"max_cached_workflows": 0}),
         ),
         Worker(
             client,
@@ -64,4 +73,12 @@ async def workers(
             activity_executor=ThreadPoolExecutor(max_workers=4),
         ),
     ):
+        yield
+
+
+@pytest.fixture
+async def workers(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities
+) -> AsyncIterator[None]:
+    async with campaign_workers(time_skipping_env, queue, fakes):
         yield

@@ -122,7 +122,7 @@ async def test_failed_and_diverged_trials_are_recorded_never_ranked_and_the_camp
     assert trials["v-wider-over-arch"].device_hours == pytest.approx(1.0)  # it is charged
     # Both improvers are out, so nothing beats the baseline and nothing is combined.
     assert result.status.best_trial_id == "baseline"
-    assert "0 of 2 planned combination trials" in result.status.phase_notes["combination"]
+    assert "0 of 2 planned trials" in result.status.phase_notes["combination"]
     stored = {r.spec.trial_id: r.result for r in fakes.recorded}
     assert stored["v-wider-over-arch"] is not None
     assert stored["v-wider-over-arch"].state == "diverged"

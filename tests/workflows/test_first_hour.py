@@ -2,22 +2,19 @@
 and the trial-slot limit across everything that wakes waiting trials."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from contracts import ApproveInput, Budget, CampaignResult, ControlInput, ExtendBudgetInput
 from tests.factories import APPROVER
 from tests.fakes import FakeActivities
+from tests.workflows.conftest import campaign_workers
 from tests.workflows.drive import start, start_approved, wait_for_phase
-from worker import HEARTBEAT_THROTTLE, WORKFLOW_RUNNER
 from workflows.campaign import CampaignWorkflow
-from workflows.options import NEEDS_ATTENTION, PHASE, TRAINING_QUEUE
+from workflows.options import NEEDS_ATTENTION, PHASE
 
 
 async def test_planning_that_cannot_succeed_fails_the_campaign_naming_the_field(
@@ -97,33 +94,6 @@ async def test_approving_again_with_other_hours_is_refused(
     await handle.result()
 
 
-@asynccontextmanager
-async def campaign_workers(
-    env: WorkflowEnvironment, queue: str, fakes: FakeActivities
-) -> AsyncIterator[None]:
-    """The orchestration and training workers, for tests that restart them."""
-    async with (
-        Worker(
-            env.client,
-            task_queue=queue,
-            workflows=[CampaignWorkflow],
-            activities=fakes.all(),
-            activity_executor=ThreadPoolExecutor(max_workers=4),
-            workflow_runner=WORKFLOW_RUNNER,
-            # No sticky queue: the time-skipping server would keep routing workflow tasks
-            # to the stopped worker's sticky queue instead of falling back to the next one.
-            max_cached_workflows=0,
-        ),
-        Worker(
-            env.client,
-            task_queue=TRAINING_QUEUE,
-            activities=fakes.training(),
-            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-        ),
-    ):
-        yield
-
-
 async def test_max_parallel_trials_holds_across_extension_pause_and_worker_restart(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities
 ) -> None:
@@ -131,7 +101,7 @@ async def test_max_parallel_trials_holds_across_extension_pause_and_worker_resta
     # trials wait while the budget is spent, and the extension wakes all of them at once.
     fakes.hold_s = 0.3
     budget = Budget(device_hours=3.0, max_parallel_trials=2, max_trials=10)
-    async with campaign_workers(time_skipping_env, queue, fakes):
+    async with campaign_workers(time_skipping_env, queue, fakes, sticky=False):
         handle = await start_approved(time_skipping_env, queue, budget=budget)
         await until_true(lambda: budget_exhausted(handle), "the budget to run out")
         assert len(fakes.trained) == 3
@@ -146,7 +116,7 @@ async def test_max_parallel_trials_holds_across_extension_pause_and_worker_resta
         await handle.signal(CampaignWorkflow.resume, ControlInput(by=APPROVER))
         await until_true(lambda: trained_at_least(fakes, 5), "trials after resuming")
         # The workers go away with trials in flight; new ones take over (the trials retry).
-    async with campaign_workers(time_skipping_env, queue, fakes):
+    async with campaign_workers(time_skipping_env, queue, fakes, sticky=False):
         result: CampaignResult = await handle.result()
 
     assert result.status.phase == "done"
