@@ -48,6 +48,7 @@ from contracts import (
 )
 from contracts.base import Spec
 from settings import Settings
+from workflows import policy
 from workflows.campaign import CampaignWorkflow
 from workflows.options import (
     BEST_METRIC,
@@ -489,16 +490,16 @@ async def follow(
 
 
 def planned_trials(status: CampaignStatus) -> int | None:
-    """Trials the campaign will run: the plan's, less what phases announced they skip."""
+    """Trials the campaign will run: the plan's, less those a phase announced it skips."""
     if status.plan is None:
         return None
+    if status.phase in ("done", "stopped", "failed"):
+        return len(status.trials)
     planned = status.plan.trials
-    launched = {t.phase for t in status.trials}
     for phase in status.plan.phases:
-        if phase.phase in status.phase_notes or (
-            status.phase in ("done", "stopped") and phase.phase not in launched
-        ):
-            planned -= phase.trials - sum(1 for t in status.trials if t.phase == phase.phase)
+        if phase.phase in status.phase_notes:
+            ran = sum(1 for t in status.trials if policy.ledger_phase(t.phase) == phase.phase)
+            planned -= phase.trials - ran
     return planned
 
 

@@ -90,3 +90,36 @@ def test_embedded_auto_approved_campaign_runs_to_a_result_table(tmp_path: Path) 
     host, port = env["REA_TEMPORAL_ADDRESS"].split(":")
     with socket.socket() as sock:
         assert sock.connect_ex((host, int(port))) != 0
+
+
+def test_improvements_read_unambiguously_in_the_metric_direction() -> None:
+    from cli import describe_best
+    from contracts import CampaignStatus
+
+    better = CampaignStatus(
+        campaign_id="c", best_trial_id="v-x", best_metric=0.91389, baseline_metric=0.91977
+    )
+    assert describe_best(better) == "v-x: NE 0.91389 vs 0.91977 baseline, \u22120.64% (better)"
+    auc = better.model_copy(update={"metric": "auc", "best_metric": 0.8, "baseline_metric": 0.78})
+    assert describe_best(auc).endswith("+2.56% (better)")
+    same = better.model_copy(update={"best_trial_id": "baseline", "best_metric": 0.91977})
+    assert describe_best(same) == "baseline: NE 0.91977"
+
+
+def test_the_progress_total_drops_the_trials_a_phase_announced_it_skips() -> None:
+    from activities.planning import make_plan
+    from cli import planned_trials
+    from contracts import CampaignStatus, PlanningInput, TrialSummary
+
+    plan = make_plan(
+        PlanningInput(campaign_id="c", request=campaign_request()), lambda m, d: (1, 1)
+    )
+    trials = [TrialSummary(trial_id="baseline", phase="baseline")] + [
+        TrialSummary(trial_id=f"v-{h.id}", phase="validation") for h in plan.hypotheses
+    ]
+    status = CampaignStatus(campaign_id="c", phase="validation", plan=plan, trials=trials)
+    assert planned_trials(status) == 9
+    skipping = status.model_copy(
+        update={"phase": "combination", "phase_notes": {"combination": "0 of 2 planned trials"}}
+    )
+    assert planned_trials(skipping) == 7
