@@ -19,6 +19,13 @@ from contracts.campaign import (
     TrialSummary,
 )
 from contracts.dataset import DatasetRef
+from contracts.evidence import (
+    CandidateRuns,
+    Comparison,
+    GateDecision,
+    GateInput,
+    SeededMetric,
+)
 from contracts.job import JobFinishedInput, JobHandle, JobState, JobStatus, LaunchJobInput
 from contracts.ledger import Ledger, PhaseLedger
 from contracts.model import LOWER_IS_BETTER, Metric, ModelSpec
@@ -33,10 +40,14 @@ __all__ = [
     "CampaignRequest",
     "CampaignResult",
     "CampaignStatus",
+    "CandidateRuns",
+    "Comparison",
     "ControlInput",
     "DatasetRef",
     "Execution",
     "ExtendBudgetInput",
+    "GateDecision",
+    "GateInput",
     "Hypothesis",
     "JobFinishedInput",
     "JobHandle",
@@ -52,6 +63,7 @@ __all__ = [
     "PhasePlan",
     "Plan",
     "PlanningInput",
+    "SeededMetric",
     "TrialProgress",
     "TrialRecord",
     "TrialResult",
