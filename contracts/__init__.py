@@ -1,5 +1,6 @@
 """The public, language-neutral vocabulary of openrea (stdlib + pydantic only)."""
 
+from contracts.actions import DEFAULT_ACTION_SPACE, ActionSpace, Knob, KnobKind
 from contracts.campaign import (
     Approval,
     ApproveInput,
@@ -32,7 +33,9 @@ from contracts.model import LOWER_IS_BETTER, Metric, ModelSpec
 from contracts.trial import Metrics, Phase, TrialProgress, TrialResult, TrialSpec
 
 __all__ = [
+    "DEFAULT_ACTION_SPACE",
     "LOWER_IS_BETTER",
+    "ActionSpace",
     "Approval",
     "ApproveInput",
     "Budget",
@@ -53,6 +56,8 @@ __all__ = [
     "JobHandle",
     "JobState",
     "JobStatus",
+    "Knob",
+    "KnobKind",
     "LaunchJobInput",
     "Ledger",
     "Metric",
