@@ -34,7 +34,9 @@ from temporalio.service import RPCError, RPCStatusCode
 import devserver
 from client import ServerUnreachable, exit_without_finalizing, make_client
 from contracts import (
+    DEFAULT_ACTION_SPACE,
     LOWER_IS_BETTER,
+    ActionSpace,
     ApproveInput,
     CampaignRequest,
     CampaignResult,
@@ -61,7 +63,9 @@ from workflows.options import (
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CAMPAIGN = ROOT / "examples" / "ml100k-campaign.json"
 SCHEMA_DIR = ROOT / "schema"
+ACTION_SPACE_FILE = "action_space.json"
 PUBLIC_MODELS: list[type[BaseModel]] = [
+    ActionSpace,
     CampaignRequest,
     CampaignStatus,
     CampaignResult,
@@ -763,6 +767,10 @@ def schema(
         path = out / f"{model.__name__}.json"
         path.write_text(json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n")
         console.print(f"wrote {path}")
+    # The knobs a trial may move and their ranges: data, for clients and research agents.
+    path = out / ACTION_SPACE_FILE
+    path.write_text(DEFAULT_ACTION_SPACE.model_dump_json(indent=2) + "\n")
+    console.print(f"wrote {path}")
 
 
 # ---- rendering -----------------------------------------------------------------------------

@@ -11,7 +11,15 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from contracts import DatasetRef, Hypothesis, ModelSpec, PhasePlan, Plan, PlanningInput
+from contracts import (
+    DEFAULT_ACTION_SPACE,
+    DatasetRef,
+    Hypothesis,
+    ModelSpec,
+    PhasePlan,
+    Plan,
+    PlanningInput,
+)
 from ranking_models.errors import TrainingError
 
 # Seconds one trial of this spec on this dataset is expected to take on one device: the
@@ -77,8 +85,9 @@ def make_plan(inp: PlanningInput, estimate_seconds: Estimator) -> Plan:
     hypotheses = []
     for hypothesis in fixed_hypotheses(request.baseline):
         try:
+            DEFAULT_ACTION_SPACE.check(hypothesis.changes)
             request.baseline.with_changes(hypothesis.changes)
-        except ValidationError:
+        except (ValueError, ValidationError):
             continue  # outside the action space for this baseline, e.g. a dim past its cap
         hypotheses.append(hypothesis)
         if len(hypotheses) + 1 >= request.budget.max_trials:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import PUBLIC_MODELS, SCHEMA_DIR, app
+from cli import ACTION_SPACE_FILE, PUBLIC_MODELS, SCHEMA_DIR, app
 from contracts import Budget, DatasetRef, ModelSpec
 from tests.factories import campaign_request
 
@@ -42,8 +42,7 @@ def test_invalid_campaign_spec_names_each_bad_field(tmp_path: Path) -> None:
 def test_committed_json_schema_is_up_to_date(tmp_path: Path) -> None:
     result = runner.invoke(app, ["schema", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    for model in PUBLIC_MODELS:
-        name = f"{model.__name__}.json"
+    for name in [f"{model.__name__}.json" for model in PUBLIC_MODELS] + [ACTION_SPACE_FILE]:
         assert (tmp_path / name).read_text() == (SCHEMA_DIR / name).read_text(), (
             f"schema/{name} is stale: run `make schema`"
         )
