@@ -527,7 +527,8 @@ def campaign_status(
         print(status.model_dump_json(indent=2))
         return
     console.print(render_plan(status))
-    console.print(render_trials(status, wide=wide))
+    # --wide asks for more than 80 columns: let the terminal wrap rather than cut numbers.
+    console.print(render_trials(status, wide=wide), width=max(console.width, 110) if wide else None)
     console.print(render_summary(status))
     for line in retrying:
         console.print(f"[yellow]retrying[/] {line}")

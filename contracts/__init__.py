@@ -30,6 +30,14 @@ from contracts.evidence import (
 from contracts.job import JobFinishedInput, JobHandle, JobState, JobStatus, LaunchJobInput
 from contracts.ledger import Ledger, PhaseLedger
 from contracts.model import LOWER_IS_BETTER, Metric, ModelSpec
+from contracts.search import (
+    AskedTrial,
+    AskInput,
+    PruneDecision,
+    PruneInput,
+    SearchSpace,
+    TellInput,
+)
 from contracts.trial import Metrics, Phase, TrialProgress, TrialResult, TrialSpec
 
 __all__ = [
@@ -38,6 +46,8 @@ __all__ = [
     "ActionSpace",
     "Approval",
     "ApproveInput",
+    "AskInput",
+    "AskedTrial",
     "Budget",
     "CampaignPhase",
     "CampaignRequest",
@@ -68,7 +78,11 @@ __all__ = [
     "PhasePlan",
     "Plan",
     "PlanningInput",
+    "PruneDecision",
+    "PruneInput",
+    "SearchSpace",
     "SeededMetric",
+    "TellInput",
     "TrialProgress",
     "TrialRecord",
     "TrialResult",
