@@ -819,11 +819,18 @@ def render_summary(status: CampaignStatus) -> str:
         f"budget: {ledger.spent:.3g} spent + {ledger.reserved:.3g} reserved of "
         f"{ledger.approved:g} device-hours",
         f"best: {describe_best(status)}" if status.best_metric is not None else "",
+        f"  ({SINGLE_SEED_CAVEAT})" if status.best_trial_id not in ("", "baseline") else "",
         *(f"{phase}: {note}" for phase, note in status.phase_notes.items()),
         f"[bold red]needs attention:[/] {status.needs_attention}" if status.needs_attention else "",
         status.message,
     ]
     return "\n".join(line for line in lines if line)
+
+
+# Until campaigns measure seed noise, a best trial's edge may be noise; say so wherever it shows.
+SINGLE_SEED_CAVEAT = (
+    "one seed per trial, picked on validation: the difference is not tested against seed noise"
+)
 
 
 def describe_best(status: CampaignStatus) -> str:
@@ -884,6 +891,8 @@ def render_result(result: CampaignResult) -> Table:
     status = result.status
     table = render_trials(status)
     lines = [f"best {describe_best(status)}"] if status.best_metric is not None else []
+    if status.best_trial_id not in ("", "baseline"):
+        lines.append(f"({SINGLE_SEED_CAVEAT})")
     lines += [f"{phase}: {note}" for phase, note in status.phase_notes.items()]
     lines.append(
         f"{status.device_hours_spent:.3g} of {status.device_hours_approved:g} device-hours spent"
