@@ -57,4 +57,11 @@ def _write(path: Path, data: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Skip interpreter finalization: a native thread of the process group (gloo, the TCP
+    # store) that is still joinable then calls std::terminate ("terminate called without an
+    # active exception", SIGABRT), and torchrun kills the other ranks, which lose a finished
+    # run. Everything this process had to say is written and flushed by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
