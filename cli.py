@@ -759,6 +759,71 @@ def train(
 
 
 @app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="`rea train` JSON of the baseline.")],
+    candidate: Annotated[Path, typer.Argument(help="`rea train` JSON of the change to test.")],
+    seeds: Annotated[int, typer.Option(min=2, max=50, help="Paired seeds (at least 2).")] = 5,
+    min_effect: Annotated[
+        float, typer.Option(min=0.0, help="Smallest relative gain worth launching, e.g. 0.001.")
+    ] = 0.0,
+) -> None:
+    """Is a change a real gain or seed noise? Train both with the same seeds and compare.
+
+    Each seed gives both models the same initialisation and data order, so the comparison is
+    paired; the gain on validation NE comes with its 95% interval and a one-sided p-value.
+    Test NE is shown beside it, never used to decide.
+    """
+    from activities.evidence import gate
+    from contracts.evidence import CandidateRuns, GateInput, SeededMetric
+    from ranking_models.errors import TrainingError
+    from ranking_models.trainer import train as train_model
+
+    trials = {
+        "baseline": load_json(baseline, LocalTrial, "baseline"),
+        "candidate": load_json(candidate, LocalTrial, "candidate"),
+    }
+    if trials["baseline"].dataset != trials["candidate"].dataset:
+        raise fail("dataset: the two specs must train on the same dataset to be compared")
+    first = trials["baseline"].model.seed
+    values: dict[str, dict[int, tuple[float, float]]] = {"baseline": {}, "candidate": {}}
+    with progress_display() as progress:
+        bar = progress.add_task("training", total=2 * seeds)
+        for seed in range(first, first + seeds):
+            for name, trial in trials.items():
+                progress.update(bar, description=f"{name} seed {seed}")
+                try:
+                    outcome = train_model(
+                        trial.model.model_copy(update={"seed": seed}), trial.dataset
+                    )
+                except TrainingError as err:
+                    raise fail(f"{name} seed {seed}: {type(err).__name__}: {err}") from None
+                values[name][seed] = (outcome.validation.ne, outcome.test.ne)
+                progress.advance(bar)
+    decision = gate(
+        GateInput(
+            baseline=[SeededMetric(seed=s, value=v[0]) for s, v in values["baseline"].items()],
+            candidates=[
+                CandidateRuns(
+                    hypothesis_id="candidate",
+                    runs=[SeededMetric(seed=s, value=v[0]) for s, v in values["candidate"].items()],
+                )
+            ],
+            min_effect=min_effect,
+        )
+    )
+    table = Table("seed", "val NE base", "val NE cand", "test NE base", "test NE cand")
+    table.box = box.SIMPLE_HEAD
+    for seed in values["baseline"]:
+        (bv, bt), (cv, ct) = values["baseline"][seed], values["candidate"][seed]
+        table.add_row(str(seed), f"{bv:.5g}", f"{cv:.5g}", f"{bt:.5g}", f"{ct:.5g}")
+    console.print(table)
+    [comparison] = decision.comparisons
+    verdict = "a real gain" if comparison.passed else "not shown to beat the baseline"
+    console.print(f"candidate vs baseline on validation NE: {comparison.reason}", soft_wrap=True)
+    console.print(f"verdict: {verdict} ({seeds} paired seeds)")
+
+
+@app.command()
 def schema(
     out: Annotated[Path, typer.Option(help="Folder to write JSON Schema files into.")] = SCHEMA_DIR,
 ) -> None:

@@ -122,3 +122,26 @@ def test_the_progress_total_drops_the_trials_a_phase_announced_it_skips() -> Non
         update={"phase": "combination", "phase_notes": {"combination": "0 of 2 planned trials"}}
     )
     assert planned_trials(skipping) == 7
+
+
+def test_compare_trains_both_specs_on_paired_seeds_and_gives_an_interval(tmp_path: Path) -> None:
+    base, cand = tmp_path / "base.json", tmp_path / "cand.json"
+    data = {"max_rows": 3000}
+    base.write_text(json.dumps({"model": {"epochs": 1}, "dataset": data}))
+    cand.write_text(json.dumps({"model": {"epochs": 1, "dense_lr": 3e-4}, "dataset": data}))
+    result = runner.invoke(app, ["compare", str(base), str(cand), "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.output.split())
+    assert "gain" in words and "Holm-adjusted p=" in words and "(2 paired seeds)" in words
+    # The same spec twice: identical runs on every seed are no evidence either way.
+    same = runner.invoke(app, ["compare", str(base), str(base), "--seeds", "2"])
+    assert "no evidence" in " ".join(same.output.split())
+    assert "not shown to beat the baseline" in same.output
+
+
+def test_compare_refuses_different_datasets(tmp_path: Path) -> None:
+    base, cand = tmp_path / "base.json", tmp_path / "cand.json"
+    base.write_text(json.dumps({"dataset": {"max_rows": 3000}}))
+    cand.write_text(json.dumps({"dataset": {"max_rows": 4000}}))
+    result = runner.invoke(app, ["compare", str(base), str(cand)])
+    assert result.exit_code == 2 and "same dataset" in result.output
