@@ -199,18 +199,31 @@ async def query_status(handle: CampaignHandle) -> CampaignStatus:
         return await handle.query(CampaignWorkflow.status)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
-            raise fail(f"no campaign {handle.id!r}; `rea campaign list` shows them") from None
+            raise await not_running(handle) from None
         raise fail(await why_closed(handle) or f"cannot query {handle.id}: {err.message}") from None
     except WorkflowQueryFailedError as err:
         raise fail(await why_closed(handle) or f"cannot query {handle.id}: {err}") from None
 
 
+async def not_running(handle: CampaignHandle) -> typer.Exit:
+    """The one-line error for a campaign the server did not find running: it never
+    existed, or it has ended (and why)."""
+    try:
+        return fail(await why_closed(handle) or f"campaign {handle.id} has ended")
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return fail(f"no campaign {handle.id!r}; `rea campaign list` shows them")
+
+
 async def why_closed(handle: CampaignHandle) -> str:
     """Why a closed campaign ended, from its failure; "" when it is running or completed."""
     description = await handle.describe()
-    if description.status in (None, WorkflowExecutionStatus.RUNNING):
-        return ""
-    if description.status == WorkflowExecutionStatus.COMPLETED:
+    if description.status in (
+        None,
+        WorkflowExecutionStatus.RUNNING,
+        WorkflowExecutionStatus.COMPLETED,
+    ):
         return ""
     try:
         await handle.result(follow_runs=False)
@@ -357,7 +370,9 @@ def campaign_start(
         elif not watch:
             await show_plan_and_next_step(handle, request.approvers[0])
         if watch:
-            await follow(client, handle, settings, approver=request.approvers[0])
+            # The approve hint only where nobody approves for the engineer.
+            hint = "" if auto_approve else request.approvers[0]
+            await follow(client, handle, settings, approver=hint)
 
     async def main() -> None:
         if embedded_server:
@@ -381,19 +396,23 @@ async def wait_for_plan(handle: CampaignHandle) -> CampaignStatus:
     return status
 
 
-async def show_plan_and_next_step(handle: CampaignHandle, approver: str) -> None:
+async def show_pending_plan(handle: CampaignHandle) -> bool:
+    """Wait for the plan and show it; False when nothing awaits approval (stopped meanwhile)."""
     status = await wait_for_plan(handle)
     if status.phase != "awaiting_approval":
-        return
+        return False
     console.print(render_plan(status))
-    console.print(f"Next: approve the plan with\n  {approve_command(handle.id, approver)}")
+    return True
+
+
+async def show_plan_and_next_step(handle: CampaignHandle, approver: str) -> None:
+    if await show_pending_plan(handle):
+        console.print(f"Next: approve the plan with\n  {approve_command(handle.id, approver)}")
 
 
 async def approve_when_planned(handle: CampaignHandle, approver: str) -> None:
-    status = await wait_for_plan(handle)
-    if status.phase != "awaiting_approval":
+    if not await show_pending_plan(handle):
         return
-    console.print(render_plan(status))
     approval = await handle.execute_update(
         CampaignWorkflow.approve,
         ApproveInput(
@@ -597,21 +616,9 @@ async def update(campaign_id: str, method: Any, arg: BaseModel) -> Any:
     except WorkflowUpdateFailedError as err:
         raise fail(f"rejected: {err.cause}") from None
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise fail(
-                await why_closed_or_missing(handle) or f"campaign {campaign_id}: {err.message}"
-            ) from None
-        raise
-
-
-async def why_closed_or_missing(handle: CampaignHandle) -> str:
-    """Why an update or signal found no running campaign."""
-    try:
-        return await why_closed(handle) or f"campaign {handle.id} has ended"
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return f"no campaign {handle.id!r}; `rea campaign list` shows them"
-        raise
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise await not_running(handle) from None
 
 
 def _signal_command(name: str, help_text: str) -> None:
@@ -627,7 +634,7 @@ def _signal_command(name: str, help_text: str) -> None:
             except RPCError as err:
                 if err.status != RPCStatusCode.NOT_FOUND:
                     raise
-                raise fail(await why_closed_or_missing(handle)) from None
+                raise await not_running(handle) from None
             console.print(f"Sent {name} to {campaign_id}.")
 
         run(main())

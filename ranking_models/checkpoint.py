@@ -35,7 +35,8 @@ class LoopState:
         epoch_loss_sum: Sum of this epoch's step losses so far.
         last_epoch_loss: Mean loss of the last finished epoch.
         reference_loss: The divergence monitor's reference loss (0 until known).
-        first_losses: Losses of the first steps, which make up the reference.
+        first_losses: No longer read (the reference comes from step 1 alone); kept so that
+            checkpoints written before that still load.
         high_streak: Consecutive steps with the loss above the divergence threshold.
         validation_history: Validation metrics (as dicts) after each finished epoch.
     """

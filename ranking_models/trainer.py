@@ -321,8 +321,7 @@ def _check_divergence(
     step = loop.step + 1
     if not math.isfinite(loss):
         raise DivergenceError(step, loss)
-    if not loop.first_losses:
-        loop.first_losses.append(loss)
+    if loop.reference_loss == 0.0:  # step 1: unknown until now (a loss is never 0 here)
         loop.reference_loss = max(loss, base_rate_loss)
         return
     reference = loop.reference_loss

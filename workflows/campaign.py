@@ -87,9 +87,7 @@ class CampaignWorkflow:
         self, request: CampaignRequest, state: CampaignStatus | None = None
     ) -> CampaignResult:
         if self._invalid is not None:
-            self._set(error=str(self._invalid), needs_attention=str(self._invalid))
-            self._enter("failed", str(self._invalid))
-            raise self._invalid
+            raise self._fail(self._invalid)
         try:
             return await self._run()
         except asyncio.CancelledError:
@@ -176,11 +174,12 @@ class CampaignWorkflow:
         try:
             plan: Plan = await handle
         except ActivityError as err:
-            error = _error_message(err)
-            self._set(error=error, needs_attention=f"planning failed: {error}")
-            self._enter("failed", f"Planning failed: {error}")
-            raise ApplicationError(
-                f"planning failed: {error}", type="PlanningFailed", non_retryable=True
+            raise self._fail(
+                ApplicationError(
+                    f"planning failed: {_error_message(err)}",
+                    type="PlanningFailed",
+                    non_retryable=True,
+                )
             ) from err
         ledger = Ledger(
             phases={p.phase: PhaseLedger(estimated=p.estimated_device_hours) for p in plan.phases}
@@ -559,6 +558,13 @@ class CampaignWorkflow:
 
     def _set(self, **changes: object) -> None:
         self._state = self._state.model_copy(update=changes)
+
+    def _fail(self, failure: ApplicationError) -> ApplicationError:
+        """Record why the campaign fails (status, search attributes), then return the error
+        that fails the workflow."""
+        self._set(error=failure.message, needs_attention=failure.message)
+        self._enter("failed", failure.message)
+        return failure
 
     def _enter(self, phase: CampaignPhase, message: str) -> None:
         self._set(phase=phase, message=message)
