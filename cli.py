@@ -825,7 +825,11 @@ def compare(
         table.add_row(str(seed), f"{bv:.5g}", f"{cv:.5g}", f"{bt:.5g}", f"{ct:.5g}")
     console.print(table)
     [comparison] = decision.comparisons
-    verdict = "a real gain" if comparison.passed else "not shown to beat the baseline"
+    verdict = (
+        "beats the baseline beyond seed noise on validation (not yet confirmed on test)"
+        if comparison.passed
+        else "not shown to beat the baseline"
+    )
     console.print(f"candidate vs baseline on validation NE: {comparison.reason}", soft_wrap=True)
     console.print(f"verdict: {verdict} ({seeds} paired seeds)")
 
