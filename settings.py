@@ -10,7 +10,8 @@ class Settings(BaseSettings):
     """Where the Temporal server is and where openrea keeps its files.
 
     Every field can be set as an environment variable: ``REA_TEMPORAL_ADDRESS``,
-    ``REA_NAMESPACE``, ``REA_DATA_DIR``, ``REA_UI_PORT``, ``REA_TRAINING_SLOTS``.
+    ``REA_NAMESPACE``, ``REA_DATA_DIR``, ``REA_UI_PORT``, ``REA_TRAINING_SLOTS``,
+    ``REA_SEARCH_STORAGE``.
     """
 
     model_config = SettingsConfigDict(env_prefix="REA_", frozen=True)
@@ -23,6 +24,12 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Trials one training worker runs at once."
     )
     trace_console: bool = Field(default=False, description="Print OpenTelemetry spans to stderr.")
+    search_storage: str = Field(
+        default="",
+        description="SQLAlchemy URL of exploitation's Optuna studies (e.g. "
+        "postgresql+psycopg://postgres@127.0.0.1/openrea); empty: an SQLite file under the "
+        "data dir.",
+    )
 
     @field_validator("temporal_address")
     @classmethod
@@ -47,6 +54,11 @@ class Settings(BaseSettings):
     def workflow_url(self, workflow_id: str) -> str:
         """Where the Web UI shows one campaign."""
         return f"{self.ui_url}/namespaces/{self.namespace}/workflows/{workflow_id}"
+
+    @property
+    def search_storage_url(self) -> str:
+        """Where exploitation's Optuna studies live (shared by every worker that tunes)."""
+        return self.search_storage or f"sqlite:///{self.data_dir.resolve() / 'optuna.sqlite'}"
 
     @property
     def results_db(self) -> Path:

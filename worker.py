@@ -20,8 +20,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.evidence import EvidenceActivities
 from activities.planning import PlanningActivities
 from activities.results import ResultActivities, SqliteTrialStore
+from activities.search import SearchActivities
 from client import make_client
 from settings import Settings
 from workflows.campaign import CampaignWorkflow
@@ -60,11 +62,21 @@ def orchestration_worker(
 
     planning = PlanningActivities(estimate_seconds=estimate_seconds_range)
     results = ResultActivities(SqliteTrialStore(settings.results_db))
+    evidence = EvidenceActivities()
+    search = SearchActivities(settings.search_storage_url)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[CampaignWorkflow],
-        activities=[planning.plan_campaign, results.record_trial],
+        activities=[
+            planning.plan_campaign,
+            results.record_trial,
+            evidence.gate_hypotheses,
+            evidence.model_footprint,
+            search.ask,
+            search.tell,
+            search.should_prune,
+        ],
         activity_executor=ThreadPoolExecutor(max_workers=4),
         workflow_runner=WORKFLOW_RUNNER,
     )
@@ -75,7 +87,11 @@ def training_worker(client: Client, settings: Settings, task_queue: str = TRAINI
     from activities.training import TrainingActivities
     from ranking_models.trainer import train
 
-    training = TrainingActivities(train=train, data_dir=settings.data_dir)
+    # Exploitation trials report each epoch to their study, whose pruner may stop them.
+    search = SearchActivities(settings.search_storage_url)
+    training = TrainingActivities(
+        train=train, data_dir=settings.data_dir, prune=search.should_prune
+    )
     return Worker(
         client,
         task_queue=task_queue,

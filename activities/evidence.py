@@ -9,9 +9,18 @@ import math
 import numpy as np
 from scipy import special
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from contracts import LOWER_IS_BETTER
-from contracts.evidence import Comparison, GateDecision, GateInput, SeededMetric
+from contracts.evidence import (
+    Comparison,
+    FootprintInput,
+    GateDecision,
+    GateInput,
+    ModelRisks,
+    SeededMetric,
+)
+from ranking_models.errors import TrainingError
 
 # Holm-Bonferroni controls the family-wise error rate (the chance that ANY hypothesis with no
 # real gain passes) without assuming the tests are independent, which they are not here: every
@@ -167,15 +176,50 @@ def gate(inp: GateInput) -> GateDecision:
         correction=CORRECTION,
         alpha=inp.alpha,
         min_effect=inp.min_effect,
+        split=inp.split,
         comparisons=comparisons,
         passed=[c.hypothesis_id for c in comparisons if c.passed],
     )
 
 
+def footprint(inp: FootprintInput) -> ModelRisks:
+    """The candidate's dense parameters and embedding memory against the baseline's.
+
+    Counted from the specs and the data's schema (nothing is built or trained).
+
+    Raises:
+        ApplicationError: non-retryable, typed by the trainer's error, when the data cannot
+            be read (``BadDataError``).
+    """
+    from ranking_models import memory
+    from ranking_models.datasets import load_dataset
+
+    rows = max(inp.baseline.max_table_rows, inp.candidate.max_table_rows)
+    try:
+        schema = load_dataset(inp.dataset, max_table_rows=rows).schema
+    except TrainingError as err:
+        raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
+    base_params = memory.dense_parameter_count(inp.baseline, schema)
+    params = memory.dense_parameter_count(inp.candidate, schema)
+    base_bytes = memory.embedding_bytes(inp.baseline, schema)
+    emb_bytes = memory.embedding_bytes(inp.candidate, schema)
+    return ModelRisks(
+        parameters=params,
+        parameters_ratio=params / base_params if base_params else 1.0,
+        embedding_bytes=emb_bytes,
+        embedding_ratio=emb_bytes / base_bytes if base_bytes else 1.0,
+    )
+
+
 class EvidenceActivities:
-    """The statistical gate as an activity; it has no dependencies to inject."""
+    """The statistical gate and the launch proposal's risk figures, as activities."""
 
     @activity.defn(name="gate_hypotheses")
     def gate_hypotheses(self, inp: GateInput) -> GateDecision:
         """Decide which hypotheses beat the baseline (see ``gate``)."""
         return gate(inp)
+
+    @activity.defn(name="model_footprint")
+    def model_footprint(self, inp: FootprintInput) -> ModelRisks:
+        """Dense parameters and embedding memory of a candidate vs the baseline."""
+        return footprint(inp)

@@ -49,11 +49,6 @@ CHANGES_ATTR = "openrea.changes"
 _STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "fail": TrialState.FAIL}
 
 
-def sqlite_url(data_dir: Path) -> str:
-    """The default storage: an SQLite file under the data dir."""
-    return f"sqlite:///{Path(data_dir).resolve() / 'optuna.sqlite'}"
-
-
 def _invalid(message: str, type_: str = "InvalidSearchSpace") -> ApplicationError:
     return ApplicationError(message, type=type_, non_retryable=True)
 

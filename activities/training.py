@@ -9,7 +9,16 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.jobs import checkpoint_dir
-from contracts import DatasetRef, Metrics, ModelSpec, TrialProgress, TrialResult, TrialSpec
+from contracts import (
+    DatasetRef,
+    Metrics,
+    ModelSpec,
+    PruneDecision,
+    PruneInput,
+    TrialProgress,
+    TrialResult,
+    TrialSpec,
+)
 from ranking_models.errors import DivergenceError, TrainingCancelled, TrainingError
 
 
@@ -40,12 +49,21 @@ class TrainingActivities:
         data_dir: Checkpoints go under it, one folder per (campaign, trial), so a retried
             attempt resumes where the last one stopped.
         devices: Devices one trial occupies; device-hours = wall hours x devices.
+        prune: Reports an exploitation trial's epoch to its Optuna study and says whether to
+            stop it (``SearchActivities.should_prune`` in production); None: never prune.
     """
 
-    def __init__(self, train: Trainer, data_dir: Path, devices: int = 1) -> None:
+    def __init__(
+        self,
+        train: Trainer,
+        data_dir: Path,
+        devices: int = 1,
+        prune: Callable[[PruneInput], PruneDecision] | None = None,
+    ) -> None:
         self._train = train
         self._data_dir = data_dir
         self._devices = devices
+        self._prune = prune
 
     @activity.defn(name="train_trial")
     def train_trial(self, spec: TrialSpec) -> TrialResult:
@@ -55,13 +73,38 @@ class TrainingActivities:
         the data dir, so a retry after a worker died resumes from the last one; cancellation
         is noticed before the next step, after a checkpoint.
 
-        A diverged run returns state ``diverged``, with the error and no metrics.
+        A diverged run returns state ``diverged``, with the error and no metrics. An
+        exploitation trial (``spec.search``) reports each epoch's validation metric to its
+        study; when the pruner says stop, it returns state ``pruned`` after checkpointing,
+        charged for what it ran.
 
         Raises:
             ApplicationError: typed by the trainer's error class (``BadSpecError``,
                 ``OutOfMemoryError``...), so retry policies and runbooks can match on it.
         """
         started = time.monotonic()
+        values: list[float] = []  # the campaign metric on validation, per epoch
+        pruned: list[PruneDecision] = []
+
+        def on_progress(progress: TrialProgress) -> None:
+            activity.heartbeat(progress.model_copy(update={"trial_id": spec.trial_id}))
+            value = {"ne": progress.validation_ne, "auc": progress.validation_auc}.get(spec.metric)
+            if value is None or progress.validation_epochs <= len(values):
+                return
+            values.append(value)
+            # After the last epoch there is nothing left to save.
+            if spec.search and self._prune and len(values) < spec.model.epochs:
+                decision = self._prune(
+                    PruneInput(
+                        study_name=spec.search.study_name,
+                        number=spec.search.number,
+                        step=len(values),
+                        value=value,
+                    )
+                )
+                if decision.prune:
+                    pruned.append(decision)
+
         try:
             # Cancellation must arrive through should_stop, where the trainer checkpoints, not
             # as an exception thrown into this thread at an arbitrary line.
@@ -69,15 +112,24 @@ class TrainingActivities:
                 outcome = self._train(
                     spec.model,
                     spec.dataset,
-                    on_progress=lambda p: activity.heartbeat(
-                        p.model_copy(update={"trial_id": spec.trial_id})
-                    ),
+                    on_progress=on_progress,
                     # A worker shutting down (Ctrl-C, a deploy) stops its trials too:
                     # they checkpoint, and the retry resumes them on the next worker.
-                    should_stop=lambda: activity.is_cancelled() or activity.is_worker_shutdown(),
+                    should_stop=lambda: (
+                        bool(pruned) or activity.is_cancelled() or activity.is_worker_shutdown()
+                    ),
                     checkpoint_dir=checkpoint_dir(self._data_dir, spec),
                 )
         except TrainingCancelled as err:
+            if pruned:
+                return self._result(
+                    spec,
+                    started,
+                    state="pruned",
+                    error=pruned[0].reason,
+                    steps=err.step,
+                    epoch_values=values,
+                )
             if not activity.is_cancelled():  # the worker is shutting down: retry elsewhere
                 raise ApplicationError(
                     f"trial {spec.trial_id} stopped at step {err.step}: the worker shut down; "
@@ -99,6 +151,7 @@ class TrainingActivities:
             test=outcome.test,
             steps=outcome.steps,
             resumed_from_step=outcome.resumed_from_step,
+            epoch_values=values,
         )
 
     def _result(self, spec: TrialSpec, started: float, **fields: Any) -> TrialResult:

@@ -16,16 +16,24 @@ from contracts.campaign import (
     PhasePlan,
     Plan,
     PlanningInput,
+    Protocol,
     TrialRecord,
     TrialSummary,
 )
 from contracts.dataset import DatasetRef
 from contracts.evidence import (
+    Additivity,
     CandidateRuns,
     Comparison,
+    FootprintInput,
     GateDecision,
     GateInput,
+    LaunchProposal,
+    ModelRisks,
+    ScreenDecision,
+    ScreenResult,
     SeededMetric,
+    Verdict,
 )
 from contracts.job import JobFinishedInput, JobHandle, JobState, JobStatus, LaunchJobInput
 from contracts.ledger import Ledger, PhaseLedger
@@ -35,15 +43,25 @@ from contracts.search import (
     AskInput,
     PruneDecision,
     PruneInput,
+    Sampler,
     SearchSpace,
     TellInput,
 )
-from contracts.trial import Metrics, Phase, TrialProgress, TrialResult, TrialSpec
+from contracts.trial import (
+    Metrics,
+    Phase,
+    SearchRef,
+    TrialProgress,
+    TrialResult,
+    TrialSpec,
+    TrialState,
+)
 
 __all__ = [
     "DEFAULT_ACTION_SPACE",
     "LOWER_IS_BETTER",
     "ActionSpace",
+    "Additivity",
     "Approval",
     "ApproveInput",
     "AskInput",
@@ -59,6 +77,7 @@ __all__ = [
     "DatasetRef",
     "Execution",
     "ExtendBudgetInput",
+    "FootprintInput",
     "GateDecision",
     "GateInput",
     "Hypothesis",
@@ -69,17 +88,24 @@ __all__ = [
     "Knob",
     "KnobKind",
     "LaunchJobInput",
+    "LaunchProposal",
     "Ledger",
     "Metric",
     "Metrics",
+    "ModelRisks",
     "ModelSpec",
     "Phase",
     "PhaseLedger",
     "PhasePlan",
     "Plan",
     "PlanningInput",
+    "Protocol",
     "PruneDecision",
     "PruneInput",
+    "Sampler",
+    "ScreenDecision",
+    "ScreenResult",
+    "SearchRef",
     "SearchSpace",
     "SeededMetric",
     "TellInput",
@@ -87,5 +113,7 @@ __all__ = [
     "TrialRecord",
     "TrialResult",
     "TrialSpec",
+    "TrialState",
     "TrialSummary",
+    "Verdict",
 ]

@@ -7,16 +7,30 @@ from pydantic import Field, computed_field, field_validator, model_validator
 
 from contracts.base import Record, Spec
 from contracts.dataset import DatasetRef
+from contracts.evidence import Additivity, GateDecision, LaunchProposal, ScreenDecision
 from contracts.job import JobHandle
 from contracts.ledger import Ledger
 from contracts.model import Metric, ModelSpec
+from contracts.search import Sampler
 from contracts.trial import Metrics, Phase, TrialResult, TrialSpec, TrialState
 
 # "failed": planning hit an error no retry can fix (bad data, a spec that cannot be built or
 # cannot fit in memory); the campaign ends and says which field to fix.
 CampaignPhase = Literal[
-    "planning", "awaiting_approval", "validation", "combination", "done", "stopped", "failed"
+    "planning",
+    "awaiting_approval",
+    "validation",
+    "combination",
+    "exploitation",
+    "confirmation",
+    "done",
+    "stopped",
+    "failed",
 ]
+# How a campaign decides. "evidence": seeded, paired and gated phases ending in a launch
+# proposal confirmed on the test split. "single-seed": the first versions' best-of-one-run,
+# kept only so that campaigns started by them replay and finish as they began.
+Protocol = Literal["single-seed", "evidence"]
 # in-worker: a training worker runs the trial as a heartbeating activity.
 # local-process: the trial runs as its own process on this host, holding no worker; it
 # signals the campaign when done, and a slow poll notices a job that died silently.
@@ -41,7 +55,7 @@ class Budget(Spec):
 
     device_hours: float = Field(gt=0.0)
     max_parallel_trials: int = Field(default=2, ge=1, le=64)
-    max_trials: int = Field(default=12, ge=1, le=10_000)
+    max_trials: int = Field(default=200, ge=1, le=10_000)
     max_wall_hours: float = Field(default=24.0 * 28, gt=0.0)
     on_exhausted: Literal["finish-running", "stop-running"] = "finish-running"
     extension_wait_hours: float = Field(default=72.0, ge=0.0)
@@ -65,6 +79,14 @@ class CampaignRequest(Spec):
             presumed dead and its trial retried (from its last checkpoint) elsewhere.
         devices_per_trial: Devices each trial trains on (multi-device trials run as
             local-process jobs through torchrun).
+        seeds: Seeds per arm wherever evidence is weighed: the baseline and every promoted
+            hypothesis run with this many seeds, paired by seed, and the final confirmation
+            uses this many fresh ones. Seed noise cannot be measured with fewer than 2.
+        alpha: Family-wise error rate of each gate (Holm-corrected over the hypotheses it
+            tests together).
+        min_effect: Smallest relative gain worth launching, e.g. 0.002 for 0.2% NE.
+        exploitation_trials: Optuna trials tuning the best candidate (0: no exploitation).
+        sampler: Optuna sampler of exploitation: ``tpe`` or ``cmaes`` (or ``random``).
     """
 
     goal: str = Field(default="", max_length=500)
@@ -76,6 +98,11 @@ class CampaignRequest(Spec):
     execution: Execution = "in-worker"
     heartbeat_timeout_s: float = Field(default=120.0, ge=5.0, le=86_400.0)
     devices_per_trial: int = Field(default=1, ge=1, le=64)
+    seeds: int = Field(default=3, ge=2, le=32)
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    min_effect: float = Field(default=0.0, ge=0.0, lt=1.0)
+    exploitation_trials: int = Field(default=6, ge=0, le=1000)
+    sampler: Sampler = "tpe"
 
     @model_validator(mode="after")
     def _multi_device_runs_as_jobs(self) -> "CampaignRequest":
@@ -218,6 +245,8 @@ class TrialSummary(Record):
     trial_id: str
     phase: Phase
     hypothesis_ids: list[str] = Field(default_factory=list)
+    arm: str = ""
+    seed: int = 0
     state: TrialState | Literal["running"] = "running"
     validation: Metrics | None = None
     test: Metrics | None = None
@@ -231,6 +260,10 @@ class TrialSummary(Record):
     def metric(self, name: str) -> float | None:
         """The validation value of ``name``, or None when the trial has none."""
         return None if self.validation is None else getattr(self.validation, name)
+
+    def test_metric(self, name: str) -> float | None:
+        """The test value of ``name``, or None when the trial has none."""
+        return None if self.test is None else getattr(self.test, name)
 
     def finished(self, result: TrialResult) -> "TrialSummary":
         """This summary updated with a finished trial's result."""
@@ -266,6 +299,13 @@ class CampaignStatus(Record):
         stop_reason: Why the campaign stops, once it does.
         message: The last thing worth telling a person.
         runs: Workflow runs so far (continue-as-new starts a new one).
+        protocol: How this campaign decides (fixed when it starts; see ``Protocol``).
+        screen: Validation's first rung: which hypotheses went on, and why.
+        decisions: The gate's decision record of each phase that ran one, by phase.
+        additivity: How each merge of combination did against the sum of its parts.
+        tuned: The changes of each tuned arm (``x<number>``), as the study asked them.
+        search_rounds: Exploitation rounds asked of the Optuna study so far.
+        proposal: The launch proposal (or the honest absence of one), once confirmed.
     """
 
     campaign_id: str
@@ -286,6 +326,13 @@ class CampaignStatus(Record):
     stop_reason: str = ""
     message: str = ""
     runs: int = 1
+    protocol: Protocol = "single-seed"
+    screen: ScreenDecision | None = None
+    decisions: dict[str, GateDecision] = Field(default_factory=dict)
+    additivity: list[Additivity] = Field(default_factory=list)
+    tuned: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    search_rounds: int = 0
+    proposal: LaunchProposal | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

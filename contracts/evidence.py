@@ -6,11 +6,13 @@ reasons for a promotion stay in the workflow's history.
 """
 
 from collections import Counter
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from contracts.base import Record, Spec
-from contracts.model import Metric
+from contracts.dataset import DatasetRef
+from contracts.model import Metric, ModelSpec
 
 
 class SeededMetric(Record):
@@ -60,6 +62,8 @@ class GateInput(Spec):
             passes.
         min_effect: The smallest relative gain worth promoting, e.g. 0.001 for 0.1%.
         confidence: The coverage of the reported confidence intervals (two-sided).
+        split: The split the values were measured on: ``validation`` for selection,
+            ``test`` only for the final confirmation.
     """
 
     metric: Metric = "ne"
@@ -68,6 +72,7 @@ class GateInput(Spec):
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     min_effect: float = Field(default=0.0, ge=0.0)
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+    split: Literal["validation", "test"] = "validation"
 
     @model_validator(mode="after")
     def _unique_seeds_and_ids(self) -> "GateInput":
@@ -123,6 +128,7 @@ class GateDecision(Record):
         correction: The multiple-comparison correction applied to the p-values.
         alpha: The family-wise error rate used.
         min_effect: The minimum relative gain used.
+        split: The split compared (``test`` only for the final confirmation).
         comparisons: One per hypothesis, best gain first; those that could not be tested
             (fewer than two paired seeds, zero variance) come last.
         passed: The ids of the hypotheses that passed, in the order of ``comparisons``.
@@ -132,5 +138,132 @@ class GateDecision(Record):
     correction: str
     alpha: float
     min_effect: float
+    split: Literal["validation", "test"] = "validation"
     comparisons: list[Comparison] = Field(default_factory=list)
     passed: list[str] = Field(default_factory=list)
+
+
+class ScreenResult(Record):
+    """One hypothesis at the cheap first rung of validation (one seed, fewer epochs).
+
+    Attributes:
+        arm: The trial arm screened, e.g. ``v-wider-embeddings``.
+        value: Its validation metric at the rung (None when the run failed or diverged).
+        gain: Relative gain over the baseline at the same rung and seed (positive is better).
+        promoted: Whether successive halving sends it to full fidelity and more seeds.
+        reason: Why, in one line.
+    """
+
+    arm: str
+    value: float | None = None
+    gain: float | None = None
+    promoted: bool = False
+    reason: str = ""
+
+
+class ScreenDecision(Record):
+    """Successive halving's first rung: which hypotheses go on to the seeded gate.
+
+    One seed at reduced fidelity is far too noisy to accept anything, but it is enough to drop
+    the clearly worse half cheaply; only the gate on full-fidelity seeded runs accepts.
+
+    Attributes:
+        epochs: Epochs of the rung's runs (the full runs train ``ModelSpec.epochs``).
+        seed: The seed of the rung's runs; the gate uses other seeds.
+        results: One per hypothesis, promoted first, best rung gain first.
+        promoted: The arms promoted, in the order of ``results``.
+    """
+
+    epochs: int
+    seed: int
+    results: list[ScreenResult] = Field(default_factory=list)
+    promoted: list[str] = Field(default_factory=list)
+
+
+class Additivity(Record):
+    """How a merge of hypotheses did against the sum of its parts.
+
+    Attributes:
+        arm: The combination's arm, e.g. ``c-wider-embeddings+lower-dense-lr``.
+        parts: The hypotheses merged.
+        gain: The merge's paired gain over the baseline (None when it could not be tested).
+        parts_gain: The sum of the parts' validated gains.
+        ratio: ``gain / parts_gain``: 1 is additive, above 1 synergy, below 1 overlap, below
+            0 the merge hurts.
+        verdict: ``synergy``, ``additive``, ``overlapping``, ``hurts`` or ``untested``.
+    """
+
+    arm: str
+    parts: list[str]
+    gain: float | None = None
+    parts_gain: float = 0.0
+    ratio: float | None = None
+    verdict: Literal["synergy", "additive", "overlapping", "hurts", "untested"] = "untested"
+
+
+class ModelRisks(Record):
+    """What a change costs to serve and train, against the baseline.
+
+    Attributes:
+        parameters: Dense parameters of the candidate (embeddings excluded).
+        parameters_ratio: ``parameters`` over the baseline's.
+        embedding_bytes: Memory of the candidate's embedding tables.
+        embedding_ratio: ``embedding_bytes`` over the baseline's.
+        trial_time_ratio: Mean wall time of the candidate's confirmation runs over the
+            baseline's (same data, same host); a proxy for step time.
+    """
+
+    parameters: int = 0
+    parameters_ratio: float = 1.0
+    embedding_bytes: int = 0
+    embedding_ratio: float = 1.0
+    trial_time_ratio: float | None = None
+
+
+Verdict = Literal["launch", "no launchable improvement"]
+
+
+class LaunchProposal(Record):
+    """The campaign's answer: launch this change, or say honestly that nothing beat noise.
+
+    Attributes:
+        verdict: ``launch`` only when the confirmation on the test split, with seeds that
+            selection never saw, has an interval that excludes zero and a gain of at least the
+            request's minimum effect.
+        candidate: The arm proposed (``""`` when nothing passed validation).
+        changes: The change as a diff from the baseline spec.
+        confirmation: The candidate against the baseline on the test split, fresh seeds.
+        evidence: The gate decision of each phase that ran one, by phase.
+        screen: The first rung of validation.
+        additivity: One record per merge tried in combination.
+        device_hours: Spent per phase, as the ledger counts it.
+        risks: What the change costs against the baseline.
+        headline: One line that says only what the verdict supports.
+        learned: What the campaign learned, one line each, also when nothing launches.
+    """
+
+    verdict: Verdict
+    candidate: str = ""
+    changes: dict[str, Any] = Field(default_factory=dict)
+    confirmation: Comparison | None = None
+    evidence: dict[str, GateDecision] = Field(default_factory=dict)
+    screen: ScreenDecision | None = None
+    additivity: list[Additivity] = Field(default_factory=list)
+    device_hours: dict[str, float] = Field(default_factory=dict)
+    risks: ModelRisks | None = None
+    headline: str = ""
+    learned: list[str] = Field(default_factory=list)
+
+
+class FootprintInput(Spec):
+    """Models whose size to measure against the baseline's, on the campaign's dataset."""
+
+    baseline: ModelSpec
+    candidate: ModelSpec
+    dataset: DatasetRef
+
+
+def screen_epochs(epochs: int) -> int:
+    """Epochs of validation's cheap first rung for a model that trains ``epochs``: half,
+    at least one (a one-epoch model is screened at full fidelity, on one seed)."""
+    return max(1, epochs // 2)

@@ -8,10 +8,25 @@ from contracts.base import Record, Spec
 from contracts.dataset import DatasetRef
 from contracts.model import ModelSpec
 
-Phase = Literal["baseline", "validation", "combination", "exploitation"]
+Phase = Literal["baseline", "validation", "combination", "exploitation", "confirmation"]
 # "diverged": the loss or the predictions blew up. The run finished, so it is charged, but it
 # has no metrics and is never ranked; runbooks remedy it (lower a learning rate, clip...).
-TrialState = Literal["succeeded", "failed", "cancelled", "diverged"]
+# "pruned": successive halving stopped an exploitation trial after an epoch; it is charged for
+# what it ran and is never ranked.
+TrialState = Literal["succeeded", "failed", "cancelled", "diverged", "pruned"]
+
+
+class SearchRef(Spec):
+    """The Optuna trial an exploitation trial stands for: its epochs report to the study,
+    whose pruner may stop it.
+
+    Attributes:
+        study_name: The study, e.g. ``f"{campaign_id}/exploitation"``.
+        number: The Optuna trial number returned by ``search_ask``.
+    """
+
+    study_name: str = Field(min_length=1)
+    number: int = Field(ge=0)
 
 
 class TrialSpec(Spec):
@@ -28,6 +43,10 @@ class TrialSpec(Spec):
         estimated_device_hours: The planner's cost estimate, for the ledger.
         devices: Processes (GPUs on GPU hosts) the trial trains on; above 1 it runs through
             torchrun and TorchRec's DistributedModelParallel.
+        arm: What the trial tests, e.g. ``baseline`` or ``v-wider-embeddings``; trials of one
+            arm differ only in seed (and fidelity), so runs of two arms with the same seed
+            are paired.
+        search: The Optuna trial this run reports its epochs to (exploitation only).
     """
 
     campaign_id: str = Field(min_length=1)
@@ -39,6 +58,8 @@ class TrialSpec(Spec):
     metric: Literal["ne", "auc", "logloss"] = "ne"
     estimated_device_hours: float = Field(default=0.0, ge=0.0)
     devices: int = Field(default=1, ge=1, le=64)
+    arm: str = ""
+    search: SearchRef | None = None
 
 
 class TrialProgress(Record):
@@ -49,6 +70,7 @@ class TrialProgress(Record):
             resumes from it.
         validation_ne: Validation NE after the last finished epoch (None before the first).
         validation_auc: Validation AUC after the last finished epoch.
+        validation_epochs: Epochs whose validation metrics are known so far.
     """
 
     trial_id: str = ""
@@ -59,6 +81,7 @@ class TrialProgress(Record):
     checkpoint_step: int = 0
     validation_ne: float | None = None
     validation_auc: float | None = None
+    validation_epochs: int = 0
 
 
 class Metrics(Record):
@@ -81,7 +104,9 @@ class TrialResult(Record):
         test: Metrics on the test split (reported, never used for selection).
         device_hours: Wall time times devices actually used, the ledger's actual cost.
         resumed_from_step: The checkpoint step this attempt resumed from (0: from scratch).
-        error: Why the trial failed, when it did.
+        error: Why the trial failed (or was pruned), when it did.
+        epoch_values: The campaign metric on validation after each epoch (what the search's
+            pruner saw).
     """
 
     campaign_id: str
@@ -95,6 +120,7 @@ class TrialResult(Record):
     resumed_from_step: int = 0
     error: str = ""
     error_type: str = ""
+    epoch_values: list[float] = Field(default_factory=list)
 
     def metric(self, name: str) -> float | None:
         """The validation value of ``name``, or None when the trial has none."""

@@ -190,6 +190,7 @@ def train(
                     checkpoint_step=saved_step,
                     validation_ne=None if last is None else last["ne"],
                     validation_auc=None if last is None else last["auc"],
+                    validation_epochs=len(loop.validation_history),
                 )
             )
 

@@ -21,7 +21,7 @@ def campaign_request(**overrides: Any) -> CampaignRequest:
         "goal": "test campaign",
         "baseline": ModelSpec(epochs=1),
         "dataset": DatasetRef(max_rows=3000),
-        "budget": Budget(device_hours=100.0, max_parallel_trials=2, max_trials=10),
+        "budget": Budget(device_hours=100.0, max_parallel_trials=2),
         "approvers": [APPROVER, "bob@example.com"],
     }
     fields.update(overrides)

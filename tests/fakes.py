@@ -1,14 +1,18 @@
 """Activities registered under the real names, for workflow tests and recorded histories."""
 
 import asyncio
+import tempfile
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.evidence import EvidenceActivities
 from activities.planning import make_plan
+from activities.search import SearchActivities
 from contracts import (
     Hypothesis,
     JobHandle,
@@ -23,7 +27,8 @@ from contracts import (
 )
 from tests.factories import result_of
 
-# Validation NE by trial: two hypotheses beat the baseline (0.90), three do not.
+# Validation NE by arm (the mean over seeds): two hypotheses beat the baseline (0.90), the
+# others do not, and their merge beats both; tuned arms (x<n>) get TUNED_NE.
 NE = {
     "baseline": 0.90,
     "v-wider-embeddings": 0.88,
@@ -35,6 +40,24 @@ NE = {
     "c-wider-embeddings+wider-over-arch": 0.86,
 }
 HOUR = 3600.0
+TUNED_NE = 0.95
+
+
+def seed_noise(seed: int) -> float:
+    """NE noise every arm shares on a seed (same init and data order): pairing cancels it."""
+    return 0.004 * (((seed * 37) % 7) - 3) / 3
+
+
+def arm_noise(arm: str, seed: int) -> float:
+    """The small part of the noise that pairing cannot cancel."""
+    return 0.0005 * ((zlib.crc32(f"{arm}/{seed}".encode()) % 201) - 100) / 100
+
+
+def ne_of(spec: TrialSpec) -> float:
+    """The fake trainer's validation NE: the arm's mean plus seed noise."""
+    arm = spec.arm or spec.trial_id
+    mean = NE.get(arm, TUNED_NE if spec.phase == "exploitation" else 0.95)
+    return mean + seed_noise(spec.model.seed) + arm_noise(arm, spec.model.seed)
 
 
 @dataclass
@@ -42,7 +65,8 @@ class FakeActivities:
     """Activities registered under the real names; they record what the workflow asked."""
 
     trial_seconds: float = HOUR
-    # Trials that fail (a typed error) or diverge (a result without metrics), with a message.
+    # Trials that fail (a typed error) or diverge (a result without metrics), with a message;
+    # keyed by trial id, or by arm for all its trials.
     fail: dict[str, str] = field(default_factory=dict)
     diverge: dict[str, str] = field(default_factory=dict)
     # Training holds each trial this many real seconds, so that concurrency can be observed.
@@ -54,6 +78,7 @@ class FakeActivities:
     # Planning fails with this (error type, message), non-retryable, when set.
     planning_error: tuple[str, str] | None = None
     trained: list[str] = field(default_factory=list)
+    specs: dict[str, TrialSpec] = field(default_factory=dict)
     recorded: list[TrialRecord] = field(default_factory=list)
     # Extra hypotheses (seed changes) for campaigns of many trials; NE 0.95, never improving.
     extra_hypotheses: int = 0
@@ -62,6 +87,12 @@ class FakeActivities:
     launched: list[JobHandle] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     polls: int = 0
+    # Exploitation trials (Optuna numbers) pruned after their first epoch, charged half.
+    prune: set[int] = field(default_factory=set)
+    # The Optuna studies of exploitation (a throwaway SQLite file).
+    search_url: str = field(
+        default_factory=lambda: f"sqlite:///{tempfile.mkdtemp(prefix='rea-optuna-')}/s.sqlite"
+    )
 
     def all(self) -> list[Callable[..., object]]:
         @activity.defn(name="plan_campaign")
@@ -81,23 +112,42 @@ class FakeActivities:
         def record_trial(record: TrialRecord) -> None:
             self.recorded.append(record)
 
-        return [plan_campaign, record_trial]
+        # The gate and the search are the real activities: numpy, scipy and an SQLite study.
+        evidence = EvidenceActivities()
+        search = SearchActivities(self.search_url)
+        return [
+            plan_campaign,
+            record_trial,
+            evidence.gate_hypotheses,
+            evidence.model_footprint,
+            search.ask,
+            search.tell,
+            search.should_prune,
+        ]
 
     def training(self) -> list[Callable[..., object]]:
         @activity.defn(name="train_trial")
         async def train_trial(spec: TrialSpec) -> TrialResult:
             self.trained.append(spec.trial_id)
-            if spec.trial_id in self.fail:
-                raise ApplicationError(
-                    self.fail[spec.trial_id], type="BadSpecError", non_retryable=True
-                )
-            if spec.trial_id in self.diverge:
+            self.specs[spec.trial_id] = spec
+            if failure := self.fail.get(spec.trial_id, self.fail.get(spec.arm)):
+                raise ApplicationError(failure, type="BadSpecError", non_retryable=True)
+            if diverged := self.diverge.get(spec.trial_id, self.diverge.get(spec.arm)):
                 return TrialResult(
                     campaign_id=spec.campaign_id,
                     trial_id=spec.trial_id,
                     state="diverged",
-                    error=self.diverge[spec.trial_id],
+                    error=diverged,
                     device_hours=self.trial_seconds / HOUR,
+                )
+            if spec.search is not None and spec.search.number in self.prune:
+                return TrialResult(
+                    campaign_id=spec.campaign_id,
+                    trial_id=spec.trial_id,
+                    state="pruned",
+                    error="successive halving: stop",
+                    device_hours=self.trial_seconds / HOUR / 2,
+                    epoch_values=[ne_of(spec) + 0.05],
                 )
             if self.block_until_cancelled:
                 while True:  # a long job: heartbeats until the campaign cancels it
@@ -114,12 +164,14 @@ class FakeActivities:
         return [train_trial]
 
     def result(self, campaign_id: str, trial_id: str) -> TrialResult:
-        """The result the fake trainer reports for a trial."""
-        return result_of(campaign_id, trial_id, NE.get(trial_id, 0.95), self.trial_seconds / HOUR)
+        """The result the fake trainer reports for a trial (its test NE is 0.01 higher)."""
+        spec = self.specs[trial_id]
+        return result_of(campaign_id, trial_id, ne_of(spec), self.trial_seconds / HOUR)
 
     def jobs(self) -> list[Callable[..., object]]:
         @activity.defn(name="launch_job")
         def launch_job(inp: LaunchJobInput) -> JobHandle:
+            self.specs[inp.spec.trial_id] = inp.spec
             handle = JobHandle(
                 runner="fake",
                 job_id=f"{inp.spec.trial_id}/{inp.attempt}",

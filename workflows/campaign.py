@@ -7,7 +7,8 @@ server restart loses nothing.
 """
 
 import asyncio
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,30 +19,45 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from contracts import (
+        LOWER_IS_BETTER,
         Approval,
         ApproveInput,
+        AskedTrial,
+        AskInput,
         CampaignPhase,
         CampaignRequest,
         CampaignResult,
         CampaignStatus,
         ControlInput,
         ExtendBudgetInput,
+        FootprintInput,
+        GateDecision,
+        GateInput,
         JobFinishedInput,
         JobHandle,
         JobStatus,
         LaunchJobInput,
         Ledger,
+        ModelRisks,
         PhaseLedger,
         Plan,
         PlanningInput,
+        TellInput,
         TrialRecord,
         TrialResult,
         TrialSpec,
         TrialSummary,
     )
-    from workflows import options, policy
+    from workflows import options, phases, policy
 
+# The first versions' phases (protocol "single-seed"), kept for the campaigns they started.
 EXECUTOR_PHASES: tuple[CampaignPhase, ...] = ("validation", "combination")
+EVIDENCE_PHASES: tuple[CampaignPhase, ...] = (
+    "validation",
+    "combination",
+    "exploitation",
+    "confirmation",
+)
 
 
 # A request that does not validate fails the workflow at once (it names the field) instead of
@@ -111,11 +127,18 @@ class CampaignWorkflow:
 
     async def _run(self) -> CampaignResult:
         request = self._request  # the validated copy (see __init__)
+        # Decided once, before the first command, and carried by continue-as-new: campaigns
+        # started by the single-seed versions replay and finish as they began.
+        first_run = self._state.runs == 1 and self._state.plan is None
+        if first_run and workflow.patched("evidence-gate"):
+            self._set(protocol="evidence")
         plan = self._state.plan or await self._make_plan()
         if plan is None:  # stopped while planning
             return self._result(None)
         if self._state.approval is None:
             await self._await_approval(plan)
+        if self._state.protocol == "evidence":
+            return await self._run_evidence(plan)
         # The guardrail timer is a new command: campaigns started before it replay without it.
         guard = None
         if not self._stopping and workflow.patched("max-wall-time-guardrail"):
@@ -181,6 +204,8 @@ class CampaignWorkflow:
                     non_retryable=True,
                 )
             ) from err
+        if self._state.protocol == "evidence":
+            plan = phases.with_phases(self._request, plan)
         ledger = Ledger(
             phases={p.phase: PhaseLedger(estimated=p.estimated_device_hours) for p in plan.phases}
         )
@@ -210,6 +235,299 @@ class CampaignWorkflow:
         if left > timedelta(0):
             await workflow.sleep(left, summary="max wall time guardrail")
         self._request_stop(f"Stopped: max wall time of {limit} reached.")
+
+    # ---- the evidence protocol --------------------------------------------------------------
+
+    async def _run_evidence(self, plan: Plan) -> CampaignResult:
+        """Validation, combination, exploitation and confirmation, then the launch proposal.
+
+        Every step derives its trials from the state, and skips those already run, so a run
+        continued as new (or a replay) resumes where the last one stopped.
+        """
+        guard = None
+        if not self._stopping:
+            guard = asyncio.create_task(self._guard_wall_clock())
+        steps = {
+            "validation": self._validation,
+            "combination": self._combination,
+            "exploitation": self._exploitation,
+            "confirmation": self._confirmation,
+        }
+        current = self._state.phase
+        first = EVIDENCE_PHASES.index(current) if current in EVIDENCE_PHASES else 0
+        for phase in EVIDENCE_PHASES[first:]:
+            if self._halted():
+                break
+            await steps[phase](plan)
+        await self._propose(plan)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if guard is not None:
+            guard.cancel()
+        return self._result(plan)
+
+    def _halted(self) -> bool:
+        return self._stopping or self._budget_closed
+
+    async def _run_batch(
+        self,
+        specs: list[TrialSpec],
+        after: Callable[[TrialSpec, TrialResult], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run the trials of ``specs`` not yet run (in parallel, within slots and budget);
+        ``after`` runs on each result. Hands over to a fresh run when draining."""
+
+        async def one(spec: TrialSpec) -> None:
+            result = await self._run_trial(spec)
+            if result is not None and after is not None:
+                await after(spec, result)
+
+        await asyncio.gather(*(one(s) for s in specs if self._state.trial(s.trial_id) is None))
+        if self._draining:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(args=[self._request, self._state])
+
+    async def _gate(self, phase: str, inp: GateInput) -> GateDecision:
+        """The statistical gate (an activity: numpy and scipy stay out of the workflow); its
+        decision record is kept in the state, so the reasons are in the history."""
+        if phase in self._state.decisions:
+            return self._state.decisions[phase]
+        decision: GateDecision = await workflow.execute_activity(
+            "gate_hypotheses",
+            inp,
+            result_type=GateDecision,
+            start_to_close_timeout=options.RECORD_TIMEOUT,
+            retry_policy=options.BOOKKEEPING_RETRY,
+            summary=f"{phase} gate: {len(inp.candidates)} candidate(s) vs the baseline",
+        )
+        self._set(decisions={**self._state.decisions, phase: decision})
+        self._update_leader()
+        return decision
+
+    def _note(self, phase: str, note: str) -> None:
+        if note:
+            self._set(phase_notes={**self._state.phase_notes, phase: note})
+
+    async def _validation(self, plan: Plan) -> None:
+        request = self._request
+        screen_specs = phases.screen_trials(self._id, request, plan)
+        self._enter(
+            "validation",
+            f"Screening {len(screen_specs)} arms: one seed, "
+            f"{screen_specs[0].model.epochs} epoch(s).",
+        )
+        await self._run_batch(screen_specs)
+        if self._halted():
+            return
+        screen = self._state.screen or phases.screen(request, plan, self._state.trials)
+        self._set(screen=screen)
+        gate_specs = phases.validation_gate_trials(self._id, request, plan, screen)
+        self._set(
+            message=f"Gate: the baseline and {len(screen.promoted)} promoted hypotheses on "
+            f"{request.seeds} seeds ({len(gate_specs)} trials)."
+        )
+        self._publish()
+        await self._run_batch(gate_specs)
+        if self._halted():
+            return
+        seeds = phases.gate_seeds(request)
+        await self._gate(
+            "validation", phases.gate_input(request, self._state.trials, screen.promoted, seeds)
+        )
+
+    async def _combination(self, plan: Plan) -> None:
+        request = self._request
+        validation = self._state.decisions.get("validation")
+        groups, skipped = phases.merges(plan, validation)
+        passed = len(validation.passed) if validation else 0
+        if not groups:
+            why = (
+                f"{passed} hypothesis passed the gate; merging needs two"
+                if passed < 2
+                else "every merge of the passing hypotheses conflicts"
+            )
+            self._note("combination", "; ".join([f"no merge: {why}", *skipped]))
+            return
+        self._note("combination", "; ".join(skipped))
+        specs = phases.combination_trials(self._id, request, plan, groups)
+        arms = [phases.merge_arm(g) for g in groups]
+        self._enter("combination", f"Merging {', '.join(arms)} on {request.seeds} seeds.")
+        await self._run_batch(specs)
+        if self._halted():
+            return
+        seeds = phases.gate_seeds(request)
+        decision = await self._gate(
+            "combination", phases.gate_input(request, self._state.trials, arms, seeds)
+        )
+        assert validation is not None
+        self._set(additivity=phases.additivity(validation, decision))
+
+    async def _exploitation(self, plan: Plan) -> None:
+        request = self._request
+        count = request.exploitation_trials
+        if count == 0:
+            self._note("exploitation", "exploitation_trials is 0")
+            return
+        leader = phases.leader(self._state.decisions)
+        base_arm = leader.hypothesis_id if leader else phases.BASELINE
+        fixed = phases.arm_changes(request, plan, base_arm, self._state.tuned)
+        space = phases.search_space(fixed)
+        study = f"{self._id}/exploitation"
+        self._enter(
+            "exploitation",
+            f"Tuning {', '.join(space.fields)} around {base_arm} ({count} {request.sampler} "
+            "trials, pruned by successive halving).",
+        )
+        per_round = request.budget.max_parallel_trials
+        rounds = math.ceil(count / per_round)
+        while self._state.search_rounds < rounds and not self._halted():
+            done = self._state.search_rounds
+            asked: list[AskedTrial] = await workflow.execute_activity(
+                "search_ask",
+                AskInput(
+                    study_name=study,
+                    ask_id=f"round-{done}",
+                    space=space,
+                    sampler=request.sampler,
+                    seed=request.baseline.seed,
+                    count=min(per_round, count - done * per_round),
+                    direction="minimize" if LOWER_IS_BETTER[request.metric] else "maximize",
+                ),
+                result_type=list[AskedTrial],
+                start_to_close_timeout=options.RECORD_TIMEOUT,
+                retry_policy=options.BOOKKEEPING_RETRY,
+                summary=f"ask the study for round {done + 1} of {rounds}",
+            )
+            tuned = {phases.tuned_arm(a.number): a.changes for a in asked}
+            self._set(tuned={**self._state.tuned, **tuned})
+            specs = [
+                phases.exploration_trial(self._id, request, plan, a.number, a.changes, study)
+                for a in asked
+            ]
+            await self._run_batch(specs, after=self._tell)
+            self._set(search_rounds=done + 1)
+        if self._halted():
+            return
+        best = phases.best_explored(request, self._state.trials)
+        if best is None:
+            self._note("exploitation", "no tuned trial finished")
+            return
+        seeds = phases.gate_seeds(request)
+        reseed = phases.seeded_trials(
+            self._id, request, plan, [(best, "exploitation", self._state.tuned[best])], seeds, "s"
+        )
+        self._set(message=f"Best tuned move {best}: re-run on {request.seeds} gate seeds.")
+        await self._run_batch(reseed)
+        if self._halted():
+            return
+        await self._gate(
+            "exploitation", phases.gate_input(request, self._state.trials, [best], seeds)
+        )
+
+    async def _tell(self, spec: TrialSpec, result: TrialResult) -> None:
+        """Tell the study how a tuned trial ended (complete, pruned or failed)."""
+        assert spec.search is not None
+        value = result.metric(self._request.metric)
+        state = (
+            "complete"
+            if result.state == "succeeded" and value is not None
+            else "pruned"
+            if result.state == "pruned"
+            else "fail"
+        )
+        await workflow.execute_activity(
+            "search_tell",
+            TellInput(
+                study_name=spec.search.study_name,
+                number=spec.search.number,
+                state=state,
+                value=value if state == "complete" else None,
+                intermediate=result.epoch_values,
+            ),
+            start_to_close_timeout=options.RECORD_TIMEOUT,
+            retry_policy=options.BOOKKEEPING_RETRY,
+            summary=f"tell the study {spec.trial_id} {state}",
+        )
+
+    async def _confirmation(self, plan: Plan) -> None:
+        request = self._request
+        leader = phases.leader(self._state.decisions)
+        if leader is None:
+            self._note("confirmation", "nothing passed a gate: there is nothing to confirm")
+            return
+        arm = leader.hypothesis_id
+        seeds = phases.confirmation_seeds(request)
+        changes = phases.arm_changes(request, plan, arm, self._state.tuned)
+        specs = phases.seeded_trials(
+            self._id,
+            request,
+            plan,
+            [(phases.BASELINE, "confirmation", {}), (arm, "confirmation", changes)],
+            seeds,
+            "t",
+        )
+        self._enter(
+            "confirmation",
+            f"Confirming {arm} against the baseline on the test split, {len(seeds)} fresh seeds.",
+        )
+        await self._run_batch(specs)
+        if self._halted():
+            return
+        await self._gate(
+            "confirmation",
+            phases.gate_input(request, self._state.trials, [arm], seeds, split="test"),
+        )
+
+    async def _propose(self, plan: Plan) -> None:
+        """The launch proposal, or the honest absence of one (also after a stop)."""
+        if self._state.proposal is not None:
+            return
+        request = self._request
+        confirmation = self._state.decisions.get("confirmation")
+        risks: ModelRisks | None = None
+        if confirmation is not None and confirmation.passed:
+            arm = confirmation.passed[0]
+            candidate = request.baseline.with_changes(
+                phases.arm_changes(request, plan, arm, self._state.tuned)
+            )
+            risks = await workflow.execute_activity(
+                "model_footprint",
+                FootprintInput(
+                    baseline=request.baseline, candidate=candidate, dataset=request.dataset
+                ),
+                result_type=ModelRisks,
+                start_to_close_timeout=options.RECORD_TIMEOUT,
+                retry_policy=options.BOOKKEEPING_RETRY,
+                summary=f"size of {arm} vs the baseline",
+            )
+            ratio = phases.trial_time_ratio(
+                self._state.trials, arm, phases.confirmation_seeds(request)
+            )
+            risks = risks.model_copy(update={"trial_time_ratio": ratio})
+        proposal = phases.proposal(
+            request,
+            plan,
+            decisions=self._state.decisions,
+            screen_decision=self._state.screen,
+            additivity_=self._state.additivity,
+            tuned=self._state.tuned,
+            ledger=self._state.ledger,
+            notes=self._state.phase_notes,
+            risks=risks,
+        )
+        self._set(proposal=proposal, message=proposal.headline)
+
+    def _update_leader(self) -> None:
+        """Best and baseline as the gates see them: means over the gate's seeds, and only a
+        candidate that passed a gate (a single run's best is noise)."""
+        validation = self._state.decisions.get("validation")
+        leader = phases.leader(self._state.decisions)
+        changes: dict[str, object] = {}
+        if validation is not None and validation.comparisons:
+            changes["baseline_metric"] = validation.comparisons[0].baseline_mean
+        if leader is not None:
+            changes |= {"best_trial_id": leader.hypothesis_id, "best_metric": leader.candidate_mean}
+        self._set(**changes)
+        self._publish()
 
     # ---- handlers -------------------------------------------------------------------------
 
@@ -344,9 +662,10 @@ class CampaignWorkflow:
 
     # ---- trials ---------------------------------------------------------------------------
 
-    async def _run_trial(self, spec: TrialSpec) -> None:
+    async def _run_trial(self, spec: TrialSpec) -> TrialResult | None:
+        """Launch ``spec`` when it fits, wait for it and record it; None when it did not run."""
         if not await self._wait_to_launch(spec):
-            return
+            return None
         self._launched_this_run += 1
         self._running[spec.trial_id] = None
         self._set(
@@ -356,6 +675,8 @@ class CampaignWorkflow:
                     trial_id=spec.trial_id,
                     phase=spec.phase,
                     hypothesis_ids=spec.hypothesis_ids,
+                    arm=spec.arm,
+                    seed=spec.model.seed,
                     estimated_device_hours=spec.estimated_device_hours,
                 ),
             ],
@@ -384,6 +705,7 @@ class CampaignWorkflow:
         ):
             self._halting = True
             self._cancel_running()
+        return result
 
     async def _wait_to_launch(self, spec: TrialSpec) -> bool:
         """Wait until ``spec`` has a free slot and the ledger affords it, both at once.
@@ -396,6 +718,9 @@ class CampaignWorkflow:
         """
         estimate = spec.estimated_device_hours
         while not (self._stopping or self._budget_closed or self._draining):
+            if len(self._state.trials) >= self._request.budget.max_trials:
+                self._note(policy.ledger_phase(spec.phase), "max_trials reached")
+                break
             if policy.should_continue_as_new(
                 workflow.info().is_continue_as_new_suggested(), self._launched_this_run
             ):
@@ -526,8 +851,6 @@ class CampaignWorkflow:
         trial = self._state.trial(spec.trial_id)
         assert trial is not None
         trials = [trial.finished(result) if t is trial else t for t in self._state.trials]
-        metric = self._request.metric
-        best = policy.best_trial(trials, metric)
         self._set(
             trials=trials,
             ledger=self._state.ledger.change(
@@ -535,11 +858,16 @@ class CampaignWorkflow:
                 reserved=-spec.estimated_device_hours,
                 spent=result.device_hours,
             ),
-            best_trial_id=best.trial_id if best else "",
-            best_metric=best.metric(metric) if best else None,
-            baseline_metric=policy.metric_of(trials, policy.BASELINE_TRIAL_ID, metric),
             message=f"{spec.trial_id} {result.state}.",
         )
+        if self._state.protocol == "single-seed":
+            metric = self._request.metric
+            best = policy.best_trial(trials, metric)
+            self._set(
+                best_trial_id=best.trial_id if best else "",
+                best_metric=best.metric(metric) if best else None,
+                baseline_metric=policy.metric_of(trials, policy.BASELINE_TRIAL_ID, metric),
+            )
         self._publish()
 
     def _update_trial(self, trial_id: str, **changes: Any) -> None:
@@ -610,6 +938,23 @@ class CampaignWorkflow:
         else:
             why = " (budget exhausted and not extended)" if self._budget_closed else ""
             self._enter("done", f"Done{why}: {len(self._state.trials)} trials.")
+        proposal = self._state.proposal
+        if self._state.protocol == "evidence":
+            # Only what the verdict supports: a model and a gain only when it says launch.
+            launch = proposal is not None and proposal.verdict == "launch"
+            return CampaignResult(
+                status=self._state,
+                best_model=(
+                    self._request.baseline.with_changes(proposal.changes)
+                    if launch and proposal
+                    else None
+                ),
+                improvement=(
+                    proposal.confirmation.gain
+                    if launch and proposal and proposal.confirmation
+                    else None
+                ),
+            )
         best = policy.best_trial(self._state.trials, self._request.metric)
         improvement = None
         if self._state.best_metric is not None and self._state.baseline_metric is not None:

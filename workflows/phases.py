@@ -1,0 +1,583 @@
+"""Pure decisions of the evidence protocol: which seeded trials each phase runs, what the
+screen promotes, which merges are worth trying, and what the campaign finally proposes.
+
+Seeds are offsets from the baseline spec's seed, in disjoint sets, so that a run's seed says
+what it was for: the screen (offset 0), the gates (1..k), the exploration of exploitation
+(k+1) and the final confirmation (1001..1000+k). Runs of two arms with the same seed share
+initialisation and data order, so their difference is paired (common random numbers); and
+the confirmation's seeds and split were never seen by any selection.
+
+No temporalio here: unit-tested directly, deterministic by construction.
+"""
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from contracts import (
+    DEFAULT_ACTION_SPACE,
+    LOWER_IS_BETTER,
+    Additivity,
+    CampaignRequest,
+    CandidateRuns,
+    Comparison,
+    GateDecision,
+    GateInput,
+    LaunchProposal,
+    Ledger,
+    ModelRisks,
+    ModelSpec,
+    Phase,
+    PhasePlan,
+    Plan,
+    ScreenDecision,
+    ScreenResult,
+    SearchRef,
+    SearchSpace,
+    SeededMetric,
+    TrialSpec,
+    TrialSummary,
+)
+from contracts.evidence import screen_epochs
+
+BASELINE = "baseline"
+CONFIRMATION_SEED_OFFSET = 1000
+# Merges tried in combination, best-first; each costs ``seeds`` trials.
+MAX_MERGES = 3
+# The knobs exploitation tunes around the best candidate: the continuous ones that move NE
+# without changing the model's serving cost (widths and dims change it, and are hypotheses).
+TUNED_FIELDS = ("dense_lr", "sparse_lr", "dropout", "weight_decay")
+# Gates whose passes may become the launch candidate, in the order they run.
+SELECTION_GATES = ("validation", "combination", "exploitation")
+
+
+# ---- seeds and arms ------------------------------------------------------------------------
+
+
+def gate_seeds(request: CampaignRequest) -> list[int]:
+    return [request.baseline.seed + i for i in range(1, request.seeds + 1)]
+
+
+def screen_seed(request: CampaignRequest) -> int:
+    return request.baseline.seed
+
+
+def exploration_seed(request: CampaignRequest) -> int:
+    return request.baseline.seed + request.seeds + 1
+
+
+def confirmation_seeds(request: CampaignRequest) -> list[int]:
+    first = request.baseline.seed + CONFIRMATION_SEED_OFFSET
+    return [first + i for i in range(1, request.seeds + 1)]
+
+
+def hypothesis_arm(hypothesis_id: str) -> str:
+    return f"v-{hypothesis_id}"
+
+
+def merge_arm(hypothesis_ids: Sequence[str]) -> str:
+    return f"c-{'+'.join(hypothesis_ids)}"
+
+
+def arm_hypotheses(arm: str) -> list[str]:
+    """The hypotheses an arm applies (none for the baseline and tuned arms)."""
+    if arm.startswith("v-"):
+        return [arm[2:]]
+    if arm.startswith("c-"):
+        return arm[2:].split("+")
+    return []
+
+
+def arm_changes(
+    request: CampaignRequest, plan: Plan, arm: str, tuned: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The changes an arm makes to the baseline (tuned arms' come from the search)."""
+    if arm in tuned:
+        return tuned[arm]
+    by_id = {h.id: h.changes for h in plan.hypotheses}
+    merged: dict[str, Any] = {}
+    for hypothesis_id in arm_hypotheses(arm):
+        merged.update(by_id[hypothesis_id])
+    return merged
+
+
+def _spec(
+    campaign_id: str,
+    request: CampaignRequest,
+    plan: Plan,
+    *,
+    arm: str,
+    phase: Phase,
+    changes: dict[str, Any],
+    seed: int,
+    tag: str,
+    epochs: int | None = None,
+    search: SearchRef | None = None,
+) -> TrialSpec:
+    model = request.baseline.with_changes(changes, {"seed": seed})
+    if epochs is not None:
+        model = model.model_copy(update={"epochs": epochs})
+    # The plan's per-trial estimate is for the baseline's epochs; a shorter rung costs less.
+    fidelity = model.epochs / max(request.baseline.epochs, 1)
+    estimate = plan.estimated_device_hours_per_trial * request.devices_per_trial * fidelity
+    return TrialSpec(
+        campaign_id=campaign_id,
+        trial_id=f"{arm}~{tag}",
+        phase=phase,
+        hypothesis_ids=arm_hypotheses(arm),
+        model=model,
+        dataset=request.dataset,
+        metric=request.metric,
+        estimated_device_hours=estimate,
+        devices=request.devices_per_trial,
+        arm=arm,
+        search=search,
+    )
+
+
+def seeded_trials(
+    campaign_id: str,
+    request: CampaignRequest,
+    plan: Plan,
+    arms: Sequence[tuple[str, Phase, dict[str, Any]]],
+    seeds: Sequence[int],
+    tag: str,
+) -> list[TrialSpec]:
+    """Each arm on each seed, seed by seed: a budget cut leaves whole pairs, not one arm."""
+    return [
+        _spec(
+            campaign_id,
+            request,
+            plan,
+            arm=arm,
+            phase=phase,
+            changes=changes,
+            seed=seed,
+            tag=f"{tag}{i}",
+        )
+        for i, seed in enumerate(seeds, start=1)
+        for arm, phase, changes in arms
+    ]
+
+
+# ---- validation: the screen and the gate ---------------------------------------------------
+
+
+def screen_trials(campaign_id: str, request: CampaignRequest, plan: Plan) -> list[TrialSpec]:
+    """Validation's cheap first rung: the baseline and every hypothesis, one seed, fewer
+    epochs."""
+    arms: list[tuple[str, Phase, dict[str, Any]]] = [(BASELINE, "baseline", {})]
+    arms += [(hypothesis_arm(h.id), "validation", h.changes) for h in plan.hypotheses]
+    return [
+        _spec(
+            campaign_id,
+            request,
+            plan,
+            arm=arm,
+            phase=phase,
+            changes=changes,
+            seed=screen_seed(request),
+            tag="r0",
+            epochs=screen_epochs(request.baseline.with_changes(changes).epochs),
+        )
+        for arm, phase, changes in arms
+    ]
+
+
+def promoted_count(hypotheses: int) -> int:
+    """Successive halving with rate 2: the better half goes on."""
+    return math.ceil(hypotheses / 2)
+
+
+def relative_gain(value: float, baseline: float, metric: str) -> float:
+    """Gain of ``value`` over ``baseline`` relative to ``|baseline|``; positive is better."""
+    if baseline == 0:
+        return 0.0
+    diff = baseline - value if LOWER_IS_BETTER[metric] else value - baseline
+    return diff / abs(baseline)
+
+
+def screen(request: CampaignRequest, plan: Plan, trials: Sequence[TrialSummary]) -> ScreenDecision:
+    """Rank the first rung by gain over the baseline at the same rung and seed; promote the
+    better half. A run that failed or diverged is dropped."""
+    seed = screen_seed(request)
+    rung = {t.arm: t.metric(request.metric) for t in trials if t.seed == seed}
+    base = rung.get(BASELINE)
+    scored: list[tuple[float, str]] = []
+    results: dict[str, ScreenResult] = {}
+    for hypothesis in plan.hypotheses:
+        arm = hypothesis_arm(hypothesis.id)
+        value = rung.get(arm)
+        if value is None:
+            results[arm] = ScreenResult(arm=arm, reason="no result at this rung (failed)")
+            continue
+        gain = relative_gain(value, base, request.metric) if base is not None else None
+        results[arm] = ScreenResult(arm=arm, value=value, gain=gain)
+        # Without a baseline run the raw value still ranks the arms.
+        scored.append((gain if gain is not None else -value, arm))
+    scored.sort(key=lambda pair: (-pair[0], pair[1]))
+    keep = promoted_count(len(plan.hypotheses))
+    promoted = [arm for _, arm in scored[:keep]]
+    for rank, (_, arm) in enumerate(scored, start=1):
+        where = f"rank {rank} of {len(scored)} at the first rung"
+        results[arm] = results[arm].model_copy(
+            update={
+                "promoted": arm in promoted,
+                "reason": f"{where}: in the better half"
+                if arm in promoted
+                else f"{where}: dropped (the better {keep} go on)",
+            }
+        )
+    ordered = [results[a] for a in promoted] + [r for a, r in results.items() if a not in promoted]
+    return ScreenDecision(
+        epochs=screen_epochs(request.baseline.epochs),
+        seed=seed,
+        results=ordered,
+        promoted=promoted,
+    )
+
+
+def validation_gate_trials(
+    campaign_id: str, request: CampaignRequest, plan: Plan, decision: ScreenDecision
+) -> list[TrialSpec]:
+    """The baseline and every promoted hypothesis at full fidelity on the gate's seeds."""
+    changes = {hypothesis_arm(h.id): h.changes for h in plan.hypotheses}
+    arms: list[tuple[str, Phase, dict[str, Any]]] = [(BASELINE, "baseline", {})]
+    arms += [(arm, "validation", changes[arm]) for arm in decision.promoted]
+    return seeded_trials(campaign_id, request, plan, arms, gate_seeds(request), "s")
+
+
+def gate_input(
+    request: CampaignRequest,
+    trials: Sequence[TrialSummary],
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    split: str = "validation",
+) -> GateInput:
+    """The seeded runs of ``arms`` and of the baseline on ``seeds``, for the gate."""
+
+    def runs(arm: str) -> list[SeededMetric]:
+        out = []
+        for t in trials:
+            if t.arm != arm or t.seed not in seeds:
+                continue
+            value = t.metric(request.metric) if split == "validation" else None
+            if split == "test":
+                value = t.test_metric(request.metric)
+            if value is not None and math.isfinite(value):
+                out.append(SeededMetric(seed=t.seed, value=value))
+        return out
+
+    return GateInput(
+        metric=request.metric,
+        baseline=runs(BASELINE),
+        candidates=[CandidateRuns(hypothesis_id=arm, runs=runs(arm)) for arm in arms],
+        alpha=request.alpha,
+        min_effect=request.min_effect,
+        split="test" if split == "test" else "validation",
+    )
+
+
+# ---- combination ---------------------------------------------------------------------------
+
+
+def merges(plan: Plan, decision: GateDecision | None) -> tuple[list[list[str]], list[str]]:
+    """The merges worth trying, best-first, and the ones skipped because their parts conflict.
+
+    Candidates are the pairs and the triple of the (up to) three best hypotheses that passed
+    the validation gate, ranked by the sum of their parts' gains. Conflicting parts (the
+    same field, or exclusive choices such as two interaction types) are never stacked: such a
+    merge is skipped, which resolves the conflict in favour of the stronger part, already
+    tried in its own arm and in its other merges.
+    """
+    if decision is None:
+        return [], []
+    gains = {c.hypothesis_id: c.gain for c in decision.comparisons}
+    passed = [arm_hypotheses(arm)[0] for arm in decision.passed if arm.startswith("v-")]
+    top = passed[:3]
+    groups = [[a, b] for i, a in enumerate(top) for b in top[i + 1 :]]
+    if len(top) == 3:
+        groups.append(list(top))
+    groups.sort(key=lambda g: -sum(gains[hypothesis_arm(h)] for h in g))
+    changes = {h.id: h.changes for h in plan.hypotheses}
+    chosen: list[list[str]] = []
+    skipped: list[str] = []
+    for group in groups:
+        clashes = [
+            f"{a} vs {b}: {'; '.join(reasons)}"
+            for i, a in enumerate(group)
+            for b in group[i + 1 :]
+            if (reasons := DEFAULT_ACTION_SPACE.conflicts(changes[a], changes[b]))
+        ]
+        if clashes:
+            skipped.append(f"{merge_arm(group)} not tried: {'; '.join(clashes)}")
+        elif len(chosen) < MAX_MERGES:
+            chosen.append(group)
+    return chosen, skipped
+
+
+def combination_trials(
+    campaign_id: str, request: CampaignRequest, plan: Plan, groups: Sequence[Sequence[str]]
+) -> list[TrialSpec]:
+    arms: list[tuple[str, Phase, dict[str, Any]]] = [
+        (merge_arm(g), "combination", arm_changes(request, plan, merge_arm(g), {})) for g in groups
+    ]
+    return seeded_trials(campaign_id, request, plan, arms, gate_seeds(request), "s")
+
+
+def additivity(validation: GateDecision, combination: GateDecision) -> list[Additivity]:
+    """Each merge's gain against the sum of its parts' validated gains."""
+    parts_gain = {c.hypothesis_id: c.gain for c in validation.comparisons}
+    records = []
+    for merged in combination.comparisons:
+        parts = arm_hypotheses(merged.hypothesis_id)
+        expected = sum(parts_gain.get(hypothesis_arm(p), 0.0) for p in parts)
+        record = Additivity(arm=merged.hypothesis_id, parts=parts, parts_gain=expected)
+        if merged.gain_low is not None:  # tested: it has an interval
+            ratio = merged.gain / expected if expected > 0 else None
+            verdict = (
+                "hurts"
+                if merged.gain < 0
+                else "synergy"
+                if ratio is not None and ratio > 1.1
+                else "additive"
+                if ratio is not None and ratio >= 0.9
+                else "overlapping"
+            )
+            record = record.model_copy(
+                update={"gain": merged.gain, "ratio": ratio, "verdict": verdict}
+            )
+        records.append(record)
+    return records
+
+
+# ---- exploitation --------------------------------------------------------------------------
+
+
+def leader(decisions: dict[str, GateDecision]) -> Comparison | None:
+    """The passed comparison with the largest validated gain across the selection gates."""
+    passed = [
+        c for phase in SELECTION_GATES if phase in decisions for c in decisions[phase].comparisons
+    ]
+    passed = [c for c in passed if c.passed]
+    return max(passed, key=lambda c: c.gain, default=None)
+
+
+def search_space(fixed: dict[str, Any]) -> SearchSpace:
+    """Tune the continuous knobs around ``fixed`` (the candidate's own changes stay)."""
+    fields = [f for f in TUNED_FIELDS if f not in fixed]
+    return SearchSpace(fields=fields, fixed=fixed)
+
+
+def exploration_trial(
+    campaign_id: str,
+    request: CampaignRequest,
+    plan: Plan,
+    number: int,
+    changes: dict[str, Any],
+    study_name: str,
+) -> TrialSpec:
+    """One Optuna move on the exploration seed, reporting its epochs to the study."""
+    return _spec(
+        campaign_id,
+        request,
+        plan,
+        arm=tuned_arm(number),
+        phase="exploitation",
+        changes=changes,
+        seed=exploration_seed(request),
+        tag="x",
+        search=SearchRef(study_name=study_name, number=number),
+    )
+
+
+def tuned_arm(number: int) -> str:
+    return f"x{number}"
+
+
+def best_explored(request: CampaignRequest, trials: Sequence[TrialSummary]) -> str | None:
+    """The tuned arm with the best validation value on the exploration seed."""
+    seed = exploration_seed(request)
+    scored = [
+        (value, t.arm)
+        for t in trials
+        if t.phase == "exploitation"
+        and t.seed == seed
+        and (value := t.metric(request.metric)) is not None
+    ]
+    if not scored:
+        return None
+    sign = 1.0 if LOWER_IS_BETTER[request.metric] else -1.0
+    return min(scored, key=lambda pair: (sign * pair[0], pair[1]))[1]
+
+
+# ---- the proposal --------------------------------------------------------------------------
+
+
+def diff(baseline: ModelSpec, candidate: ModelSpec) -> dict[str, Any]:
+    """The fields where ``candidate`` differs from ``baseline`` (the seed aside)."""
+    base, cand = baseline.model_dump(), candidate.model_dump()
+    return {k: v for k, v in cand.items() if k != "seed" and base.get(k) != v}
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:+.2f}%"
+
+
+def describe(c: Comparison) -> str:
+    """A comparison in a few words: gain, interval and adjusted p-value."""
+    if c.gain_low is None or c.gain_high is None:
+        return f"{c.hypothesis_id}: {c.reason}"
+    return (
+        f"{c.hypothesis_id}: {_pct(c.gain)} [{_pct(c.gain_low)}, {_pct(c.gain_high)}], "
+        f"adjusted p={c.p_adjusted:.3g}, n={c.n}"
+    )
+
+
+def learned(
+    decisions: dict[str, GateDecision], additivity_: Sequence[Additivity], notes: dict[str, str]
+) -> list[str]:
+    """What the campaign learned, one line each, in phase order."""
+    lines = []
+    for phase in (*SELECTION_GATES, "confirmation"):
+        if phase not in decisions:
+            continue
+        for c in decisions[phase].comparisons:
+            verdict = "passed" if c.passed else "not shown"
+            lines.append(f"{phase}: {describe(c)}: {verdict}")
+    lines += [f"merge {a.arm}: {a.verdict}" for a in additivity_ if a.verdict != "untested"]
+    lines += [f"{phase}: {note}" for phase, note in notes.items()]
+    return lines
+
+
+def proposal(
+    request: CampaignRequest,
+    plan: Plan,
+    *,
+    decisions: dict[str, GateDecision],
+    screen_decision: ScreenDecision | None,
+    additivity_: list[Additivity],
+    tuned: dict[str, dict[str, Any]],
+    ledger: Ledger,
+    notes: dict[str, str],
+    risks: ModelRisks | None,
+) -> LaunchProposal:
+    """The campaign's answer, saying only what the evidence supports.
+
+    *launch* only when the confirmation on the test split (seeds no selection saw) passed:
+    its interval excludes zero and its gain is at least the minimum effect.
+    """
+    confirmation = decisions.get("confirmation")
+    comparison = confirmation.comparisons[0] if confirmation and confirmation.comparisons else None
+    candidate = comparison.hypothesis_id if comparison else ""
+    changes = (
+        diff(
+            request.baseline,
+            request.baseline.with_changes(arm_changes(request, plan, candidate, tuned)),
+        )
+        if candidate
+        else {}
+    )
+    launch = comparison is not None and comparison.passed
+    metric = request.metric.upper()
+    k = request.seeds
+    if launch:
+        assert comparison is not None
+        headline = (
+            f"launch {candidate}: test {metric} gain {_pct(comparison.gain)} "
+            f"[{_pct(comparison.gain_low)}, {_pct(comparison.gain_high)}] over the baseline "
+            f"on {comparison.n} fresh seeds"
+        )
+    elif comparison is not None:
+        headline = (
+            f"no launchable improvement: {candidate} passed validation but on the test split "
+            f"with {k} fresh seeds its gain is {_pct(comparison.gain)} "
+            f"[{_pct(comparison.gain_low)}, {_pct(comparison.gain_high)}]"
+        )
+    else:
+        tested = [c for p in SELECTION_GATES if p in decisions for c in decisions[p].comparisons]
+        best = max(tested, key=lambda c: c.gain, default=None)
+        seen = f"; the best, {describe(best)}" if best is not None else ""
+        headline = (
+            f"no launchable improvement: no change beat seed noise on validation "
+            f"({len(tested)} tested on {k} seeds{seen})"
+        )
+    return LaunchProposal(
+        verdict="launch" if launch else "no launchable improvement",
+        candidate=candidate,
+        changes=changes,
+        confirmation=comparison,
+        evidence=dict(decisions),
+        screen=screen_decision,
+        additivity=list(additivity_),
+        device_hours={phase: entry.spent for phase, entry in ledger.phases.items()},
+        risks=risks,
+        headline=headline,
+        learned=learned(decisions, additivity_, notes),
+    )
+
+
+def trial_time_ratio(
+    trials: Sequence[TrialSummary], candidate: str, seeds: Sequence[int]
+) -> float | None:
+    """Mean wall time of the candidate's confirmation runs over the baseline's."""
+
+    def mean_time(arm: str) -> float | None:
+        times = [
+            t.duration_s for t in trials if t.arm == arm and t.seed in seeds and t.duration_s > 0
+        ]
+        return sum(times) / len(times) if times else None
+
+    base, cand = mean_time(BASELINE), mean_time(candidate)
+    return cand / base if base and cand is not None else None
+
+
+# ---- the plan ------------------------------------------------------------------------------
+
+
+def with_phases(request: CampaignRequest, plan: Plan) -> Plan:
+    """The planner's hypotheses and per-trial estimate, costed phase by phase for this
+    protocol (seeds included); conditional phases are costed at their most."""
+    k, n = request.seeds, len(plan.hypotheses)
+    per_trial = plan.estimated_device_hours_per_trial * request.devices_per_trial
+    rung = screen_epochs(request.baseline.epochs) / max(request.baseline.epochs, 1)
+    gated = (1 + promoted_count(n)) * k
+    merges_ = MAX_MERGES * k if n >= 2 else 0
+    tuned = request.exploitation_trials + k if request.exploitation_trials else 0
+    return plan.model_copy(
+        update={
+            "phases": [
+                PhasePlan(
+                    phase="validation",
+                    trials=n + 1 + gated,
+                    estimated_device_hours=((n + 1) * rung + gated) * per_trial,
+                    condition=(
+                        f"{n + 1} screening runs ({screen_epochs(request.baseline.epochs)} "
+                        f"epoch(s), one seed), then the baseline and the better half on {k} "
+                        "seeds each"
+                    ),
+                ),
+                PhasePlan(
+                    phase="combination",
+                    trials=merges_,
+                    estimated_device_hours=merges_ * per_trial,
+                    condition=f"up to {MAX_MERGES} merges on {k} seeds, only of hypotheses "
+                    "that pass the validation gate and do not conflict",
+                ),
+                PhasePlan(
+                    phase="exploitation",
+                    trials=tuned,
+                    estimated_device_hours=tuned * per_trial,
+                    condition=f"{request.exploitation_trials} {request.sampler} trials (pruned "
+                    f"ones cost less), then the best on {k} seeds",
+                ),
+                PhasePlan(
+                    phase="confirmation",
+                    trials=2 * k,
+                    estimated_device_hours=2 * k * per_trial,
+                    condition=f"only when a change passes a gate: it and the baseline on {k} "
+                    "fresh seeds, on the test split",
+                ),
+            ]
+        }
+    )
