@@ -53,10 +53,10 @@ def arm_noise(arm: str, seed: int) -> float:
     return 0.0005 * ((zlib.crc32(f"{arm}/{seed}".encode()) % 201) - 100) / 100
 
 
-def ne_of(spec: TrialSpec) -> float:
+def ne_of(spec: TrialSpec, means: dict[str, float] = NE) -> float:
     """The fake trainer's validation NE: the arm's mean plus seed noise."""
     arm = spec.arm or spec.trial_id
-    mean = NE.get(arm, TUNED_NE if spec.phase == "exploitation" else 0.95)
+    mean = means.get(arm, TUNED_NE if spec.phase == "exploitation" else 0.95)
     return mean + seed_noise(spec.model.seed) + arm_noise(arm, spec.model.seed)
 
 
@@ -65,6 +65,8 @@ class FakeActivities:
     """Activities registered under the real names; they record what the workflow asked."""
 
     trial_seconds: float = HOUR
+    # Mean validation NE by arm (see NE); an arm not listed gets 0.95.
+    ne: dict[str, float] = field(default_factory=lambda: dict(NE))
     # Trials that fail (a typed error) or diverge (a result without metrics), with a message;
     # keyed by trial id, or by arm for all its trials.
     fail: dict[str, str] = field(default_factory=dict)
@@ -147,7 +149,7 @@ class FakeActivities:
                     state="pruned",
                     error="successive halving: stop",
                     device_hours=self.trial_seconds / HOUR / 2,
-                    epoch_values=[ne_of(spec) + 0.05],
+                    epoch_values=[ne_of(spec, self.ne) + 0.05],
                 )
             if self.block_until_cancelled:
                 while True:  # a long job: heartbeats until the campaign cancels it
@@ -166,7 +168,7 @@ class FakeActivities:
     def result(self, campaign_id: str, trial_id: str) -> TrialResult:
         """The result the fake trainer reports for a trial (its test NE is 0.01 higher)."""
         spec = self.specs[trial_id]
-        return result_of(campaign_id, trial_id, ne_of(spec), self.trial_seconds / HOUR)
+        return result_of(campaign_id, trial_id, ne_of(spec, self.ne), self.trial_seconds / HOUR)
 
     def jobs(self) -> list[Callable[..., object]]:
         @activity.defn(name="launch_job")

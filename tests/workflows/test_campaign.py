@@ -16,11 +16,11 @@ from contracts import (
 )
 from tests.factories import APPROVER
 from tests.fakes import FakeActivities
-from tests.workflows.drive import start, wait_for_phase
+from tests.workflows.drive import start, start_approved, wait_for_phase
 from workflows.campaign import CampaignWorkflow
 
 
-async def test_campaign_approved_after_a_week_completes_with_best_combination(
+async def test_campaign_approved_after_a_week_proposes_the_confirmed_combination(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
 ) -> None:
     handle = await start(time_skipping_env, queue)
@@ -35,16 +35,61 @@ async def test_campaign_approved_after_a_week_completes_with_best_combination(
     result: CampaignResult = await handle.result()
 
     assert approval.approver == APPROVER
-    assert result.status.phase == "done"
-    ids = [t.trial_id for t in result.status.trials]
-    assert ids[0] == "baseline" and len(ids) == len(set(ids)) == 8
-    assert result.status.best_trial_id == "c-wider-embeddings+wider-over-arch"
-    assert result.status.best_metric == pytest.approx(0.86)
-    assert result.improvement == pytest.approx((0.90 - 0.86) / 0.90)
+    status = result.status
+    assert status.phase == "done" and status.protocol == "evidence"
+    ids = [t.trial_id for t in status.trials]
+    # Screen 7, gate 4 arms x 3 seeds, 1 merge x 3, 6 tuned + the best x 3, confirm 2 x 3.
+    assert ids[0] == "baseline~r0" and len(ids) == len(set(ids)) == 7 + 12 + 3 + 9 + 6
+    assert status.screen is not None
+    assert status.screen.promoted == [
+        "v-wider-embeddings",
+        "v-wider-over-arch",
+        "v-deeper-over-arch",
+    ]
+    assert status.decisions["validation"].passed == ["v-wider-embeddings", "v-wider-over-arch"]
+    assert status.decisions["combination"].passed == ["c-wider-embeddings+wider-over-arch"]
+    assert status.decisions["exploitation"].passed == []  # tuned moves are worse here
+    assert [a.verdict for a in status.additivity] == ["synergy"]  # 0.04 vs 0.01 + 0.02
+    proposal = status.proposal
+    assert proposal is not None and proposal.verdict == "launch"
+    assert proposal.candidate == "c-wider-embeddings+wider-over-arch"
+    assert proposal.changes == {"embedding_dim": 32, "over_hidden": [128, 64]}
+    assert proposal.confirmation is not None and proposal.confirmation.seeds == [1001, 1002, 1003]
+    assert status.decisions["confirmation"].split == "test"
+    assert proposal.headline.startswith("launch c-wider-embeddings+wider-over-arch: test NE")
+    assert proposal.risks is not None and proposal.risks.embedding_ratio == pytest.approx(2.0, 0.1)
+    assert result.improvement == pytest.approx((0.91 - 0.87) / 0.91, abs=0.002)
     assert result.best_model is not None and result.best_model.embedding_dim == 32
-    assert result.status.device_hours_spent == pytest.approx(8.0)
+    assert status.best_trial_id == "c-wider-embeddings+wider-over-arch"
+    assert status.device_hours_spent == pytest.approx(37.0)
+    assert proposal.device_hours == {
+        "validation": 19.0,
+        "combination": 3.0,
+        "exploitation": 9.0,
+        "confirmation": 6.0,
+    }
     assert sorted(r.spec.trial_id for r in fakes.recorded) == sorted(ids)
     assert (await handle.describe()).typed_search_attributes is not None
+
+
+async def test_a_task_where_nothing_helps_ends_with_no_launchable_improvement(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.ne = {}  # every arm, tuned ones included, has the baseline's mean NE
+    handle = await start_approved(time_skipping_env, queue)
+    result: CampaignResult = await handle.result()
+
+    status = result.status
+    proposal = status.proposal
+    assert proposal is not None and proposal.verdict == "no launchable improvement"
+    assert proposal.headline.startswith("no launchable improvement: no change beat seed noise")
+    assert status.decisions["validation"].passed == []
+    assert "confirmation" not in status.decisions
+    assert not any(t.phase == "confirmation" for t in status.trials)
+    assert "merging needs two" in status.phase_notes["combination"]
+    assert result.best_model is None and result.improvement is None
+    assert status.best_metric is None  # no single-seed "best" is headlined
+    assert len(proposal.learned) >= 3
 
 
 async def test_only_listed_approvers_may_approve_and_repeats_are_idempotent(
@@ -80,7 +125,7 @@ async def test_pause_holds_new_trials_until_resume(
 
     await handle.signal(CampaignWorkflow.resume, ControlInput(by=APPROVER))
     result: CampaignResult = await handle.result()
-    assert result.status.phase == "done" and len(fakes.trained) == 8
+    assert result.status.phase == "done" and len(fakes.trained) == 37
 
 
 async def test_stop_cancels_running_trials_and_reports(
@@ -115,17 +160,19 @@ async def test_failed_and_diverged_trials_are_recorded_never_ranked_and_the_camp
     result: CampaignResult = await handle.result()
 
     trials = {t.trial_id: t for t in result.status.trials}
-    assert trials["v-wider-embeddings"].state == "failed"
-    assert trials["v-wider-embeddings"].error_type == "BadSpecError"
-    assert trials["v-wider-over-arch"].state == "diverged"
-    assert "nan" in trials["v-wider-over-arch"].error
-    assert trials["v-wider-over-arch"].device_hours == pytest.approx(1.0)  # it is charged
-    # Both improvers are out, so nothing beats the baseline and nothing is combined.
-    assert result.status.best_trial_id == "baseline"
-    assert "0 of 2 planned trials" in result.status.phase_notes["combination"]
+    assert trials["v-wider-embeddings~r0"].state == "failed"
+    assert trials["v-wider-embeddings~r0"].error_type == "BadSpecError"
+    assert trials["v-wider-over-arch~r0"].state == "diverged"
+    assert "nan" in trials["v-wider-over-arch~r0"].error
+    assert trials["v-wider-over-arch~r0"].device_hours == pytest.approx(1.0)  # it is charged
+    # Both improvers are out at the screen, so nothing passes and nothing is combined.
+    screen = result.status.screen
+    assert screen is not None and "v-wider-embeddings" not in screen.promoted
+    assert result.status.decisions["validation"].passed == []
+    assert "merging needs two" in result.status.phase_notes["combination"]
     stored = {r.spec.trial_id: r.result for r in fakes.recorded}
-    assert stored["v-wider-over-arch"] is not None
-    assert stored["v-wider-over-arch"].state == "diverged"
+    assert stored["v-wider-over-arch~r0"] is not None
+    assert stored["v-wider-over-arch~r0"].state == "diverged"
 
 
 async def test_budget_guardrail_skips_trials_that_would_exceed_it(

@@ -72,7 +72,7 @@ async def test_a_job_that_dies_silently_is_relaunched_and_resumes(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
 ) -> None:
     env = time_skipping_env
-    fakes.job_states[("baseline", 1)] = "lost"
+    fakes.job_states[("baseline~r0", 1)] = "lost"
     budget = Budget(device_hours=100.0, max_parallel_trials=1, max_trials=1)
     handle = await start_approved(env, queue, execution="local-process", budget=budget)
 
@@ -82,7 +82,10 @@ async def test_a_job_that_dies_silently_is_relaunched_and_resumes(
     await finish_job(handle, fakes, 1)
     result: CampaignResult = await handle.result()
 
-    assert [(j.trial_id, j.attempt) for j in fakes.launched] == [("baseline", 1), ("baseline", 2)]
+    assert [(j.trial_id, j.attempt) for j in fakes.launched] == [
+        ("baseline~r0", 1),
+        ("baseline~r0", 2),
+    ]
     assert result.status.trials[0].state == "succeeded"
 
 
@@ -90,7 +93,7 @@ async def test_a_job_lost_on_every_attempt_fails_its_trial(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
 ) -> None:
     for attempt in range(1, policy.MAX_JOB_ATTEMPTS + 1):
-        fakes.job_states[("baseline", attempt)] = "lost"
+        fakes.job_states[("baseline~r0", attempt)] = "lost"
     budget = Budget(device_hours=100.0, max_parallel_trials=1, max_trials=1)
     handle = await start_approved(
         time_skipping_env, queue, execution="local-process", budget=budget
@@ -145,7 +148,8 @@ async def test_exhausted_budget_waits_for_an_extension_then_goes_on(
     assert result.status.phase == "done" and not result.status.needs_attention
     assert len(fakes.trained) == 8
     assert result.status.ledger.spent == pytest.approx(8.0)
-    assert result.status.ledger.phases["validation"].spent == pytest.approx(7.0)  # + baseline
+    # The 7 screening runs and the first gate run, the baseline's included.
+    assert result.status.ledger.phases["validation"].spent == pytest.approx(8.0)
     assert result.status.ledger.reserved == pytest.approx(0.0)
 
 
@@ -177,7 +181,12 @@ async def test_approval_can_grant_a_different_budget(
     assert approval.device_hours == 3.0 and result.status.ledger.approved == 3.0
     assert len(fakes.trained) == 3 and result.status.ledger.spent == pytest.approx(3.0)
     # The baseline's cost counts in the validation phase, as the plan estimated it.
-    assert set(result.status.ledger.phases) == {"validation", "combination"}
+    assert set(result.status.ledger.phases) == {
+        "validation",
+        "combination",
+        "exploitation",
+        "confirmation",
+    }
 
 
 async def test_max_wall_time_stops_running_jobs(

@@ -121,7 +121,7 @@ async def test_max_parallel_trials_holds_across_extension_pause_and_worker_resta
 
     assert result.status.phase == "done"
     assert fakes.max_in_flight <= 2, f"{fakes.max_in_flight} trials ran at once"
-    assert len(result.status.trials) == 8
+    assert len(result.status.trials) == 10  # max_trials
     assert all(t.state == "succeeded" for t in result.status.trials)
 
 
