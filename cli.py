@@ -894,19 +894,31 @@ def render_summary(status: CampaignStatus) -> str:
         f"[bold]{status.phase}[/]{' [yellow](paused)[/]' if status.paused else ''}; {approved}",
         f"budget: {ledger.spent:.3g} spent + {ledger.reserved:.3g} reserved of "
         f"{ledger.approved:g} device-hours",
-        f"best: {describe_best(status)}" if status.best_metric is not None else "",
-        f"  ({SINGLE_SEED_CAVEAT})" if status.best_trial_id not in ("", "baseline") else "",
+        f"{best_label(status)}: {describe_best(status)}" if status.best_metric is not None else "",
+        f"  ({SINGLE_SEED_CAVEAT})" if single_seed_best(status) else "",
         *(f"{phase}: {note}" for phase, note in status.phase_notes.items()),
+        f"[bold]{status.proposal.headline}[/]" if status.proposal else "",
         f"[bold red]needs attention:[/] {status.needs_attention}" if status.needs_attention else "",
         status.message,
     ]
     return "\n".join(line for line in lines if line)
 
 
-# Until campaigns measure seed noise, a best trial's edge may be noise; say so wherever it shows.
+# Campaigns of the single-seed protocol never measured seed noise: a best trial's edge may be
+# noise; say so wherever it shows.
 SINGLE_SEED_CAVEAT = (
     "one seed per trial, picked on validation: the difference is not tested against seed noise"
 )
+
+
+def single_seed_best(status: CampaignStatus) -> bool:
+    return status.protocol == "single-seed" and status.best_trial_id not in ("", "baseline")
+
+
+def best_label(status: CampaignStatus) -> str:
+    """What "best" means: under the evidence protocol only a change that passed a gate (its
+    mean over the gate's seeds against the baseline's) leads."""
+    return "best" if status.protocol == "single-seed" else "leading (passed a validation gate)"
 
 
 def describe_best(status: CampaignStatus) -> str:
@@ -964,17 +976,72 @@ def render_trials(status: CampaignStatus, wide: bool = False) -> Table:
 
 
 def render_result(result: CampaignResult) -> Table:
+    """The evidence table and the verdict (single-seed campaigns: every trial and the best)."""
     status = result.status
-    table = render_trials(status)
-    lines = [f"best {describe_best(status)}"] if status.best_metric is not None else []
-    if status.best_trial_id not in ("", "baseline"):
-        lines.append(f"({SINGLE_SEED_CAVEAT})")
-    lines += [f"{phase}: {note}" for phase, note in status.phase_notes.items()]
+    if status.protocol == "evidence":
+        table = render_evidence(status)
+        lines = [screen_line(status)] if status.screen else []
+        lines += [f"{phase}: {note}" for phase, note in status.phase_notes.items()]
+    else:
+        table = render_trials(status)
+        lines = [f"best {describe_best(status)}"] if status.best_metric is not None else []
+        if single_seed_best(status):
+            lines.append(f"({SINGLE_SEED_CAVEAT})")
+        lines += [f"{phase}: {note}" for phase, note in status.phase_notes.items()]
     lines.append(
-        f"{status.device_hours_spent:.3g} of {status.device_hours_approved:g} device-hours spent"
+        f"{status.device_hours_spent:.3g} of {status.device_hours_approved:g} device-hours spent "
+        f"in {len(status.trials)} trials"
     )
+    if status.proposal is not None:
+        style = "bold green" if status.proposal.verdict == "launch" else "bold"
+        lines.append(f"[{style}]{status.proposal.headline}[/]")
     table.caption = "\n".join(lines)
     return table
+
+
+def render_evidence(status: CampaignStatus) -> Table:
+    """Every comparison the gates made: gain with its 95% interval, adjusted p, verdict."""
+    name = metric_name(status.metric)
+    table = Table(
+        title=f"evidence: {name} gain over the baseline, paired by seed",
+        box=box.SIMPLE_HEAD,
+        caption_justify="left",
+    )
+    table.add_column("gate", no_wrap=True)
+    table.add_column("change")
+    table.add_column("n", justify="right")
+    table.add_column("gain [95% interval]", no_wrap=True)
+    table.add_column("adj. p", justify="right")
+    table.add_column("verdict")
+    for phase, decision in status.decisions.items():
+        gate = "confirm (test)" if decision.split == "test" else phase
+        for c in decision.comparisons:
+            tested = c.gain_low is not None and c.gain_high is not None
+            table.add_row(
+                gate,
+                c.hypothesis_id,
+                str(c.n),
+                f"{c.gain:+.2%} [{c.gain_low:+.2%}, {c.gain_high:+.2%}]" if tested else "",
+                f"{c.p_adjusted:.2g}" if tested else "",
+                "[green]passed[/]" if c.passed else verdict_of(c.reason),
+                style=None if c.passed else "dim",
+            )
+    return table
+
+
+def verdict_of(reason: str) -> str:
+    """The gate's reason without its numbers (the table has them): "not significant"..."""
+    return reason.rsplit(": ", 1)[-1] if ": " in reason else reason
+
+
+def screen_line(status: CampaignStatus) -> str:
+    if status.screen is None:
+        return ""
+    dropped = [r.arm for r in status.screen.results if not r.promoted]
+    return (
+        f"screen ({status.screen.epochs} epoch(s), one seed): dropped the worse half, "
+        f"{', '.join(dropped) or 'none'}"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -9,6 +9,7 @@ PHASE_COLOURS = {
     "validation": "#1f77b4",
     "combination": "#2ca02c",
     "exploitation": "#9467bd",
+    "confirmation": "#d62728",
 }
 
 

@@ -341,7 +341,8 @@ class CampaignWorkflow:
         passed = len(validation.passed) if validation else 0
         if not groups:
             why = (
-                f"{passed} hypothesis passed the gate; merging needs two"
+                f"{passed} {'hypothesis' if passed == 1 else 'hypotheses'} passed the gate; "
+                "merging needs two"
                 if passed < 2
                 else "every merge of the passing hypotheses conflicts"
             )
