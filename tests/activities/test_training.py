@@ -6,8 +6,19 @@ import pytest
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment
 
+from activities.search import SearchActivities
 from activities.training import TrainingActivities
-from contracts import DatasetRef, ModelSpec, TrialProgress, TrialSpec
+from contracts import (
+    AskInput,
+    DatasetRef,
+    ModelSpec,
+    PruneInput,
+    SearchRef,
+    SearchSpace,
+    TellInput,
+    TrialProgress,
+    TrialSpec,
+)
 from ranking_models.errors import DivergenceError, OutOfMemoryError
 from ranking_models.trainer import train
 
@@ -83,3 +94,39 @@ def test_cancelled_trial_checkpoints_and_the_retry_resumes(tmp_path: Path) -> No
     stopped_at = first_beats[-1].step
     assert retry_beats[0].step > stopped_at  # resumed, not restarted
     assert retry_beats[0].checkpoint_step >= stopped_at
+
+
+def test_a_planted_bad_exploitation_trial_is_pruned_after_its_first_epoch_and_charged(
+    tmp_path: Path,
+) -> None:
+    search = SearchActivities(f"sqlite:///{tmp_path / 'optuna.sqlite'}")
+    study = "c1/exploitation"
+    space = SearchSpace(fields=["dropout"])
+    asked = search.ask(AskInput(study_name=study, ask_id="round-0", space=space, count=5))
+    # Four earlier trials reached NE 0.5 after their first epoch (far better than any real
+    # model on this data), so ASHA stops anything worse at that rung.
+    for trial in asked[:4]:
+        search.should_prune(PruneInput(study_name=study, number=trial.number, step=1, value=0.5))
+        search.tell(TellInput(study_name=study, number=trial.number, state="complete", value=0.45))
+    spec = tiny_spec(epochs=3).model_copy(
+        update={
+            "phase": "exploitation",
+            "search": SearchRef(study_name=study, number=asked[4].number),
+        }
+    )
+    activities = TrainingActivities(train=train, data_dir=tmp_path, prune=search.should_prune)
+
+    result = ActivityEnvironment().run(activities.train_trial, spec)
+
+    assert result.state == "pruned" and result.validation is None
+    assert len(result.epoch_values) == 1 and "stop" in result.error
+    assert (
+        result.device_hours == pytest.approx(result.duration_s / 3600) and result.device_hours > 0
+    )
+    # The same spec without a study trains all three epochs: pruning is what stopped it.
+    full = ActivityEnvironment().run(
+        TrainingActivities(train=train, data_dir=tmp_path / "full").train_trial,
+        tiny_spec(epochs=3),
+    )
+    assert full.state == "succeeded" and len(full.epoch_values) == 3
+    assert result.steps * 3 == full.steps
