@@ -25,7 +25,9 @@ from temporalio import activity
 from temporalio.worker import Worker
 
 import devserver
+from activities.evidence import EvidenceActivities
 from activities.results import ResultActivities, SqliteTrialStore
+from activities.search import SearchActivities
 from client import make_client
 from contracts import (
     ApproveInput,
@@ -96,13 +98,22 @@ async def measure(
             return plan_of(trials)
 
         results = ResultActivities(SqliteTrialStore(settings.results_db))
+        # The gate and the search run once max_trials is reached (on no metrics: untested).
+        evidence = EvidenceActivities()
+        search = SearchActivities(settings.search_storage_url)
         queue = f"bench-{uuid.uuid4()}"
         async with (
             Worker(
                 client,
                 task_queue=queue,
                 workflows=[CampaignWorkflow],
-                activities=[plan_campaign, results.record_trial],
+                activities=[
+                    plan_campaign,
+                    results.record_trial,
+                    evidence.gate_hypotheses,
+                    search.ask,
+                    search.tell,
+                ],
                 activity_executor=ThreadPoolExecutor(4),
                 workflow_runner=WORKFLOW_RUNNER,
             ),

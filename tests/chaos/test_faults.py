@@ -1,10 +1,13 @@
 """Faults on the real stack: SIGKILLed workers, a restarted Temporal server, a job that dies.
 
 Each test runs the dev server (SQLite persistence) and `rea worker` as separate processes,
-trains for real, and breaks things while trials run. Run alone with `make chaos`.
+trains for real, and breaks things while trials run; one kills the worker while exploitation's
+Optuna study has a trial in flight. Run alone with `make chaos`.
 """
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -14,12 +17,21 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 from temporalio.client import Client, WorkflowHandle
 
 from activities.results import SqliteTrialStore
 from client import make_client
-from contracts import ApproveInput, Budget, CampaignResult, CampaignStatus, ModelSpec
+from contracts import (
+    ApproveInput,
+    Budget,
+    CampaignResult,
+    CampaignStatus,
+    DatasetRef,
+    ModelSpec,
+)
 from devserver import DevServer
 from settings import Settings
 from tests.factories import APPROVER, campaign_request
@@ -55,10 +67,11 @@ def server(settings: Settings) -> Iterator[DevServer]:
 class Worker:
     """`rea worker` as its own process, so that it can be SIGKILLed like a crashed host."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, training_slots: int = 1) -> None:
         self._env = os.environ | {
             "REA_TEMPORAL_ADDRESS": settings.temporal_address,
             "REA_DATA_DIR": str(settings.data_dir),
+            "REA_TRAINING_SLOTS": str(training_slots),
         }
         self._log = (settings.data_dir / "worker.log").open("ab")
         self.process = self._spawn()
@@ -91,9 +104,10 @@ def worker(settings: Settings, server: DevServer) -> Iterator[Worker]:
 
 
 async def start_campaign(client: Client, **overrides: object) -> WorkflowHandle:
+    fields = {"baseline": SLOW_TRIAL, "dataset": {}} | overrides
     handle = await client.start_workflow(
         CampaignWorkflow.run,
-        campaign_request(baseline=SLOW_TRIAL, dataset={}, **overrides),
+        campaign_request(**fields),
         id=f"chaos-{uuid.uuid4()}",
         task_queue=ORCHESTRATION_QUEUE,
     )
@@ -214,3 +228,128 @@ async def test_a_job_killed_silently_is_found_by_polling_and_relaunched(
     assert trial.state == "succeeded"
     stored = SqliteTrialStore(settings.results_db).list(handle.id)
     assert stored[0].result is not None and stored[0].result.resumed_from_step > 0
+
+
+# Exploitation comes after a whole validation (and maybe combination), so every trial is
+# small: about a second on a 2-core host, two at a time. Three epochs leave two in which to
+# kill a tuned trial after its first has been reported to the pruner.
+TINY_TRIAL = ModelSpec(
+    epochs=3, batch_size=256, embedding_dim=8, dense_hidden=[16], over_hidden=[16, 8]
+)
+TINY_DATA = DatasetRef(max_rows=30_000)
+
+
+@contextlib.contextmanager
+def exploitation_study(settings: Settings, campaign_id: str) -> Iterator[optuna.Study]:
+    """A campaign's exploitation study, read from the storage the workers write.
+
+    Open it only once the study exists: RDB storage on a fresh file creates its schema,
+    which would race with a worker doing the same.
+    """
+    storage = optuna.storages.RDBStorage(settings.search_storage_url)
+    try:
+        yield optuna.load_study(study_name=f"{campaign_id}/exploitation", storage=storage)
+    finally:
+        storage.engine.dispose()
+
+
+async def study_trial_in_flight(
+    settings: Settings, handle: WorkflowHandle
+) -> optuna.trial.FrozenTrial:
+    """Wait until a tuned trial is training and has reported its first epoch, not its last,
+    to the study's pruner: asked, half-trained, not told. Return its study trial."""
+    # The first ask has returned: the study exists.
+    await until(handle, lambda s: (s.phase != "validation" and bool(s.tuned)) or s.phase == "done")
+    with exploitation_study(settings, handle.id) as study:
+        for _ in range(1200):
+            status: CampaignStatus = await handle.query(CampaignWorkflow.status)
+            if status.phase != "exploitation":
+                raise AssertionError("exploitation ended with no tuned trial caught training")
+            running = {
+                t.arm for t in status.trials if t.phase == "exploitation" and t.state == "running"
+            }
+            for trial in await asyncio.to_thread(study.get_trials):
+                if (
+                    f"x{trial.number}" in running
+                    and trial.state == TrialState.RUNNING
+                    and len(trial.intermediate_values) == 1
+                ):
+                    return trial
+            await asyncio.sleep(0.05)
+    raise AssertionError("no tuned trial reported an epoch")
+
+
+async def retried_activities(handle: WorkflowHandle) -> list[tuple[str, dict]]:
+    """The activities that took more than one attempt: (type, input), once per extra attempt."""
+    scheduled = {}
+    retried = []
+    for event in (await handle.fetch_history()).events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attributes = event.activity_task_scheduled_event_attributes
+            payloads = attributes.input.payloads
+            scheduled[event.event_id] = (
+                attributes.activity_type.name,
+                json.loads(payloads[0].data) if payloads else {},
+            )
+        elif event.HasField("activity_task_started_event_attributes"):
+            started = event.activity_task_started_event_attributes
+            retried += [scheduled[started.scheduled_event_id]] * (started.attempt - 1)
+    return retried
+
+
+async def test_an_optuna_study_survives_a_worker_kill_in_exploitation(
+    settings: Settings, server: DevServer
+) -> None:
+    worker = Worker(settings, training_slots=2)
+    try:
+        client = await make_client(settings)
+        handle = await start_campaign(
+            client,
+            baseline=TINY_TRIAL,
+            dataset=TINY_DATA,
+            budget=Budget(device_hours=10.0, max_parallel_trials=2),
+            heartbeat_timeout_s=5.0,
+            seeds=2,
+            exploitation_trials=4,
+        )
+        in_flight = await study_trial_in_flight(settings, handle)
+        worker.kill_and_restart()  # orchestration and training die together, like a host
+        kills = 1
+        result: CampaignResult = await asyncio.wait_for(handle.result(), timeout=240)
+    finally:
+        worker.stop()
+
+    status = result.status
+    assert status.phase == "done", status.error or status.message
+    tuned = sorted(status.tuned)
+    assert len(tuned) == 4 and status.search_rounds == 2
+    ids = [t.trial_id for t in status.trials]
+    assert len(ids) == len(set(ids)), "a trial ran twice"
+    explored = sorted(t.arm for t in status.trials if t.trial_id.endswith("~x"))
+    assert explored == tuned, "each tuned arm is trained exactly once"
+    assert all(t.phase == "exploitation" for t in status.trials if t.arm in status.tuned)
+
+    with exploitation_study(settings, handle.id) as opened:
+        study = opened.get_trials()
+    # No orphan: every asked move is a tuned arm, and the study told each how it ended.
+    assert sorted(f"x{t.number}" for t in study) == tuned
+    assert [t for t in study if not t.state.is_finished()] == []
+    assert in_flight.number in {t.number for t in study}
+    outcome = {t.arm: t.state for t in status.trials if t.trial_id.endswith("~x")}
+    told = {"succeeded": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
+    assert {f"x{t.number}": t.state for t in study} == {
+        arm: told.get(state, TrialState.FAIL) for arm, state in outcome.items()
+    }
+    spent = status.ledger.phases["exploitation"].spent
+    assert spent > 0
+    # The kill hit the in-flight trial's training, which a new worker ran again.
+    retried = await retried_activities(handle)
+    trained_again = [i["trial_id"] for name, i in retried if name == "train_trial"]
+    assert f"x{in_flight.number}~x" in trained_again, retried
+    print(
+        f"\nkills survived: {kills} (study trial {in_flight.number} in flight, "
+        f"{len(in_flight.intermediate_values)} epoch(s) reported); "
+        f"extra attempts: {sorted(name for name, _ in retried)}; study trials: {len(study)}; "
+        f"tuned arms: {len(tuned)} ({', '.join(f'{a} {outcome[a]}' for a in tuned)}); "
+        f"exploitation device-hours: {spent:.2e}; trials: {len(ids)}"
+    )

@@ -4,6 +4,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import optuna
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
@@ -218,3 +219,24 @@ async def test_malformed_request_fails_the_workflow_naming_the_field(
     with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
     assert "budget.device_hours" in str(failed.value.cause)
+
+
+async def test_pruned_tuned_trials_are_charged_and_told_to_the_study(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.prune = {0, 1}  # the first two Optuna trials stop after one epoch, at half cost
+    handle = await start_approved(time_skipping_env, queue)
+    result: CampaignResult = await handle.result()
+
+    status = result.status
+    tuned = {t.arm: t for t in status.trials if t.trial_id.endswith("~x")}
+    assert tuned["x0"].state == tuned["x1"].state == "pruned"
+    assert tuned["x0"].device_hours == pytest.approx(0.5)
+    assert status.ledger.phases["exploitation"].spent == pytest.approx(2 * 0.5 + 4 + 3)
+    study = optuna.load_study(study_name=f"{handle.id}/exploitation", storage=fakes.search_url)
+    states = {t.number: t.state for t in study.trials}
+    assert states[0] == states[1] == optuna.trial.TrialState.PRUNED
+    assert sorted(states) == sorted(int(arm[1:]) for arm in status.tuned)
+    assert all(state.is_finished() for state in states.values())
+    # A pruned move is never the one re-run on the gate seeds.
+    assert status.decisions["exploitation"].comparisons[0].hypothesis_id not in ("x0", "x1")

@@ -1,0 +1,88 @@
+"""Smoke test: the agent benchmark runs every method end to end on a tiny task (no gain asserted).
+
+Plus the pieces whose mistakes would silently skew the comparison: the budget each searcher
+gets, the baseline as the searchers' first move, gain orientation, openrea's choice.
+"""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from activities.search import changes_from_params, search_distributions
+from bench import agent_vs_baselines as bench
+from contracts import LaunchProposal, ModelSpec, SearchSpace
+
+
+def test_quick_run_compares_all_methods_at_equal_compute(tmp_path, capsys) -> None:
+    figures = bench.main(["--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    runs = {r.method: r for r in figures["runs"]}
+    assert set(runs) == set(bench.METHODS)
+    budget = runs["openrea"].spent_device_hours
+    assert budget > 0
+    for method in ("random", "tpe"):
+        run = runs[method]
+        assert run.budget_device_hours == budget
+        # They stop once they reach openrea's spend (their first trial, the baseline, may
+        # alone reach it on a tiny task).
+        assert run.spent_device_hours >= budget
+        assert run.trials[0].changes == {} and run.trials[0].state == "succeeded"
+    for run in runs.values():
+        assert run.score is not None and len(run.score.gains) == 1
+    saved = json.loads(figures["json"].read_text())
+    assert {r["method"] for r in saved["runs"]} == set(bench.METHODS)
+    assert saved["summary"]["all"]["methods"]["openrea"]["runs"] == 1
+    assert figures["png"].stat().st_size > 0
+    assert "ratio" in out and "target openrea >= 2x random" in out
+
+
+def test_the_baseline_is_a_point_of_the_searched_space() -> None:
+    space = SearchSpace(fields=bench.KNOB_FIELDS)
+    dists = search_distributions(space)
+    baseline = ModelSpec(embedding_dim=8, dense_hidden=[16], over_hidden=[32], dense_lr=3e-4)
+    params = bench.baseline_params(baseline, dists)
+    assert params is not None
+    assert bench.diff(baseline, baseline.with_changes(changes_from_params(space, params))) == {}
+    outside = baseline.with_changes({"embedding_dim": 512})
+    assert bench.baseline_params(outside, dists) is None
+
+
+def test_gain_is_positive_when_the_choice_is_better_on_either_orientation() -> None:
+    assert bench.relative_gain(0.90, 0.81, "ne") == pytest.approx(0.1)
+    assert bench.relative_gain(0.70, 0.77, "auc") == pytest.approx(0.1)
+    assert bench.relative_gain(0.90, 0.99, "ne") < 0
+
+
+def test_ratio_and_interval_say_when_they_do_not_apply() -> None:
+    assert bench.ratio(0.02, 0.01) == 2.0
+    assert bench.ratio(0.02, 0.0) is None and bench.fmt_ratio(None) == "n/a"
+    assert bench.interval([0.1]) is None
+    low, high = bench.interval([0.01, 0.02, 0.03])
+    assert low < 0.02 < high
+
+
+def test_seeds_below_three_need_quick() -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--seeds", "2"])
+    assert bench.parse_args(["--quick"]).seeds == 1
+
+
+def _result(proposal, best_model=None, protocol="evidence"):
+    status = SimpleNamespace(
+        proposal=proposal, protocol=protocol, phase="done", best_trial_id="v-x"
+    )
+    return SimpleNamespace(status=status, best_model=best_model)
+
+
+def test_openrea_choice_is_its_launch_or_else_the_baseline() -> None:
+    request = bench.load_tasks(bench.ROOT / "examples" / "tasks")[0].request
+    base = request.baseline
+    launch = LaunchProposal(verdict="launch", candidate="x", changes={"dropout": 0.2})
+    spec, _ = bench.openrea_choice(request, _result(launch))
+    assert bench.diff(base, spec) == {"dropout": 0.2}
+    nothing = LaunchProposal(verdict="no launchable improvement")
+    assert bench.openrea_choice(request, _result(nothing))[0] == base
+    assert bench.openrea_choice(request, _result(None))[0] == base
+    older = _result(None, best_model=base.with_changes({"dropout": 0.1}), protocol="single-seed")
+    assert bench.diff(base, bench.openrea_choice(request, older)[0]) == {"dropout": 0.1}
