@@ -44,6 +44,7 @@ from contracts import (
     ControlInput,
     DatasetRef,
     ExtendBudgetInput,
+    LaunchProposal,
     ModelSpec,
     TrialProgress,
     TrialSpec,
@@ -72,6 +73,7 @@ PUBLIC_MODELS: list[type[BaseModel]] = [
     ApproveInput,
     ControlInput,
     TrialSpec,
+    LaunchProposal,
 ]
 
 app = typer.Typer(help="openrea: a ranking engineer agent on Temporal.", no_args_is_help=True)
@@ -1007,19 +1009,18 @@ def render_evidence(status: CampaignStatus) -> Table:
         box=box.SIMPLE_HEAD,
         caption_justify="left",
     )
-    table.add_column("gate", no_wrap=True)
-    table.add_column("change")
+    # Folded, never cut with an ellipsis: the change's name is what a reader looks for.
+    table.add_column("gate / change", overflow="fold", min_width=12)
     table.add_column("n", justify="right")
     table.add_column("gain [95% interval]", no_wrap=True)
     table.add_column("adj. p", justify="right")
-    table.add_column("verdict")
+    table.add_column("verdict", overflow="fold", min_width=10)
     for phase, decision in status.decisions.items():
-        gate = "confirm (test)" if decision.split == "test" else phase
+        table.add_row(f"[bold]{phase}[/]{' (test)' if decision.split == 'test' else ''}")
         for c in decision.comparisons:
             tested = c.gain_low is not None and c.gain_high is not None
             table.add_row(
-                gate,
-                c.hypothesis_id,
+                f"  {c.hypothesis_id}",
                 str(c.n),
                 f"{c.gain:+.2%} [{c.gain_low:+.2%}, {c.gain_high:+.2%}]" if tested else "",
                 f"{c.p_adjusted:.2g}" if tested else "",

@@ -145,3 +145,59 @@ def test_compare_refuses_different_datasets(tmp_path: Path) -> None:
     cand.write_text(json.dumps({"dataset": {"max_rows": 4000}}))
     result = runner.invoke(app, ["compare", str(base), str(cand)])
     assert result.exit_code == 2 and "same dataset" in result.output
+
+
+def test_the_result_shows_the_evidence_and_headlines_only_the_verdict() -> None:
+    from rich.console import Console
+
+    from cli import render_result
+    from contracts import CampaignResult, CampaignStatus, Comparison, GateDecision, LaunchProposal
+
+    def decision(split: str, *comparisons: Comparison) -> GateDecision:
+        return GateDecision(
+            metric="ne",
+            correction="Holm-Bonferroni",
+            alpha=0.05,
+            min_effect=0.001,
+            split=split,  # type: ignore[arg-type]
+            comparisons=list(comparisons),
+            passed=[c.hypothesis_id for c in comparisons if c.passed],
+        )
+
+    passed = Comparison(
+        hypothesis_id="c-wider-embeddings+wider-over-arch",
+        n=3,
+        gain=0.0123,
+        gain_low=0.004,
+        gain_high=0.02,
+        p_adjusted=0.01,
+        passed=True,
+    )
+    noise = Comparison(
+        hypothesis_id="v-lower-dense-lr",
+        n=3,
+        gain=0.0024,
+        gain_low=-0.008,
+        gain_high=0.0128,
+        p_adjusted=0.64,
+        reason="gain +0.24% [...], Holm-adjusted p=0.64 >= 0.05: not significant",
+    )
+    status = CampaignStatus(
+        campaign_id="c",
+        protocol="evidence",
+        phase="done",
+        decisions={
+            "validation": decision("validation", noise),
+            "confirmation": decision("test", passed),
+        },
+        proposal=LaunchProposal(verdict="launch", headline="launch c-wider-...: test NE gain"),
+    )
+    console = Console(width=80, record=True)
+    console.print(render_result(CampaignResult(status=status)))
+    text = console.export_text()
+
+    assert "+1.23% [+0.40%, +2.00%]" in text and "confirmation (test)" in text
+    assert "not significant" in text and "launch c-wider-...: test NE gain" in text
+    assert "c-wider-embedding" in text and "v-lower-dense-lr" in text  # folded, not cut
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "not tested against seed noise" not in text  # the single-seed caveat is gone
