@@ -1,7 +1,7 @@
 """Agent vs baselines: openrea's campaign against random search and TPE at equal compute.
 
     python -m bench.agent_vs_baselines [--tasks examples/tasks] [--seeds 3] [--scoring-seeds 3]
-        [--methods openrea,random,tpe] [--out .rea/bench] [--quick]
+        [--methods openrea,random,tpe] [--out .rea/bench] [--skip-knobs epochs] [--quick]
 
 Every task is a ``CampaignRequest`` JSON file (``examples/tasks/``: MovieLens-100k and three
 synthetic tasks with planted structure). For each task and search seed ``s``:
@@ -24,6 +24,7 @@ Compute is device-hours as the ledger counts them: a trial's wall seconds x devi
 ``epochs`` stays in the searched space: compute is charged by wall time, not by trial count,
 so a 10-epoch trial costs the searchers ten epochs of their budget, exactly as it would cost
 openrea; dropping it would hide a real cost (and a real gain on under-trained baselines).
+``--skip-knobs epochs`` shows how much the searchers lose to long trials.
 
 Scoring is the same for every method: the choice and the baseline are each trained on K fresh
 scoring seeds (``SCORING_SEED0``...) that no search ever used and compared on the TEST split,
@@ -186,8 +187,10 @@ class Reference:
 
 @dataclass
 class Bench:
-    """Caches shared by the runs: baseline references and scoring runs, per task."""
+    """What the runs share: the knobs the searchers move, and caches of the baseline's
+    reference runs and of scoring runs, per task."""
 
+    knobs: list[str] = field(default_factory=lambda: list(KNOB_FIELDS))
     references: dict[tuple[str, int], Reference] = field(default_factory=dict)
     scoring: dict[tuple[str, str], list[Metrics | None]] = field(default_factory=dict)
 
@@ -356,7 +359,7 @@ def optuna_search(
     """
     started = time.perf_counter()
     request = seeded(task.request, seed)
-    space = SearchSpace(fields=KNOB_FIELDS)
+    space = SearchSpace(fields=bench.knobs)
     dists = search_distributions(space)
     direction = "minimize" if LOWER_IS_BETTER[request.metric] else "maximize"
     study = optuna.create_study(direction=direction, sampler=make_sampler(method, seed))
@@ -773,58 +776,68 @@ def search_budget(
     return FALLBACK_BUDGET_TRIALS * reference(bench, task, seed).device_hours
 
 
+def run_seed(
+    bench: Bench,
+    task: Task,
+    seed: int,
+    args: argparse.Namespace,
+    progress: Progress,
+) -> list[SearchRun]:
+    """Every method on one task and search seed, openrea first (its spend is the budget)."""
+    runs: list[SearchRun] = []
+    ours: SearchRun | None = None
+    scoring_seeds = [SCORING_SEED0 + k for k in range(args.scoring_seeds)]
+    for method in args.methods:
+        budget = search_budget(bench, task, seed, ours, args.device_hours)
+        label = f"  {task.name} s{seed} {method}"
+        bar = progress.add_task(label, total=None)
+        run_ = run_method(bench, task, method, seed, budget, progress, bar)
+        progress.update(bar, description=f"{label} scoring")
+        run_.score = score(bench, task, run_.choice, scoring_seeds)
+        progress.remove_task(bar)
+        progress.console.print(
+            f"{task.name} s{seed} {method}: test gain {fmt_gain(run_.test_gain)}, "
+            f"{run_.spent_device_hours:.4f} device-h, {run_.note}, "
+            f"choice {run_.choice or 'baseline'}",
+            soft_wrap=True,
+        )
+        ours = run_ if method == "openrea" else ours
+        runs.append(run_)
+    return runs
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs every method on every task and seed, scores the choices, prints and writes."""
     tasks = load_tasks(args.tasks)
     if args.quick:
         tasks = [quick_task(tasks[0])]
-    methods = [m for m in METHODS if m in args.methods]  # openrea first: it sets the budget
-    seeds = list(range(args.seeds))
-    scoring_seeds = [SCORING_SEED0 + k for k in range(args.scoring_seeds)]
-    bench = Bench()
-    runs: list[SearchRun] = []
+    bench = Bench(knobs=[k for k in KNOB_FIELDS if k not in args.skip_knobs])
     settings = {
         "tasks": [t.name for t in tasks],
         "requests": {t.name: t.request.model_dump(mode="json") for t in tasks},
-        "methods": methods,
-        "search_seeds": seeds,
-        "scoring_seeds": scoring_seeds,
-        "knobs": KNOB_FIELDS,
+        "methods": args.methods,
+        "search_seeds": list(range(args.seeds)),
+        "scoring_seeds": [SCORING_SEED0 + k for k in range(args.scoring_seeds)],
+        "knobs": bench.knobs,
         "quick": args.quick,
     }
-    out = Path(args.out)
+    json_path = Path(args.out) / "agent_vs_baselines.json"
+    runs: list[SearchRun] = []
     started = time.perf_counter()
     with progress_display() as progress:
-        overall = progress.add_task("runs", total=len(tasks) * len(seeds) * len(methods))
+        overall = progress.add_task("runs", total=len(tasks) * args.seeds * len(args.methods))
         for task in tasks:
-            for seed in seeds:
-                ours: SearchRun | None = None
-                for method in methods:
-                    budget = search_budget(bench, task, seed, ours, args.device_hours)
-                    bar = progress.add_task(f"  {task.name} s{seed} {method}", total=None)
-                    run_ = run_method(bench, task, method, seed, budget, progress, bar)
-                    progress.update(bar, description=f"  {task.name} s{seed} {method} scoring")
-                    run_.score = score(bench, task, run_.choice, scoring_seeds)
-                    progress.remove_task(bar)
-                    progress.console.print(
-                        f"{task.name} s{seed} {method}: test gain {fmt_gain(run_.test_gain)}, "
-                        f"{run_.spent_device_hours:.4f} device-h, {run_.note}, "
-                        f"choice {run_.choice or 'baseline'}",
-                        soft_wrap=True,
-                    )
-                    if method == "openrea":
-                        ours = run_
-                    runs.append(run_)
-                    write_json(out / "agent_vs_baselines.json", settings, runs, {})
-                    progress.advance(overall)
-    summary = summarize(runs, [t.name for t in tasks], methods)
-    console.print(render(summary, methods))
+            for seed in range(args.seeds):
+                runs += run_seed(bench, task, seed, args, progress)
+                write_json(json_path, settings, runs, {})  # what is done survives a crash
+                progress.advance(overall, len(args.methods))
+    summary = summarize(runs, [t.name for t in tasks], args.methods)
+    console.print(render(summary, args.methods))
     for line in targets_verdict(summary):
         console.print(line, soft_wrap=True)
     settings["wall_s"] = time.perf_counter() - started
-    json_path = out / "agent_vs_baselines.json"
     write_json(json_path, settings, runs, summary)
-    png = plot(out / "agent_vs_baselines.png", runs, tasks)
+    png = plot(json_path.with_suffix(".png"), runs, tasks)
     console.print(
         f"raw numbers: {json_path}\nplot: {png}\nwall time: {settings['wall_s']:.0f} s",
         soft_wrap=True,
@@ -849,12 +862,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the searchers' budget when openrea is not run "
         f"(default {FALLBACK_BUDGET_TRIALS} baseline trials)",
     )
+    parser.add_argument(
+        "--skip-knobs", default="", help="comma-separated knobs the searchers leave alone"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = parser.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = set(args.methods) - set(METHODS)
-    if unknown or not args.methods:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(methods) - set(METHODS)
+    if unknown or not methods:
         parser.error(f"--methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")
+    args.methods = [m for m in METHODS if m in methods]  # openrea first: it sets the budget
+    args.skip_knobs = [k.strip() for k in args.skip_knobs.split(",") if k.strip()]
+    unknown = set(args.skip_knobs) - set(KNOB_FIELDS)
+    if unknown or len(args.skip_knobs) == len(KNOB_FIELDS):
+        parser.error(f"--skip-knobs: unknown {sorted(unknown)} or none left; knobs: {KNOB_FIELDS}")
     least = 1 if args.quick else 3
     args.seeds = least if args.seeds is None else args.seeds
     args.scoring_seeds = least if args.scoring_seeds is None else args.scoring_seeds

@@ -920,7 +920,9 @@ class CampaignWorkflow:
             f"**needs attention** {s.needs_attention}" if s.needs_attention else "",
             f"**budget** {s.ledger.spent:.4g} spent + {s.ledger.reserved:.4g} reserved of "
             f"{s.ledger.approved or '?'} device-hours",
-            f"**best {s.metric}** {s.best_metric if s.best_metric is not None else '-'} "
+            f"**verdict** {s.proposal.headline}" if s.proposal else "",
+            f"**{'best' if s.protocol == 'single-seed' else 'leading (passed a gate)'} "
+            f"{s.metric}** {s.best_metric if s.best_metric is not None else '-'} "
             f"({s.best_trial_id or 'none yet'})",
             f"**running** {', '.join(self._running) or 'nothing'}",
             f"**last** {s.message}",

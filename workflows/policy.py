@@ -209,8 +209,12 @@ def one_line_summary(status: CampaignStatus, running: int) -> str:
         parts.append(f"{done} of {s.plan.trials} trials done, {running} running")
     if s.ledger.approved:
         parts.append(f"{s.ledger.spent:.3g} of {s.ledger.approved:g} device-hours")
-    if s.best_metric is not None:
-        parts.append(f"best {s.metric.upper()} {s.best_metric:.5g} ({s.best_trial_id})")
+    if s.proposal is not None:
+        parts.append(s.proposal.headline)
+    elif s.best_metric is not None:
+        # Under the evidence protocol only a change that passed a gate leads.
+        label = "best" if s.protocol == "single-seed" else "leading"
+        parts.append(f"{label} {s.metric.upper()} {s.best_metric:.5g} ({s.best_trial_id})")
     if s.needs_attention:
         parts.append(f"NEEDS ATTENTION: {s.needs_attention}")
     phase = f"{s.phase} (paused)" if s.paused else s.phase

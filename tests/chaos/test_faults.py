@@ -67,11 +67,14 @@ def server(settings: Settings) -> Iterator[DevServer]:
 class Worker:
     """`rea worker` as its own process, so that it can be SIGKILLed like a crashed host."""
 
-    def __init__(self, settings: Settings, training_slots: int = 1) -> None:
+    def __init__(
+        self, settings: Settings, training_slots: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         self._env = os.environ | {
             "REA_TEMPORAL_ADDRESS": settings.temporal_address,
             "REA_DATA_DIR": str(settings.data_dir),
             "REA_TRAINING_SLOTS": str(training_slots),
+            **(env or {}),
         }
         self._log = (settings.data_dir / "worker.log").open("ab")
         self.process = self._spawn()
@@ -86,6 +89,13 @@ class Worker:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
         self.process = self._spawn()
+
+    async def restart_once_dead(self, timeout_s: float = 180) -> int:
+        """Wait for a fault injected into the worker to kill it; start a new one. Returns the
+        dead one's exit status."""
+        returncode = await asyncio.to_thread(self.process.wait, timeout_s)
+        self.process = self._spawn()
+        return returncode
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -230,13 +240,46 @@ async def test_a_job_killed_silently_is_found_by_polling_and_relaunched(
     assert stored[0].result is not None and stored[0].result.resumed_from_step > 0
 
 
-# Exploitation comes after a whole validation (and maybe combination), so every trial is
-# small: about a second on a 2-core host, two at a time. Three epochs leave two in which to
-# kill a tuned trial after its first has been reported to the pruner.
+# Exploitation comes after a whole validation, so every trial is small: one to two seconds
+# on a 2-core host, two at a time. 100 steps an epoch (25,600 training rows in batches of
+# 256), four epochs: the kill in training lands after the checkpoint at step 200 (the end of
+# epoch 2), so the retry resumes a trial that has already reported to the pruner.
 TINY_TRIAL = ModelSpec(
-    epochs=3, batch_size=256, embedding_dim=8, dense_hidden=[16], over_hidden=[16, 8]
+    epochs=4, batch_size=256, embedding_dim=8, dense_hidden=[16], over_hidden=[16, 8]
 )
-TINY_DATA = DatasetRef(max_rows=30_000)
+TINY_DATA = DatasetRef(max_rows=32_000)
+CHECKPOINTED_EPOCHS = 2
+
+# Put on the PYTHONPATH of a worker, this kills it (SIGKILL) inside its first search_ask,
+# after Optuna has created the trial and before the ask id is stored with it: the moment a
+# retried ask must not ask again. The marker file makes it fire once, not in the restarted
+# worker.
+DIE_MID_ASK = """
+import os, signal
+from pathlib import Path
+
+import optuna.trial
+
+from activities.search import ASK_ID_ATTR
+
+_marker = Path(os.environ["REA_DATA_DIR"]) / "died-mid-ask"
+_set_user_attr = optuna.trial.Trial.set_user_attr
+
+
+def _set_user_attr_or_die(self, key, value):
+    if key == ASK_ID_ATTR and not _marker.exists():
+        _marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    _set_user_attr(self, key, value)
+
+
+optuna.trial.Trial.set_user_attr = _set_user_attr_or_die
+"""
+ORPHAN_ASK = (
+    "bug: search_ask creates the Optuna trial (study.ask) and stores its ask id in separate "
+    "writes; a worker that dies between them leaves a RUNNING trial without the id, so the "
+    "retried ask asks a new one and the orphan is never told"
+)
 
 
 @contextlib.contextmanager
@@ -253,16 +296,18 @@ def exploitation_study(settings: Settings, campaign_id: str) -> Iterator[optuna.
         storage.engine.dispose()
 
 
-async def study_trial_in_flight(
+async def study_trial_checkpointed(
     settings: Settings, handle: WorkflowHandle
 ) -> optuna.trial.FrozenTrial:
-    """Wait until a tuned trial is training and has reported its first epoch, not its last,
-    to the study's pruner: asked, half-trained, not told. Return its study trial."""
-    # The first ask has returned: the study exists.
-    await until(handle, lambda s: (s.phase != "validation" and bool(s.tuned)) or s.phase == "done")
+    """Wait until a tuned trial is training past its checkpoint: it has reported
+    ``CHECKPOINTED_EPOCHS`` epochs, not its last, to the study's pruner, and is not told.
+    Return its study trial."""
+    # Once the first ask has returned, the study exists.
+    status = await until(handle, lambda s: bool(s.tuned) or s.phase in ("done", "failed"))
+    assert status.tuned, f"the campaign ended in {status.phase} without exploitation"
     with exploitation_study(settings, handle.id) as study:
         for _ in range(1200):
-            status: CampaignStatus = await handle.query(CampaignWorkflow.status)
+            status = await handle.query(CampaignWorkflow.status)
             if status.phase != "exploitation":
                 raise AssertionError("exploitation ended with no tuned trial caught training")
             running = {
@@ -272,11 +317,11 @@ async def study_trial_in_flight(
                 if (
                     f"x{trial.number}" in running
                     and trial.state == TrialState.RUNNING
-                    and len(trial.intermediate_values) == 1
+                    and len(trial.intermediate_values) == CHECKPOINTED_EPOCHS
                 ):
                     return trial
             await asyncio.sleep(0.05)
-    raise AssertionError("no tuned trial reported an epoch")
+    raise AssertionError("no tuned trial was caught training past its checkpoint")
 
 
 async def retried_activities(handle: WorkflowHandle) -> list[tuple[str, dict]]:
@@ -297,10 +342,20 @@ async def retried_activities(handle: WorkflowHandle) -> list[tuple[str, dict]]:
     return retried
 
 
+@pytest.mark.parametrize(
+    "kill_in",
+    ["training", pytest.param("ask", marks=pytest.mark.xfail(strict=True, reason=ORPHAN_ASK))],
+)
 async def test_an_optuna_study_survives_a_worker_kill_in_exploitation(
-    settings: Settings, server: DevServer
+    settings: Settings, server: DevServer, kill_in: str
 ) -> None:
-    worker = Worker(settings, training_slots=2)
+    env = {}
+    if kill_in == "ask":
+        hook = settings.data_dir / "hook"
+        hook.mkdir()
+        (hook / "sitecustomize.py").write_text(DIE_MID_ASK)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    worker = Worker(settings, training_slots=2, env=env)
     try:
         client = await make_client(settings)
         handle = await start_campaign(
@@ -310,46 +365,66 @@ async def test_an_optuna_study_survives_a_worker_kill_in_exploitation(
             budget=Budget(device_hours=10.0, max_parallel_trials=2),
             heartbeat_timeout_s=5.0,
             seeds=2,
+            # No gain of 50% passes a gate: exploitation tunes around the baseline, with its
+            # 100 steps an epoch, and the campaign has no combination or confirmation.
+            min_effect=0.5,
             exploitation_trials=4,
         )
-        in_flight = await study_trial_in_flight(settings, handle)
-        worker.kill_and_restart()  # orchestration and training die together, like a host
-        kills = 1
+        if kill_in == "training":
+            in_flight = await study_trial_checkpointed(settings, handle)
+            # Orchestration and training die together, like a host.
+            worker.kill_and_restart()
+            where = f"study trial {in_flight.number} training past its checkpoint"
+        else:
+            assert await worker.restart_once_dead() == -signal.SIGKILL
+            where = "search_ask, between Optuna's ask and storing the ask id"
         result: CampaignResult = await asyncio.wait_for(handle.result(), timeout=240)
     finally:
         worker.stop()
 
     status = result.status
     assert status.phase == "done", status.error or status.message
-    tuned = sorted(status.tuned)
+    tuned = sorted(status.tuned, key=lambda arm: int(arm[1:]))
     assert len(tuned) == 4 and status.search_rounds == 2
     ids = [t.trial_id for t in status.trials]
     assert len(ids) == len(set(ids)), "a trial ran twice"
-    explored = sorted(t.arm for t in status.trials if t.trial_id.endswith("~x"))
-    assert explored == tuned, "each tuned arm is trained exactly once"
+    explored = [t for t in status.trials if t.trial_id.endswith("~x")]
+    assert sorted((t.arm for t in explored), key=lambda arm: int(arm[1:])) == tuned
     assert all(t.phase == "exploitation" for t in status.trials if t.arm in status.tuned)
 
     with exploitation_study(settings, handle.id) as opened:
         study = opened.get_trials()
-    # No orphan: every asked move is a tuned arm, and the study told each how it ended.
-    assert sorted(f"x{t.number}" for t in study) == tuned
-    assert [t for t in study if not t.state.is_finished()] == []
-    assert in_flight.number in {t.number for t in study}
-    outcome = {t.arm: t.state for t in status.trials if t.trial_id.endswith("~x")}
+    unfinished = [t.number for t in study if not t.state.is_finished()]
+    assert unfinished == [], f"study trials {unfinished} were never told (orphans)"
+    # No orphan asks: every trial of the study is a tuned arm that ran, and was told how.
+    assert [f"x{t.number}" for t in study] == tuned
     told = {"succeeded": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
     assert {f"x{t.number}": t.state for t in study} == {
-        arm: told.get(state, TrialState.FAIL) for arm, state in outcome.items()
+        t.arm: told.get(t.state, TrialState.FAIL) for t in explored
     }
+    # Each finished epoch was reported once, at its own step (steps from 1).
+    by_arm = {t.arm: t for t in explored}
+    for trial in study:
+        if by_arm[f"x{trial.number}"].state == "succeeded":
+            assert sorted(trial.intermediate_values) == list(range(1, TINY_TRIAL.epochs + 1))
+            assert trial.intermediate_values[TINY_TRIAL.epochs] == trial.value
     spent = status.ledger.phases["exploitation"].spent
     assert spent > 0
-    # The kill hit the in-flight trial's training, which a new worker ran again.
+
     retried = await retried_activities(handle)
-    trained_again = [i["trial_id"] for name, i in retried if name == "train_trial"]
-    assert f"x{in_flight.number}~x" in trained_again, retried
+    if kill_in == "training":
+        # The kill hit that trial's training; a new worker resumed it from its checkpoint.
+        trained_again = [i["trial_id"] for name, i in retried if name == "train_trial"]
+        assert f"x{in_flight.number}~x" in trained_again, retried
+        stored = SqliteTrialStore(settings.results_db).list(handle.id)
+        resumed = {r.spec.trial_id: r.result.resumed_from_step for r in stored if r.result}
+        assert resumed[f"x{in_flight.number}~x"] > 0
+    else:
+        assert "search_ask" in [name for name, _ in retried], retried
+    outcomes = ", ".join(f"{t.arm} {t.state}" for t in explored)
     print(
-        f"\nkills survived: {kills} (study trial {in_flight.number} in flight, "
-        f"{len(in_flight.intermediate_values)} epoch(s) reported); "
-        f"extra attempts: {sorted(name for name, _ in retried)}; study trials: {len(study)}; "
-        f"tuned arms: {len(tuned)} ({', '.join(f'{a} {outcome[a]}' for a in tuned)}); "
-        f"exploitation device-hours: {spent:.2e}; trials: {len(ids)}"
+        f"\nkills survived: 1 (in {where}); extra attempts: "
+        f"{sorted(name for name, _ in retried)}; study trials: {len(study)}; "
+        f"tuned arms: {len(tuned)} ({outcomes}); exploitation device-hours: {spent:.2e}; "
+        f"trials: {len(ids)}"
     )

@@ -32,6 +32,12 @@ TINY = {
     "dataset": DatasetRef(max_rows=4000),
     "budget": Budget(device_hours=1.0, max_parallel_trials=2, max_trials=4),
 }
+# Every phase of the protocol, as small as it gets: 2 seeds, 2 tuned trials.
+WHOLE = TINY | {
+    "budget": Budget(device_hours=1.0, max_parallel_trials=2),
+    "seeds": 2,
+    "exploitation_trials": 2,
+}
 
 
 @pytest.fixture
@@ -60,7 +66,7 @@ async def test_campaign_trains_for_real_and_stores_results(
 ) -> None:
     handle = await dev_env.client.start_workflow(
         CampaignWorkflow.run,
-        campaign_request(**TINY),
+        campaign_request(**WHOLE),
         id=f"e2e-{uuid.uuid4()}",
         task_queue=ORCHESTRATION_QUEUE,
     )
@@ -68,19 +74,24 @@ async def test_campaign_trains_for_real_and_stores_results(
     await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
     result: CampaignResult = await asyncio.wait_for(handle.result(), timeout=240)
 
-    trials = result.status.trials
-    assert result.status.phase == "done"
-    assert [t.trial_id for t in trials][:1] == ["baseline"] and len(trials) == 4
-    assert all(t.state == "succeeded" and t.validation and t.test for t in trials)
-    assert result.status.best_metric is not None and result.status.best_metric < 1.2
-    assert result.status.device_hours_spent > 0
+    status = result.status
+    trials = status.trials
+    assert status.phase == "done" and status.protocol == "evidence"
+    assert trials[0].trial_id == "baseline~r0"
+    assert all(t.state in ("succeeded", "pruned") for t in trials)
+    assert all(t.validation and t.test for t in trials if t.state == "succeeded")
+    assert {"validation", "exploitation"} <= set(status.decisions)
+    assert len(status.tuned) == 2 and status.ledger.phases["exploitation"].spent > 0
+    assert status.proposal is not None and status.proposal.headline
+    assert status.device_hours_spent == pytest.approx(sum(t.device_hours for t in trials))
 
     stored = SqliteTrialStore(settings.results_db).list(handle.id)
     assert sorted(r.spec.trial_id for r in stored) == sorted(t.trial_id for t in trials)
 
     attributes = (await handle.describe()).typed_search_attributes
     assert attributes.get(PHASE) == "done"
-    assert attributes.get(BEST_METRIC) == pytest.approx(result.status.best_metric)
+    if status.best_metric is not None:  # only a change that passed a gate leads
+        assert attributes.get(BEST_METRIC) == pytest.approx(status.best_metric)
 
 
 def temporal(address: str, *args: str) -> dict:

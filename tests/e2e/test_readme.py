@@ -30,6 +30,8 @@ def test_the_readme_has_the_snippets_this_test_expects() -> None:
 
 
 @pytest.mark.e2e
+# Two whole campaigns (the CLI's and the Temporal CLI's) with seeded phases: minutes.
+@pytest.mark.timeout(900)
 def test_every_readme_snippet_runs_as_pasted(tmp_path: Path) -> None:
     env = rea_env(tmp_path / "data", columns=80)
     # The Temporal CLI reads its own variable; a user's default would be localhost:7233.
@@ -47,7 +49,7 @@ def test_every_readme_snippet_runs_as_pasted(tmp_path: Path) -> None:
                 env=env | {"PATH": os.environ["PATH"]},
                 capture_output=True,
                 text=True,
-                timeout=300,
+                timeout=600,
             )
             assert out.returncode == 0, f"{snippet}\n{out.stdout}\n{out.stderr}"
             assert "Traceback" not in out.stderr, out.stderr
