@@ -696,15 +696,23 @@ def plot(path: Path, runs: Sequence[SearchRun], tasks: Sequence[Task]) -> Path:
     import matplotlib.pyplot as plt
 
     colours = {"openrea": "#d62728", "random": "#7f7f7f", "tpe": "#1f77b4"}
+    # TPE's start-up trials are RandomSampler(seed)'s: the two curves often coincide.
+    styles = {"openrea": "-", "random": ":", "tpe": "--"}
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         labelled: set[str] = set()
         for run in (r for r in runs if r.task == task.name):
             xs, ys = curve(run, task.request.metric)
-            label = None if run.method in labelled else run.method
+            ax.step(
+                xs,
+                [y * 100 for y in ys],
+                where="post",
+                color=colours[run.method],
+                linestyle=styles[run.method],
+                alpha=0.8,
+                label=None if run.method in labelled else run.method,
+            )
             labelled.add(run.method)
-            ax.step(xs, [y * 100 for y in ys], where="post", color=colours[run.method],
-                    alpha=0.8, label=label)  # fmt: skip
         ax.axhline(0.0, color="black", linewidth=0.5)
         ax.set_title(task.name)
         ax.set_xlabel("device-hours spent")
@@ -832,7 +840,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 write_json(json_path, settings, runs, {})  # what is done survives a crash
                 progress.advance(overall, len(args.methods))
     summary = summarize(runs, [t.name for t in tasks], args.methods)
-    console.print(render(summary, args.methods))
+    # Piped output defaults to 80 columns, which would wrap every cell; a file has room.
+    console.print(render(summary, args.methods), width=None if console.is_terminal else 120)
     for line in targets_verdict(summary):
         console.print(line, soft_wrap=True)
     settings["wall_s"] = time.perf_counter() - started

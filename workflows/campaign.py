@@ -514,8 +514,15 @@ class CampaignWorkflow:
             ledger=self._state.ledger,
             notes=self._state.phase_notes,
             risks=risks,
+            ended=(
+                "the campaign was stopped"
+                if self._stopping
+                else "the budget ran out"
+                if self._budget_closed
+                else ""
+            ),
         )
-        self._set(proposal=proposal, message=proposal.headline)
+        self._set(proposal=proposal)
 
     def _update_leader(self) -> None:
         """Best and baseline as the gates see them: means over the gate's seeds, and only a

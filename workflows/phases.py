@@ -461,11 +461,15 @@ def proposal(
     ledger: Ledger,
     notes: dict[str, str],
     risks: ModelRisks | None,
+    ended: str = "",
 ) -> LaunchProposal:
     """The campaign's answer, saying only what the evidence supports.
 
     *launch* only when the confirmation on the test split (seeds no selection saw) passed:
     its interval excludes zero and its gain is at least the minimum effect.
+
+    Args:
+        ended: Why the campaign ended before its last phase (e.g. "stopped"), if it did.
     """
     confirmation = decisions.get("confirmation")
     comparison = confirmation.comparisons[0] if confirmation and confirmation.comparisons else None
@@ -494,6 +498,8 @@ def proposal(
             f"with {k} fresh seeds its gain is {_pct(comparison.gain)} "
             f"[{_pct(comparison.gain_low)}, {_pct(comparison.gain_high)}]"
         )
+    elif ended:
+        headline = f"no launchable improvement: {ended} before any change was confirmed"
     else:
         tested = [c for p in SELECTION_GATES if p in decisions for c in decisions[p].comparisons]
         best = max(tested, key=lambda c: c.gain, default=None)

@@ -240,14 +240,15 @@ async def test_a_job_killed_silently_is_found_by_polling_and_relaunched(
     assert stored[0].result is not None and stored[0].result.resumed_from_step > 0
 
 
-# Exploitation comes after a whole validation, so every trial is small: one to two seconds
-# on a 2-core host, two at a time. 100 steps an epoch (25,600 training rows in batches of
-# 256), four epochs: the kill in training lands after the checkpoint at step 200 (the end of
-# epoch 2), so the retry resumes a trial that has already reported to the pruner.
+# Exploitation comes after a whole validation, so every trial is small: a second or two on a
+# 2-core host, two at a time. With 100 steps an epoch (25,600 training rows in batches of
+# 256) and four epochs, the kill in training lands after the checkpoint at step 200 (the end
+# of epoch 2): the retry resumes a trial that has already reported to the pruner. A kill in
+# search_ask needs no such timing, and trains on less.
 TINY_TRIAL = ModelSpec(
     epochs=4, batch_size=256, embedding_dim=8, dense_hidden=[16], over_hidden=[16, 8]
 )
-TINY_DATA = DatasetRef(max_rows=32_000)
+TINY_DATA = {"training": DatasetRef(max_rows=32_000), "ask": DatasetRef(max_rows=3_000)}
 CHECKPOINTED_EPOCHS = 2
 
 # Put on the PYTHONPATH of a worker, this kills it (SIGKILL) inside its first search_ask,
@@ -361,7 +362,7 @@ async def test_an_optuna_study_survives_a_worker_kill_in_exploitation(
         handle = await start_campaign(
             client,
             baseline=TINY_TRIAL,
-            dataset=TINY_DATA,
+            dataset=TINY_DATA[kill_in],
             budget=Budget(device_hours=10.0, max_parallel_trials=2),
             heartbeat_timeout_s=5.0,
             seeds=2,
