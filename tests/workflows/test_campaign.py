@@ -148,6 +148,9 @@ async def test_stop_cancels_running_trials_and_reports(
     assert result.status.phase == "stopped"
     assert [t.state for t in result.status.trials] == ["cancelled", "cancelled"]
     assert len(fakes.trained) == 2  # nothing launched after the stop
+    proposal = result.status.proposal
+    assert proposal is not None and proposal.verdict == "no launchable improvement"
+    assert "stopped before any change was confirmed" in proposal.headline
 
 
 async def test_failed_and_diverged_trials_are_recorded_never_ranked_and_the_campaign_goes_on(
