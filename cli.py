@@ -506,10 +506,16 @@ async def follow(
         raise fail(await why_closed(handle) or f"campaign {handle.id} ended")
     result = await handle.result()
     console.print(render_result(result))
-    if any(t.validation for t in result.status.trials):
+    reports = settings.data_dir / "reports"
+    if result.status.decisions:
+        from report import plot_evidence
+
+        chart = plot_evidence(result.status, reports / f"{handle.id}-evidence.png")
+        console.print(f"Evidence chart: {chart}")
+    elif any(t.validation for t in result.status.trials):
         from report import plot_campaign
 
-        chart = plot_campaign(result.status, settings.data_dir / "reports" / f"{handle.id}.png")
+        chart = plot_campaign(result.status, reports / f"{handle.id}.png")
         console.print(f"Chart: {chart}")
     console.print(f"Web UI: {settings.workflow_url(handle.id)}", soft_wrap=True)
 

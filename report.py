@@ -70,3 +70,47 @@ def plot_campaign(status: CampaignStatus, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_evidence(status: CampaignStatus, path: Path) -> Path:
+    """Write a PNG forest plot: every gated change's gain over the baseline with its 95%
+    interval, one row each, grouped by gate; the test-split confirmation last.
+
+    Raises:
+        ValueError: when no gate has decided anything yet.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [
+        (phase, decision.split, c)
+        for phase, decision in status.decisions.items()
+        for c in decision.comparisons
+        if c.gain_low is not None and c.gain_high is not None
+    ]
+    if not rows:
+        raise ValueError(f"campaign {status.campaign_id} has no gate decision to plot yet")
+    fig, ax = plt.subplots(figsize=(8.0, 0.45 * len(rows) + 1.8))
+    for y, (phase, _, c) in enumerate(reversed(rows)):
+        colour = "#2ca02c" if c.passed else "#7f7f7f"
+        low, high = c.gain_low or 0.0, c.gain_high or 0.0
+        ax.plot([low * 100, high * 100], [y, y], color=colour, linewidth=2)
+        ax.plot([c.gain * 100], [y], "o", color=PHASE_COLOURS.get(phase, colour))
+    labels = [
+        f"{phase}{' (test)' if split == 'test' else ''}: {c.hypothesis_id}"
+        for phase, split, c in reversed(rows)
+    ]
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.axvline(0.0, color="black", linewidth=1)
+    ax.set_xlabel(
+        f"{status.metric.upper()} gain over the baseline, % (95% interval; green: passed)"
+    )
+    headline = status.proposal.headline if status.proposal else status.phase
+    ax.set_title(f"{status.campaign_id}\n{headline[:110]}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from contracts import CampaignStatus, TrialSummary
-from report import plot_campaign
+from report import plot_campaign, plot_evidence
 from tests.factories import result_of
 
 
@@ -33,3 +33,35 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
 def test_nothing_to_plot_says_so(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no finished trial"):
         plot_campaign(CampaignStatus(campaign_id="c"), tmp_path / "chart.png")
+
+
+def test_evidence_plot_draws_every_tested_comparison(tmp_path: Path) -> None:
+    from contracts import Comparison, GateDecision
+
+    def decision(split: str, *gains: tuple[str, float, bool]) -> GateDecision:
+        return GateDecision(
+            metric="ne",
+            correction="Holm-Bonferroni",
+            alpha=0.05,
+            min_effect=0.0,
+            split=split,  # type: ignore[arg-type]
+            comparisons=[
+                Comparison(
+                    hypothesis_id=a, gain=g, gain_low=g - 0.004, gain_high=g + 0.004, passed=p
+                )
+                for a, g, p in gains
+            ],
+        )
+
+    status = CampaignStatus(
+        campaign_id="c",
+        protocol="evidence",
+        decisions={
+            "validation": decision("validation", ("v-a", 0.01, True), ("v-b", 0.001, False)),
+            "confirmation": decision("test", ("v-a", 0.008, True)),
+        },
+    )
+    path = plot_evidence(status, tmp_path / "evidence.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="no gate decision"):
+        plot_evidence(CampaignStatus(campaign_id="c"), tmp_path / "none.png")
