@@ -675,8 +675,9 @@ def campaign_report(
     campaign_id: str,
     out: Annotated[Path | None, typer.Option(help="PNG path (default: data dir).")] = None,
 ) -> None:
-    """Plot a campaign's trials (validation metric vs baseline) to a PNG."""
-    from report import plot_campaign
+    """Plot a campaign's trials (validation metric vs baseline) and its evidence (gains with
+    their intervals) to PNGs."""
+    from report import plot_campaign, plot_evidence
 
     settings = load_settings()
 
@@ -691,6 +692,9 @@ def campaign_report(
     except ValueError as err:
         raise fail(str(err)) from None
     console.print(f"wrote {path}")
+    if status.decisions:
+        evidence = plot_evidence(status, path.with_name(f"{path.stem}-evidence.png"))
+        console.print(f"wrote {evidence}")
 
 
 @campaign_app.command("list")
