@@ -245,6 +245,22 @@ class SearchActivities:
             for t in sorted(trials, key=lambda t: t.number)
             if t.user_attrs.get(ASK_ID_ATTR) == inp.ask_id and CHANGES_ATTR in t.user_attrs
         ]
+        # An attempt that died between Optuna's ask and storing our key left a RUNNING trial
+        # nobody will tell. A campaign asks its own study one round at a time, so such a
+        # trial can only belong to this ask: adopt it instead of asking another.
+        orphans = [
+            t
+            for t in sorted(trials, key=lambda t: t.number)
+            if t.state == TrialState.RUNNING
+            and ASK_ID_ATTR not in t.user_attrs
+            and set(t.params) == set(dists)
+        ]
+        for orphan in orphans[: max(0, inp.count - len(asked))]:
+            changes = changes_from_params(inp.space, orphan.params)
+            trial_id, _ = self._trial(inp.study_name, orphan.number)
+            self._rdb().set_trial_user_attr(trial_id, CHANGES_ATTR, changes)
+            self._rdb().set_trial_user_attr(trial_id, ASK_ID_ATTR, inp.ask_id)
+            asked.append(AskedTrial(number=orphan.number, changes=changes))
         for _ in range(inp.count - len(asked)):
             trial = study.ask(dists)
             changes = changes_from_params(inp.space, trial.params)

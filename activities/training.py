@@ -27,6 +27,7 @@ class Outcome(Protocol):
     test: Metrics
     steps: int
     resumed_from_step: int
+    validation_history: tuple[Metrics, ...]
 
 
 class Trainer(Protocol):
@@ -83,22 +84,27 @@ class TrainingActivities:
                 ``OutOfMemoryError``...), so retry policies and runbooks can match on it.
         """
         started = time.monotonic()
-        values: list[float] = []  # the campaign metric on validation, per epoch
+        asked_after = 0  # the last epoch whose value went to the pruner in this attempt
         pruned: list[PruneDecision] = []
 
         def on_progress(progress: TrialProgress) -> None:
+            nonlocal asked_after
             activity.heartbeat(progress.model_copy(update={"trial_id": spec.trial_id}))
             value = {"ne": progress.validation_ne, "auc": progress.validation_auc}.get(spec.metric)
-            if value is None or progress.validation_epochs <= len(values):
+            epoch = progress.validation_epochs
+            # Once per new epoch, at that epoch's number: a retry that resumed with epochs
+            # already done asks about its restored last epoch once (the study answers from
+            # its record), never under another step.
+            if value is None or epoch <= asked_after:
                 return
-            values.append(value)
+            asked_after = epoch
             # After the last epoch there is nothing left to save.
-            if spec.search and self._prune and len(values) < spec.model.epochs:
+            if spec.search and self._prune and epoch < spec.model.epochs:
                 decision = self._prune(
                     PruneInput(
                         study_name=spec.search.study_name,
                         number=spec.search.number,
-                        step=len(values),
+                        step=epoch,
                         value=value,
                     )
                 )
@@ -128,7 +134,7 @@ class TrainingActivities:
                     state="pruned",
                     error=pruned[0].reason,
                     steps=err.step,
-                    epoch_values=values,
+                    epoch_values=[m[spec.metric] for m in err.validation_history],
                 )
             if not activity.is_cancelled():  # the worker is shutting down: retry elsewhere
                 raise ApplicationError(
@@ -151,7 +157,9 @@ class TrainingActivities:
             test=outcome.test,
             steps=outcome.steps,
             resumed_from_step=outcome.resumed_from_step,
-            epoch_values=values,
+            # From the trainer's history, restored epochs included (not from this attempt's
+            # progress reports, which a resumed run only partly saw).
+            epoch_values=[getattr(m, spec.metric) for m in outcome.validation_history],
         )
 
     def _result(self, spec: TrialSpec, started: float, **fields: Any) -> TrialResult:

@@ -66,8 +66,11 @@ class TrainingCancelled(TrainingError):
 
     Args:
         step: The number of steps completed when training stopped.
+        validation_history: Validation metrics (as dicts) after each finished epoch,
+            restored ones included: what a pruned trial reports to its study.
     """
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, validation_history: tuple[dict[str, float], ...] = ()) -> None:
         self.step = step
+        self.validation_history = validation_history
         super().__init__(f"training cancelled after {step} steps")

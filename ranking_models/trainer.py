@@ -220,7 +220,7 @@ def train(
             for batch in itertools.islice(batches, done_in_epoch, None):
                 if should_stop is not None and should_stop():
                     save()
-                    raise TrainingCancelled(loop.step)
+                    raise TrainingCancelled(loop.step, tuple(loop.validation_history))
                 factor = lr_factor(model, loop.step, total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = model.dense_lr * factor

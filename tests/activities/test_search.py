@@ -17,7 +17,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.search import SearchActivities
+from activities.search import SearchActivities, changes_from_params, search_distributions
 from contracts import (
     DEFAULT_ACTION_SPACE,
     AskedTrial,
@@ -121,7 +121,7 @@ def test_tpe_loop_improves_and_asks_valid_moves(storage_url: str) -> None:
         assert set(trial.changes) == {"interaction", *FIELDS}
         assert_valid_move(trial.changes)
         values.append(complete(acts, trial))
-    # TPE's first 10 trials are random start-up; the model-guided ones must do better.
+    # TPE's first trials are random start-up; the model-guided ones must do better.
     assert statistics.mean(values[10:]) < statistics.mean(values[:10])
 
 
@@ -151,6 +151,22 @@ def test_ask_is_idempotent_per_ask_id(storage_url: str) -> None:
     assert [t.number for t in ask(acts, "round-1", count=1)] == [2]
     study = optuna.load_study(study_name=STUDY, storage=storage_url)
     assert len(study.trials) == 3
+
+
+def test_a_trial_orphaned_by_a_dead_ask_is_adopted_not_left_running(storage_url: str) -> None:
+    acts = SearchActivities(storage_url)
+    ask(acts, "round-0", count=1)
+    # An attempt of round 1 died after Optuna's ask, before it stored its key.
+    study = optuna.load_study(study_name=STUDY, storage=storage_url)
+    orphan = study.ask(search_distributions(SearchSpace(fields=FIELDS)))
+
+    retried = ask(acts, "round-1", count=2)
+
+    assert [t.number for t in retried] == [orphan.number, orphan.number + 1]
+    assert retried[0].changes == changes_from_params(SearchSpace(fields=FIELDS), orphan.params)
+    assert ask(acts, "round-1", count=2) == retried  # and it stays this round's
+    trials = optuna.load_study(study_name=STUDY, storage=storage_url).trials
+    assert len(trials) == 3
 
 
 def test_tell_is_idempotent_and_refuses_another_outcome(storage_url: str) -> None:

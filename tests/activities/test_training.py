@@ -12,6 +12,7 @@ from contracts import (
     AskInput,
     DatasetRef,
     ModelSpec,
+    PruneDecision,
     PruneInput,
     SearchRef,
     SearchSpace,
@@ -130,3 +131,37 @@ def test_a_planted_bad_exploitation_trial_is_pruned_after_its_first_epoch_and_ch
     )
     assert full.state == "succeeded" and len(full.epoch_values) == 3
     assert result.steps * 3 == full.steps
+
+
+def test_a_resumed_trial_reports_every_epoch_once_at_its_own_step(tmp_path: Path) -> None:
+    """A retry that resumes after two epochs still reports epochs 1, 2 and 3, in order."""
+    first = ActivityEnvironment()
+    seen: dict[int, float] = {}
+
+    def cancel_after_two_epochs(progress: TrialProgress) -> None:
+        if progress.validation_ne is not None:
+            seen.setdefault(progress.validation_epochs, progress.validation_ne)
+        if progress.validation_epochs == 2:
+            first.cancel()
+
+    first.on_heartbeat = cancel_after_two_epochs
+    asked: list[PruneInput] = []
+
+    def never_prune(inp: PruneInput) -> PruneDecision:
+        asked.append(inp)
+        return PruneDecision(prune=False, reason="continue")
+
+    activities = TrainingActivities(train=train, data_dir=tmp_path, prune=never_prune)
+    spec = tiny_spec(epochs=3).model_copy(
+        update={"phase": "exploitation", "search": SearchRef(study_name="s", number=0)}
+    )
+    with pytest.raises(CancelledError):
+        first.run(activities.train_trial, spec)
+    result = ActivityEnvironment().run(activities.train_trial, spec)
+
+    assert result.state == "succeeded" and result.resumed_from_step > 0
+    assert len(result.epoch_values) == 3
+    assert result.epoch_values[:2] == [seen[1], seen[2]]
+    assert result.epoch_values[2] == result.metric("ne")
+    # Each epoch went to the pruner at its own step; the resumed epoch 2 once more, never as 1.
+    assert [a.step for a in asked] == [1, 2, 2]
