@@ -968,7 +968,8 @@ def render_trials(status: CampaignStatus, wide: bool = False) -> Table:
         for column in ("val AUC", "calib.", "seconds"):
             table.add_column(column, justify="right")
     for t in status.trials:
-        best = t.trial_id == status.best_trial_id
+        # Under the evidence protocol the leader is an arm: mark each of its seeded runs.
+        best = status.best_trial_id in (t.trial_id, t.arm)
         row = [
             f"[bold green]{t.trial_id} *[/]" if best else t.trial_id,
             t.state,
