@@ -969,7 +969,7 @@ def render_trials(status: CampaignStatus, wide: bool = False) -> Table:
             table.add_column(column, justify="right")
     for t in status.trials:
         # Under the evidence protocol the leader is an arm: mark each of its seeded runs.
-        best = status.best_trial_id in (t.trial_id, t.arm)
+        best = bool(status.best_trial_id) and status.best_trial_id in (t.trial_id, t.arm)
         row = [
             f"[bold green]{t.trial_id} *[/]" if best else t.trial_id,
             t.state,
