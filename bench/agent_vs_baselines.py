@@ -11,7 +11,8 @@ synthetic tasks with planted structure). For each task and search seed ``s``:
    with ``baseline.seed = s * SEED_STRIDE`` (every trial seed of the campaign is offset from
    it). Its compute is what its ledger spent; its choice is its launch proposal's change, or
    the baseline itself when it proposes none (an honest "don't launch" scores 0).
-2. ``random`` (Optuna ``RandomSampler(s)``) and ``tpe`` (``TPESampler(s)``) search the same
+2. ``random`` (Optuna ``RandomSampler(s)``) and ``tpe`` (``TPESampler(s)``, configured as
+   openrea's exploitation configures it) search the same
    action space (every knob of ``DEFAULT_ACTION_SPACE``, through the same
    ``activities.search`` mapping openrea's exploitation uses), one trial at a time in this
    process, on the same trial seed, until they have spent what openrea spent on this task and
@@ -73,6 +74,7 @@ from rich.progress import (
 from rich.table import Table
 from scipy import stats
 
+from activities import search
 from activities.search import changes_from_params, search_distributions
 from contracts import (
     DEFAULT_ACTION_SPACE,
@@ -299,9 +301,9 @@ def reference(bench: Bench, task: Task, seed: int) -> Reference:
 
 
 def make_sampler(method: str, seed: int) -> optuna.samplers.BaseSampler:
-    if method == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
+    """The sampler as openrea's exploitation configures it (TPE: 4 start-up trials,
+    multivariate), so the comparison is of strategies, not of sampler settings."""
+    return search.make_sampler("tpe" if method == "tpe" else "random", seed)
 
 
 def baseline_params(
@@ -321,7 +323,7 @@ def baseline_params(
         elif part:
             index = int(part)
             value = value[index] if index < len(value) else dist.low  # type: ignore[attr-defined]
-        try:
+        try:  # _contains: Optuna's own range-and-grid check, private but stable since 2.x
             inside = dist._contains(dist.to_internal_repr(value))
         except ValueError:  # a categorical value outside the choices
             inside = False
@@ -390,7 +392,8 @@ def optuna_search(
         reference_validation=ref.validation,
         trials=trials,
         choice=choice,
-        note=f"{len(trials)} trials, {sum(t.state == 'failed' for t in trials)} failed",
+        note=f"{len(trials)} trials, {sum(t.state == 'failed' for t in trials)} failed, "
+        f"{sum(t.state == 'cut' for t in trials)} cut at the budget",
         wall_s=time.perf_counter() - started,
     )
 
@@ -623,7 +626,8 @@ def render(summary: dict, methods: Sequence[str]) -> Table:
         caption="ratio: openrea's mean gain / this method's; n/a where this method's is <= 0",
     )
     for column in ("task", "method", "seeds", "mean test gain", "95% CI", "device-h", "trials"):
-        table.add_column(column, justify="left" if column in ("task", "method") else "right")
+        left = column in ("task", "method")
+        table.add_column(column, justify="left" if left else "right", no_wrap=True)
     table.add_column("ratio", justify="right")
     for task, group in summary.items():
         for method in methods:
@@ -643,8 +647,22 @@ def render(summary: dict, methods: Sequence[str]) -> Table:
     return table
 
 
-def targets_verdict(summary: dict) -> list[str]:
-    """One line per target: met, not met, or n/a (and why)."""
+def paired_difference(
+    runs: Sequence[SearchRun], other: str
+) -> tuple[float, tuple[float, float] | None] | None:
+    """Mean and 95% t-interval of openrea's gain minus ``other``'s, paired by task and seed."""
+    gains = {(r.task, r.seed, r.method): r.test_gain for r in runs}
+    diffs = [
+        gains[(task, seed, "openrea")] - gains[(task, seed, other)]
+        for task, seed, method in gains
+        if method == "openrea" and (task, seed, other) in gains
+    ]
+    return (statistics.fmean(diffs), interval(diffs)) if diffs else None
+
+
+def targets_verdict(summary: dict, runs: Sequence[SearchRun]) -> list[str]:
+    """One line per target: met, not met, or n/a (and why), with the paired difference that
+    says whether the gap is beyond seed noise."""
     overall = summary["all"]
     lines = []
     for other, needed in TARGETS.items():
@@ -660,6 +678,11 @@ def targets_verdict(summary: dict) -> list[str]:
             )
         else:
             verdict = f"{'met' if got >= needed else 'NOT met'} ({got:.2f}x)"
+        paired = paired_difference(runs, other)
+        if paired is not None:
+            mean, ci = paired
+            span = "n/a" if ci is None else f"[{fmt_gain(ci[0])}, {fmt_gain(ci[1])}]"
+            verdict += f"; paired difference openrea - {other}: {fmt_gain(mean)}, 95% CI {span}"
         lines.append(f"target openrea >= {needed:g}x {other}: {verdict}")
     return lines
 
@@ -696,7 +719,7 @@ def plot(path: Path, runs: Sequence[SearchRun], tasks: Sequence[Task]) -> Path:
     import matplotlib.pyplot as plt
 
     colours = {"openrea": "#d62728", "random": "#7f7f7f", "tpe": "#1f77b4"}
-    # TPE's start-up trials are RandomSampler(seed)'s: the two curves often coincide.
+    # TPE's few start-up trials are random: at small budgets the two curves often coincide.
     styles = {"openrea": "-", "random": ":", "tpe": "--"}
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
@@ -840,9 +863,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 write_json(json_path, settings, runs, {})  # what is done survives a crash
                 progress.advance(overall, len(args.methods))
     summary = summarize(runs, [t.name for t in tasks], args.methods)
-    # Piped output defaults to 80 columns, which would wrap every cell; a file has room.
-    console.print(render(summary, args.methods), width=None if console.is_terminal else 120)
-    for line in targets_verdict(summary):
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # piped: 80 columns would wrap every cell
+    console.print(render(summary, args.methods))
+    for line in targets_verdict(summary, runs):
         console.print(line, soft_wrap=True)
     settings["wall_s"] = time.perf_counter() - started
     write_json(json_path, settings, runs, summary)
