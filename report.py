@@ -1,5 +1,6 @@
 """A campaign's result as a picture: every trial's validation metric against the baseline."""
 
+import textwrap
 from pathlib import Path
 
 from contracts import LOWER_IS_BETTER, CampaignStatus
@@ -108,7 +109,7 @@ def plot_evidence(status: CampaignStatus, path: Path) -> Path:
         f"{status.metric.upper()} gain over the baseline, % (95% interval; green: passed)"
     )
     headline = status.proposal.headline if status.proposal else status.phase
-    ax.set_title(f"{status.campaign_id}\n{headline[:110]}", fontsize=9)
+    ax.set_title(f"{status.campaign_id}\n{textwrap.fill(headline, 100)}", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
