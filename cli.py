@@ -506,17 +506,8 @@ async def follow(
         raise fail(await why_closed(handle) or f"campaign {handle.id} ended")
     result = await handle.result()
     console.print(render_result(result))
-    reports = settings.data_dir / "reports"
-    if result.status.decisions:
-        from report import plot_evidence
-
-        chart = plot_evidence(result.status, reports / f"{handle.id}-evidence.png")
-        console.print(f"Evidence chart: {chart}")
-    elif any(t.validation for t in result.status.trials):
-        from report import plot_campaign
-
-        chart = plot_campaign(result.status, reports / f"{handle.id}.png")
-        console.print(f"Chart: {chart}")
+    for line in write_charts(result.status, settings.data_dir / "reports" / f"{handle.id}.png"):
+        console.print(line)
     console.print(f"Web UI: {settings.workflow_url(handle.id)}", soft_wrap=True)
 
 
@@ -677,8 +668,6 @@ def campaign_report(
 ) -> None:
     """Plot a campaign's trials (validation metric vs baseline) and its evidence (gains with
     their intervals) to PNGs."""
-    from report import plot_campaign, plot_evidence
-
     settings = load_settings()
 
     async def main() -> CampaignStatus:
@@ -686,15 +675,28 @@ def campaign_report(
         return await query_status(campaign_handle(client, campaign_id))
 
     status = run(main())
-    path = out or settings.data_dir / "reports" / f"{campaign_id}.png"
+    lines = write_charts(status, out or settings.data_dir / "reports" / f"{campaign_id}.png")
+    if not lines:
+        raise fail(f"campaign {campaign_id} has no finished trial to plot yet")
+    for line in lines:
+        console.print(line)
+
+
+def write_charts(status: CampaignStatus, path: Path) -> list[str]:
+    """Write the trials chart at ``path`` and, once a gate has tested something, the evidence
+    chart beside it; one line per chart written (none when there is nothing to plot)."""
+    from report import plot_campaign, plot_evidence
+
+    lines = []
+    if any(t.validation for t in status.trials):
+        lines.append(f"Chart: {plot_campaign(status, path)}")
     try:
-        plot_campaign(status, path)
-    except ValueError as err:
-        raise fail(str(err)) from None
-    console.print(f"wrote {path}")
-    if status.decisions:
         evidence = plot_evidence(status, path.with_name(f"{path.stem}-evidence.png"))
-        console.print(f"wrote {evidence}")
+    except ValueError:
+        pass  # no comparison could be tested (fewer than two paired seeds)
+    else:
+        lines.append(f"Evidence chart: {evidence}")
+    return lines
 
 
 @campaign_app.command("list")

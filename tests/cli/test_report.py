@@ -65,3 +65,25 @@ def test_evidence_plot_draws_every_tested_comparison(tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     with pytest.raises(ValueError, match="no gate decision"):
         plot_evidence(CampaignStatus(campaign_id="c"), tmp_path / "none.png")
+
+
+def test_charts_are_written_for_what_there_is(tmp_path: Path) -> None:
+    from cli import write_charts
+    from contracts import Comparison, GateDecision
+
+    untested = GateDecision(
+        metric="ne",
+        correction="Holm-Bonferroni",
+        alpha=0.05,
+        min_effect=0.0,
+        comparisons=[Comparison(hypothesis_id="v-a", reason="only 0 paired seeds: needs 2")],
+    )
+    status = CampaignStatus(
+        campaign_id="c",
+        protocol="evidence",
+        trials=[finished("baseline~r0", "baseline", 0.92)],
+        decisions={"validation": untested},
+    )
+    # A gate that could test nothing (too few seeds ran) leaves only the trials chart.
+    assert write_charts(status, tmp_path / "c.png") == [f"Chart: {tmp_path / 'c.png'}"]
+    assert write_charts(CampaignStatus(campaign_id="c"), tmp_path / "none.png") == []
