@@ -31,6 +31,7 @@ from contracts import (
     CampaignStatus,
     DatasetRef,
     ModelSpec,
+    TrialProgress,
 )
 from devserver import DevServer
 from settings import Settings
@@ -139,15 +140,31 @@ async def until(handle: WorkflowHandle, done, timeout_s: float = 240) -> Campaig
     raise AssertionError("condition not reached")
 
 
-async def training_started(client: Client, handle: WorkflowHandle) -> str:
-    """Wait until a trial is mid-training (it has heartbeated progress); return its id."""
-    for _ in range(960):
+async def training_checkpointed(
+    client: Client, handle: WorkflowHandle, killed: set[tuple[str, int]]
+) -> tuple[str, int]:
+    """Wait until an attempt of a trial not in ``killed`` has heartbeated a checkpoint.
+
+    A killed attempt keeps showing its last heartbeat (and its checkpoint) until the server
+    times it out, so only a heartbeat sent after the attempt started counts.
+    """
+    for _ in range(1200):
         description = await handle.describe()
         for pending in description.raw_description.pending_activities:
-            if pending.activity_type.name == "train_trial" and pending.heartbeat_details.payloads:
-                return pending.activity_id
-        await asyncio.sleep(0.25)
-    raise AssertionError("no trial started training")
+            key = (pending.activity_id, pending.attempt)
+            if pending.activity_type.name != "train_trial" or key in killed:
+                continue
+            started = pending.last_started_time.ToDatetime()
+            beat = pending.last_heartbeat_time.ToDatetime()
+            if not pending.heartbeat_details.payloads or beat <= started:
+                continue
+            [progress] = await client.data_converter.decode(
+                pending.heartbeat_details.payloads, [TrialProgress]
+            )
+            if progress.checkpoint_step > 0:
+                return key
+        await asyncio.sleep(0.1)
+    raise AssertionError("no trial wrote a checkpoint")
 
 
 async def test_repeated_worker_kills_lose_and_duplicate_nothing(
@@ -156,20 +173,23 @@ async def test_repeated_worker_kills_lose_and_duplicate_nothing(
     client = await make_client(settings)
     handle = await start_campaign(
         client,
-        budget=Budget(device_hours=10.0, max_parallel_trials=1, max_trials=4),
+        # Enough trials that each of the three kills finds one training.
+        budget=Budget(device_hours=10.0, max_parallel_trials=1, max_trials=8),
         heartbeat_timeout_s=5.0,
     )
     kills = 0
+    killed: set[tuple[str, int]] = set()
     for _ in range(3):
-        await training_started(client, handle)
-        await asyncio.sleep(2.0)  # past a few checkpoints
+        # Kill only once a checkpoint exists: a kill before it proves nothing about resuming
+        # (screening runs are short, so a fixed sleep could land either side of it).
+        killed.add(await training_checkpointed(client, handle, killed))
         worker.kill_and_restart()
         kills += 1
     result: CampaignResult = await asyncio.wait_for(handle.result(), timeout=300)
 
     trials = result.status.trials
     ids = [t.trial_id for t in trials]
-    assert len(ids) == len(set(ids)) == 4
+    assert len(ids) == len(set(ids)) == 8
     assert all(t.state == "succeeded" for t in trials)
     stored = SqliteTrialStore(settings.results_db).list(handle.id)
     assert sorted(r.spec.trial_id for r in stored) == sorted(ids)  # each recorded once
