@@ -261,9 +261,7 @@ def gate_input(
         for t in trials:
             if t.arm != arm or t.seed not in seeds:
                 continue
-            value = t.metric(request.metric) if split == "validation" else None
-            if split == "test":
-                value = t.test_metric(request.metric)
+            value = t.test_metric(request.metric) if split == "test" else t.metric(request.metric)
             if value is not None and math.isfinite(value):
                 out.append(SeededMetric(seed=t.seed, value=value))
         return out
