@@ -908,7 +908,9 @@ def render_summary(status: CampaignStatus) -> str:
         f"[bold]{status.phase}[/]{' [yellow](paused)[/]' if status.paused else ''}; {approved}",
         f"budget: {ledger.spent:.3g} spent + {ledger.reserved:.3g} reserved of "
         f"{ledger.approved:g} device-hours",
-        f"{best_label(status)}: {describe_best(status)}" if status.best_metric is not None else "",
+        f"{best_label(status)}: {describe_best(status)}{leader_interval(status)}"
+        if status.best_metric is not None
+        else "",
         f"  ({SINGLE_SEED_CAVEAT})" if single_seed_best(status) else "",
         *(f"{phase}: {note}" for phase, note in status.phase_notes.items()),
         f"[bold]{status.proposal.headline}[/]" if status.proposal else "",
@@ -927,6 +929,15 @@ SINGLE_SEED_CAVEAT = (
 
 def single_seed_best(status: CampaignStatus) -> bool:
     return status.protocol == "single-seed" and status.best_trial_id not in ("", "baseline")
+
+
+def leader_interval(status: CampaignStatus) -> str:
+    """The gate's 95% interval of the leading change, so its gain never shows without one."""
+    for decision in status.decisions.values():
+        for c in decision.comparisons:
+            if c.passed and c.hypothesis_id == status.best_trial_id and c.gain_low is not None:
+                return f", gate interval [{c.gain_low:+.2%}, {c.gain_high or 0.0:+.2%}]"
+    return ""
 
 
 def best_label(status: CampaignStatus) -> str:

@@ -201,3 +201,25 @@ def test_the_result_shows_the_evidence_and_headlines_only_the_verdict() -> None:
     assert "c-wider-embedding" in text and "v-lower-dense-lr" in text  # folded, not cut
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "not tested against seed noise" not in text  # the single-seed caveat is gone
+
+
+def test_the_leading_change_is_shown_with_its_gate_interval() -> None:
+    from cli import render_summary
+    from contracts import CampaignStatus, Comparison, GateDecision
+
+    leader = Comparison(
+        hypothesis_id="v-a", n=3, gain=0.01, gain_low=0.004, gain_high=0.016, passed=True
+    )
+    status = CampaignStatus(
+        campaign_id="c",
+        protocol="evidence",
+        best_trial_id="v-a",
+        best_metric=0.89,
+        baseline_metric=0.9,
+        decisions={
+            "validation": GateDecision(
+                metric="ne", correction="Holm", alpha=0.05, min_effect=0.0, comparisons=[leader]
+            )
+        },
+    )
+    assert "gate interval [+0.40%, +1.60%]" in render_summary(status)
