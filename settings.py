@@ -11,7 +11,8 @@ class Settings(BaseSettings):
 
     Every field can be set as an environment variable: ``REA_TEMPORAL_ADDRESS``,
     ``REA_NAMESPACE``, ``REA_DATA_DIR``, ``REA_UI_PORT``, ``REA_TRAINING_SLOTS``,
-    ``REA_SEARCH_STORAGE``.
+    ``REA_SEARCH_STORAGE``, ``REA_DATABASE_URL``, ``REA_LLM_BASE_URL``, ``REA_LLM_MODEL``,
+    ``REA_LLM_API_KEY``, ``REA_LLM_TIMEOUT_S``.
     """
 
     model_config = SettingsConfigDict(env_prefix="REA_", frozen=True)
@@ -29,6 +30,23 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of exploitation's Optuna studies (e.g. "
         "postgresql+psycopg://postgres@127.0.0.1/openrea); empty: an SQLite file under the "
         "data dir.",
+    )
+
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the insights database (trials, hypotheses, decisions), "
+        "e.g. postgresql+psycopg://postgres@127.0.0.1/openrea so that workers on many hosts "
+        "share one history; empty: an SQLite file under the data dir.",
+    )
+    llm_base_url: str = Field(
+        default="",
+        description="OpenAI-compatible endpoint of the LLM research agent, e.g. "
+        "http://127.0.0.1:8080/v1; empty: only the offline knowledge-based agent proposes.",
+    )
+    llm_model: str = Field(default="", description="Model name sent to the LLM endpoint.")
+    llm_api_key: str = Field(default="", description="Key of the LLM endpoint, if it needs one.")
+    llm_timeout_s: float = Field(
+        default=60.0, gt=0.0, le=600.0, description="Limit of one LLM call (Temporal retries)."
     )
 
     @field_validator("temporal_address")
@@ -61,5 +79,7 @@ class Settings(BaseSettings):
         return self.search_storage or f"sqlite:///{self.data_dir.resolve() / 'optuna.sqlite'}"
 
     @property
-    def results_db(self) -> Path:
-        return self.data_dir / "results.sqlite"
+    def database(self) -> str:
+        """The insights database's URL. The default file is the one the first versions kept
+        trial results in, so that its migrations carry those results forward."""
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'results.sqlite'}"

@@ -17,6 +17,7 @@ from contracts.campaign import (
     Plan,
     PlanningInput,
     Protocol,
+    RevisePlanInput,
     TrialRecord,
     TrialSummary,
 )
@@ -35,9 +36,21 @@ from contracts.evidence import (
     SeededMetric,
     Verdict,
 )
+from contracts.insights import (
+    Insight,
+    InsightQuery,
+    Interaction,
+    LlmCall,
+    ProposalInput,
+    Proposals,
+    TaskDescriptor,
+    change_key,
+    describe,
+)
 from contracts.job import JobFinishedInput, JobHandle, JobState, JobStatus, LaunchJobInput
 from contracts.ledger import Ledger, PhaseLedger
 from contracts.model import LOWER_IS_BETTER, Metric, ModelSpec
+from contracts.provenance import Provenance, Source
 from contracts.search import (
     AskedTrial,
     AskInput,
@@ -81,6 +94,9 @@ __all__ = [
     "GateDecision",
     "GateInput",
     "Hypothesis",
+    "Insight",
+    "InsightQuery",
+    "Interaction",
     "JobFinishedInput",
     "JobHandle",
     "JobState",
@@ -90,6 +106,7 @@ __all__ = [
     "LaunchJobInput",
     "LaunchProposal",
     "Ledger",
+    "LlmCall",
     "Metric",
     "Metrics",
     "ModelRisks",
@@ -99,15 +116,21 @@ __all__ = [
     "PhasePlan",
     "Plan",
     "PlanningInput",
+    "ProposalInput",
+    "Proposals",
     "Protocol",
+    "Provenance",
     "PruneDecision",
     "PruneInput",
+    "RevisePlanInput",
     "Sampler",
     "ScreenDecision",
     "ScreenResult",
     "SearchRef",
     "SearchSpace",
     "SeededMetric",
+    "Source",
+    "TaskDescriptor",
     "TellInput",
     "TrialProgress",
     "TrialRecord",
@@ -116,4 +139,6 @@ __all__ = [
     "TrialState",
     "TrialSummary",
     "Verdict",
+    "change_key",
+    "describe",
 ]

@@ -11,6 +11,7 @@ from contracts.evidence import Additivity, GateDecision, LaunchProposal, ScreenD
 from contracts.job import JobHandle
 from contracts.ledger import Ledger
 from contracts.model import Metric, ModelSpec
+from contracts.provenance import Provenance
 from contracts.search import Sampler
 from contracts.trial import Metrics, Phase, TrialResult, TrialSpec, TrialState
 
@@ -87,6 +88,7 @@ class CampaignRequest(Spec):
         min_effect: Smallest relative gain worth launching, e.g. 0.002 for 0.2% NE.
         exploitation_trials: Optuna trials tuning the best candidate (0: no exploitation).
         sampler: Optuna sampler of exploitation: ``tpe`` or ``cmaes`` (or ``random``).
+        max_hypotheses: Most hypotheses the plan validates (fewer when the budget is tight).
     """
 
     goal: str = Field(default="", max_length=500)
@@ -103,6 +105,7 @@ class CampaignRequest(Spec):
     min_effect: float = Field(default=0.0, ge=0.0, lt=1.0)
     exploitation_trials: int = Field(default=6, ge=0, le=1000)
     sampler: Sampler = "tpe"
+    max_hypotheses: int = Field(default=6, ge=1, le=32)
 
     @model_validator(mode="after")
     def _multi_device_runs_as_jobs(self) -> "CampaignRequest":
@@ -127,8 +130,14 @@ class Hypothesis(Record):
         id: Short stable id, e.g. ``wider-embeddings``.
         title: One line for people.
         rationale: Why it might help.
-        source: Where it came from (``fixed-mutation`` until the research agent lands).
+        source: Where it came from (see ``contracts.provenance.Source``).
         changes: ``ModelSpec`` fields to override, e.g. ``{"embedding_dim": 32}``.
+        provenance: Who proposed it and on what grounds (None for plans made before the
+            research agents).
+        expected_gain: The source's expected relative gain of the metric (positive is
+            better), after what history says.
+        cost_factor: Expected cost of its trials relative to the baseline's.
+        family: The action-space families it touches, joined with ``+``.
     """
 
     id: str
@@ -136,6 +145,10 @@ class Hypothesis(Record):
     rationale: str = ""
     source: str = "fixed-mutation"
     changes: dict[str, Any]
+    provenance: Provenance | None = None
+    expected_gain: float = 0.0
+    cost_factor: float = Field(default=1.0, gt=0.0)
+    family: str = ""
 
 
 class PhasePlan(Record):
@@ -161,12 +174,22 @@ class Plan(Record):
             host's unloaded speed; trials reserve it in the ledger.
         estimated_device_hours_per_trial_high: The high end of the estimate's range (what a
             trial costs when the host is busy); 0 for plans made before ranges existed.
+        held_back: Proposals ranked below the ones planned (the budget or the plan's size
+            left them out); an engineer may pin them in.
+        pinned: Hypotheses an engineer pinned: kept whatever their rank.
+        kept_down_to: Per planned hypothesis, the smallest budget (device-hours) at which
+            the plan still includes it: what a cut budget drops first.
+        notes: What the planner wants a person to know (a source that failed, revisions).
     """
 
     hypotheses: list[Hypothesis]
     phases: list[PhasePlan]
     estimated_device_hours_per_trial: float
     estimated_device_hours_per_trial_high: float = 0.0
+    held_back: list[Hypothesis] = Field(default_factory=list)
+    pinned: list[str] = Field(default_factory=list)
+    kept_down_to: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
 
     @property
     def estimated_device_hours(self) -> float:
@@ -204,6 +227,30 @@ class ApproveInput(Spec):
     approver: str = Field(min_length=1)
     comment: str = ""
     device_hours: float | None = Field(default=None, gt=0.0)
+
+
+class RevisePlanInput(Spec):
+    """The ``revise_plan`` update: an approver changes the pending plan before approving it.
+
+    Attributes:
+        approver: Must be one of the request's approvers.
+        drop: Hypothesis ids to leave out.
+        pin: Hypothesis ids to keep whatever their rank (planned or held back ones).
+        device_hours: The budget to plan for, when it changes.
+        comment: Kept in the plan's notes.
+    """
+
+    approver: str = Field(min_length=1)
+    drop: list[str] = Field(default_factory=list)
+    pin: list[str] = Field(default_factory=list)
+    device_hours: float | None = Field(default=None, gt=0.0)
+    comment: str = ""
+
+    @model_validator(mode="after")
+    def _not_both(self) -> "RevisePlanInput":
+        if both := sorted(set(self.drop) & set(self.pin)):
+            raise ValueError(f"drop and pin: {both} cannot be dropped and pinned at once")
+        return self
 
 
 class ExtendBudgetInput(Spec):
