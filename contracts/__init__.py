@@ -37,13 +37,13 @@ from contracts.evidence import (
     Verdict,
 )
 from contracts.insights import (
+    CampaignRecord,
     Insight,
     InsightQuery,
     Interaction,
     LlmCall,
     ProposalInput,
     Proposals,
-    TaskDescriptor,
     change_key,
     describe,
 )
@@ -60,6 +60,7 @@ from contracts.search import (
     SearchSpace,
     TellInput,
 )
+from contracts.task import TaskDescriptor
 from contracts.trial import (
     Metrics,
     Phase,
@@ -81,6 +82,7 @@ __all__ = [
     "AskedTrial",
     "Budget",
     "CampaignPhase",
+    "CampaignRecord",
     "CampaignRequest",
     "CampaignResult",
     "CampaignStatus",

@@ -13,6 +13,7 @@ from contracts.ledger import Ledger
 from contracts.model import Metric, ModelSpec
 from contracts.provenance import Provenance
 from contracts.search import Sampler
+from contracts.task import TaskDescriptor
 from contracts.trial import Metrics, Phase, TrialResult, TrialSpec, TrialState
 
 # "failed": planning hit an error no retry can fix (bad data, a spec that cannot be built or
@@ -180,6 +181,8 @@ class Plan(Record):
         kept_down_to: Per planned hypothesis, the smallest budget (device-hours) at which
             the plan still includes it: what a cut budget drops first.
         notes: What the planner wants a person to know (a source that failed, revisions).
+        budget_device_hours: The budget a revision planned for; approval grants it unless
+            the approver names other hours (None: the request's budget).
     """
 
     hypotheses: list[Hypothesis]
@@ -190,6 +193,7 @@ class Plan(Record):
     pinned: list[str] = Field(default_factory=list)
     kept_down_to: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    budget_device_hours: float | None = None
 
     @property
     def estimated_device_hours(self) -> float:
@@ -353,6 +357,8 @@ class CampaignStatus(Record):
         tuned: The changes of each tuned arm (``x<number>``), as the study asked them.
         search_rounds: Exploitation rounds asked of the Optuna study so far.
         proposal: The launch proposal (or the honest absence of one), once confirmed.
+        task: The task's descriptor, as the planner measured it (insights transfer between
+            similar tasks).
     """
 
     campaign_id: str
@@ -380,6 +386,7 @@ class CampaignStatus(Record):
     tuned: dict[str, dict[str, Any]] = Field(default_factory=dict)
     search_rounds: int = 0
     proposal: LaunchProposal | None = None
+    task: TaskDescriptor | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

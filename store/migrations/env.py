@@ -1,0 +1,8 @@
+"""Alembic's entry point: run the migrations on the connection the store hands over."""
+
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

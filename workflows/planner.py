@@ -1,0 +1,177 @@
+"""The planner's decisions: merge the sources' proposals into the plan an engineer approves.
+
+Pure and deterministic (no temporalio import), so the workflow can re-plan inside an update
+handler and the rules are unit-tested directly. The activities propose (and measure cost); this
+module only decides what goes in.
+"""
+
+import json
+from collections.abc import Iterable, Sequence
+
+from contracts import CampaignRequest, Hypothesis, Plan, Proposals, RevisePlanInput
+from workflows import phases
+
+# The best proposal of each source gets a place before the rest compete on expected gain per
+# cost: a source's ideas are only tested (and so learned from) if some of them run.
+DIVERSITY_PENALTY = 0.5  # a family's score is halved for each of its hypotheses already in
+
+
+def canonical(changes: dict[str, object]) -> str:
+    """One string per move, whatever order its fields came in (for de-duplication)."""
+    return json.dumps(changes, sort_keys=True)
+
+
+def merge(proposals: Sequence[Proposals]) -> list[Hypothesis]:
+    """Every source's hypotheses once: a move proposed twice keeps the higher expected gain
+    (its provenance with it); ids stay unique."""
+    best: dict[str, Hypothesis] = {}
+    for source in proposals:
+        for h in source.hypotheses:
+            key = canonical(h.changes)
+            if key not in best or h.expected_gain > best[key].expected_gain:
+                best[key] = h
+    seen: set[str] = set()
+    out = []
+    for h in best.values():
+        hid, n = h.id, 2
+        while hid in seen:
+            hid, n = f"{h.id}-{n}", n + 1
+        seen.add(hid)
+        out.append(h if hid == h.id else h.model_copy(update={"id": hid}))
+    return out
+
+
+def score(h: Hypothesis) -> float:
+    """Expected gain per unit of cost."""
+    return h.expected_gain / h.cost_factor
+
+
+def rank(candidates: Iterable[Hypothesis], pinned: Sequence[str] = ()) -> list[Hypothesis]:
+    """Pinned first, then the best of each source, then greedily by score with a penalty for
+    families already represented (diversity); ties by id, so the order is deterministic."""
+    pool = sorted(candidates, key=lambda h: (-score(h), h.id))
+    chosen = [h for h in pool if h.id in pinned]
+    for source in sorted({h.source for h in pool}):
+        first = next((h for h in pool if h.source == source and h not in chosen), None)
+        if first is not None and not any(c.source == source for c in chosen):
+            chosen.append(first)
+    rest = [h for h in pool if h not in chosen]
+    while rest:
+        families = [f for c in chosen for f in c.family.split("+") if f]
+        best = min(rest, key=lambda h: (-_diverse_score(h, families), h.id))
+        chosen.append(best)
+        rest.remove(best)
+    return chosen
+
+
+def _diverse_score(h: Hypothesis, families: list[str]) -> float:
+    """``score`` halved for each hypothesis already chosen in one of its families; a penalty
+    shrinks a positive score and must not lift a negative one."""
+    repeats = sum(families.count(f) for f in h.family.split("+") if f)
+    s = score(h)
+    return s * DIVERSITY_PENALTY**repeats if s > 0 else s
+
+
+def _cost(request: CampaignRequest, base: Plan, hypotheses: list[Hypothesis]) -> float:
+    return phases.with_phases(
+        request, base.model_copy(update={"hypotheses": hypotheses})
+    ).estimated_device_hours
+
+
+def build_plan(
+    request: CampaignRequest,
+    proposals: Sequence[Proposals],
+    *,
+    pinned: Sequence[str] = (),
+    budget_device_hours: float | None = None,
+    notes: Sequence[str] = (),
+) -> Plan:
+    """The plan: the ranked hypotheses that fit the budget and ``request.max_hypotheses``.
+
+    At least two are kept when two exist (one cannot be merged with anything), more while the
+    whole protocol's estimate stays within the budget; pinned ones are always kept. The rest
+    are held back, in rank order, for an engineer to pin.
+
+    Args:
+        request: The campaign request (budget, seeds, limits).
+        proposals: Each source's proposals; the first that estimated a trial's cost sets it.
+        pinned: Hypothesis ids kept whatever their rank.
+        budget_device_hours: The budget to plan for (a revision's); default the request's.
+        notes: Carried into the plan for people to read.
+    """
+    costed = next((p for p in proposals if p.estimated_device_hours_per_trial > 0), None)
+    per_trial = costed.estimated_device_hours_per_trial if costed else 0.0
+    high = costed.estimated_device_hours_per_trial_high if costed else 0.0
+    base = Plan(hypotheses=[], phases=[], estimated_device_hours_per_trial=per_trial)
+    budget = budget_device_hours or request.budget.device_hours
+    ranked = rank(merge(proposals), pinned)
+    # The budget can never drop a pin; beyond the pins, each hypothesis must fit.
+    keep = sum(1 for h in ranked if h.id in pinned)
+    limit = max(request.max_hypotheses, keep)
+    floor = min(2, len(ranked), limit)
+    n = max(keep, floor)
+    while n < min(limit, len(ranked)) and _cost(request, base, ranked[: n + 1]) <= budget:
+        n += 1
+    planned, held = ranked[:n], ranked[n:]
+    kept_down_to = {
+        h.id: round(_cost(request, base, planned[: i + 1]), 6) for i, h in enumerate(planned)
+    }
+    sources = sorted({h.source for h in planned})
+    plan_notes = [*(p.note for p in proposals if p.note), *notes]
+    if held:
+        plan_notes.append(
+            f"{len(held)} more proposal(s) held back by the budget or max_hypotheses "
+            f"({request.max_hypotheses}); pin one to test it"
+        )
+    plan_notes.append(f"hypotheses from: {', '.join(sources) or 'no source'}")
+    return phases.with_phases(
+        request,
+        Plan(
+            hypotheses=planned,
+            phases=[],
+            estimated_device_hours_per_trial=per_trial,
+            estimated_device_hours_per_trial_high=high,
+            held_back=held,
+            pinned=[h.id for h in planned if h.id in pinned],
+            kept_down_to=kept_down_to,
+            notes=plan_notes,
+            budget_device_hours=budget_device_hours,
+        ),
+    )
+
+
+def revise(request: CampaignRequest, plan: Plan, revision: RevisePlanInput) -> Plan:
+    """The plan re-made from its own candidates (planned and held back) with the engineer's
+    drops, pins and budget."""
+    drop = set(revision.drop)
+    pool = [h for h in [*plan.hypotheses, *plan.held_back] if h.id not in drop]
+    pinned = [p for p in [*plan.pinned, *revision.pin] if p not in drop]
+    by_source = Proposals(
+        source="knowledge",
+        hypotheses=pool,
+        estimated_device_hours_per_trial=plan.estimated_device_hours_per_trial,
+        estimated_device_hours_per_trial_high=plan.estimated_device_hours_per_trial_high,
+    )
+    what = [
+        f"dropped {', '.join(revision.drop)}" if revision.drop else "",
+        f"pinned {', '.join(revision.pin)}" if revision.pin else "",
+        f"budget {revision.device_hours:g} device-hours" if revision.device_hours else "",
+        f'"{revision.comment}"' if revision.comment else "",
+    ]
+    # The notes build_plan writes afresh are left out; sources' notes and earlier revisions stay.
+    earlier = [
+        n for n in plan.notes if not n.startswith("hypotheses from") and "held back" not in n
+    ]
+    return build_plan(
+        request,
+        [by_source],
+        pinned=pinned,
+        budget_device_hours=revision.device_hours or plan.budget_device_hours,
+        notes=[*earlier, f"revised by {revision.approver}: {'; '.join(w for w in what if w)}"],
+    )
+
+
+def unknown_ids(plan: Plan, ids: Iterable[str]) -> list[str]:
+    """The ids that are neither planned nor held back (for the revision's validator)."""
+    known = {h.id for h in [*plan.hypotheses, *plan.held_back]}
+    return sorted(set(ids) - known)
