@@ -22,10 +22,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.evidence import EvidenceActivities
 from activities.planning import PlanningActivities
-from activities.results import ResultActivities, SqliteTrialStore
+from activities.results import ResultActivities
 from activities.search import SearchActivities
 from client import make_client
 from settings import Settings
+from store import InsightsStore
 from workflows.campaign import CampaignWorkflow
 from workflows.options import (
     JOBS_QUEUE,
@@ -57,11 +58,30 @@ log = logging.getLogger("openrea.worker")
 def orchestration_worker(
     client: Client, settings: Settings, task_queue: str = ORCHESTRATION_QUEUE
 ) -> Worker:
-    """Campaign workflows with planning and result-storing activities."""
+    """Campaign workflows with planning, research-agent and bookkeeping activities."""
+    from activities.agents.llm import LlmActivities, LlmAgent
     from ranking_models.cost import estimate_seconds_range
+    from ranking_models.tasks import describe_task, relative_cost
 
-    planning = PlanningActivities(estimate_seconds=estimate_seconds_range)
-    results = ResultActivities(SqliteTrialStore(settings.results_db))
+    store = InsightsStore(settings.database)
+    planning = PlanningActivities(
+        estimate_seconds=estimate_seconds_range,
+        store=store,
+        describe_task=describe_task,
+        relative_cost=relative_cost,
+    )
+    llm = LlmActivities(
+        LlmAgent(
+            base_url=settings.llm_base_url,
+            model=settings.llm_model,
+            api_key=settings.llm_api_key,
+            timeout_s=settings.llm_timeout_s,
+            store=store,
+        )
+        if settings.llm_base_url
+        else None
+    )
+    results = ResultActivities(store)
     evidence = EvidenceActivities()
     search = SearchActivities(settings.search_storage_url)
     return Worker(
@@ -69,8 +89,11 @@ def orchestration_worker(
         task_queue=task_queue,
         workflows=[CampaignWorkflow],
         activities=[
+            planning.propose_hypotheses,
             planning.plan_campaign,
+            llm.propose_hypotheses_llm,
             results.record_trial,
+            results.record_campaign,
             evidence.gate_hypotheses,
             evidence.model_footprint,
             search.ask,

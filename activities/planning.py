@@ -1,8 +1,8 @@
-"""The planner: hypotheses for a campaign and the estimated cost of testing them.
+"""Planning's side effects: describe the task, retrieve insights, estimate cost, and ask the
+knowledge-based research agent for hypotheses (the workflow's planner decides what goes in).
 
-Until the insights database and the research agent land, hypotheses are a fixed set of
-mutations that ranking engineers try first on a DLRM; each is checked against the action space
-(``ModelSpec``) before it enters a plan.
+``plan_campaign`` is the first versions' planner (a fixed set of mutations): campaigns they
+started may still call it, so it stays registered.
 """
 
 from collections.abc import Callable
@@ -11,20 +11,32 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.agents.knowledge import KnowledgeAgent
 from contracts import (
     DEFAULT_ACTION_SPACE,
     DatasetRef,
     Hypothesis,
+    InsightQuery,
     ModelSpec,
     PhasePlan,
     Plan,
     PlanningInput,
+    ProposalInput,
+    Proposals,
+    TaskDescriptor,
 )
 from ranking_models.errors import TrainingError
+from store import InsightsStore
 
 # Seconds one trial of this spec on this dataset is expected to take on one device: the
 # typical (unloaded) figure and the high end of its range.
 Estimator = Callable[[ModelSpec, DatasetRef], tuple[float, float]]
+# The task's descriptor, and a candidate's cost relative to the baseline's.
+TaskDescriber = Callable[[DatasetRef, ModelSpec], TaskDescriptor]
+RelativeCost = Callable[[ModelSpec, ModelSpec, DatasetRef], float]
+
+# Insights handed to the agents: the most similar, best-evidenced changes are enough.
+MAX_INSIGHTS = 20
 
 COMBINATION_CONDITION = (
     "only as many as the results allow: merging needs two hypotheses that beat the baseline, "
@@ -117,23 +129,83 @@ def make_plan(inp: PlanningInput, estimate_seconds: Estimator) -> Plan:
 
 
 class PlanningActivities:
-    """Planning with an injected cost estimator.
+    """Planning over injected ports.
 
     Args:
         estimate_seconds: Seconds one trial of a spec takes on one device (typical, high).
+        store: The insights database (what past campaigns learned).
+        describe_task: The task's descriptor.
+        relative_cost: A candidate's cost over the baseline's.
+        agent: The knowledge-based research agent.
     """
 
-    def __init__(self, estimate_seconds: Estimator) -> None:
+    def __init__(
+        self,
+        estimate_seconds: Estimator,
+        store: InsightsStore | None = None,
+        describe_task: TaskDescriber | None = None,
+        relative_cost: RelativeCost | None = None,
+        agent: KnowledgeAgent | None = None,
+    ) -> None:
         self._estimate_seconds = estimate_seconds
+        self._store = store
+        self._describe_task = describe_task
+        self._relative_cost = relative_cost
+        self._agent = agent or KnowledgeAgent()
 
-    @activity.defn(name="plan_campaign")
-    def plan_campaign(self, inp: PlanningInput) -> Plan:
-        """Propose hypotheses for a campaign and estimate the cost of each phase.
+    @activity.defn(name="propose_hypotheses")
+    def propose_hypotheses(self, inp: ProposalInput) -> Proposals:
+        """The knowledge source's hypotheses, with the task, its insights and the cost of a
+        baseline trial (which also proves the data loads and the baseline fits).
 
         Raises:
             ApplicationError: non-retryable, typed by the trainer's error class, when the
                 data or the baseline is wrong or cannot fit (``BadDataError``,
                 ``BadSpecError``, ``OutOfMemoryError``): a retry would fail the same way.
+        """
+        request = inp.request
+        try:
+            typical_s, high_s = self._estimate_seconds(request.baseline, request.dataset)
+            task = (
+                self._describe_task(request.dataset, request.baseline)
+                if self._describe_task
+                else None
+            )
+        except TrainingError as err:
+            raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
+        insights = (
+            self._store.insights(InsightQuery(task=task, metric=request.metric))[:MAX_INSIGHTS]
+            if self._store
+            else []
+        )
+        relative_cost = self._relative_cost
+
+        def cost_factor(candidate: ModelSpec) -> float:
+            assert relative_cost is not None
+            return relative_cost(request.baseline, candidate, request.dataset)
+
+        proposals = self._agent.propose(
+            request,
+            task,
+            insights,
+            inp.max_hypotheses,
+            cost_factor=cost_factor if relative_cost else None,
+        )
+        return proposals.model_copy(
+            update={
+                "task": task,
+                "insights": insights,
+                "estimated_device_hours_per_trial": typical_s / 3600.0,
+                "estimated_device_hours_per_trial_high": max(high_s, typical_s) / 3600.0,
+            }
+        )
+
+    @activity.defn(name="plan_campaign")
+    def plan_campaign(self, inp: PlanningInput) -> Plan:
+        """The first versions' plan (fixed mutations), for campaigns they started.
+
+        Raises:
+            ApplicationError: non-retryable, as ``propose_hypotheses``.
         """
         try:
             return make_plan(inp, self._estimate_seconds)

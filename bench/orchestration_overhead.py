@@ -26,7 +26,8 @@ from temporalio.worker import Worker
 
 import devserver
 from activities.evidence import EvidenceActivities
-from activities.results import ResultActivities, SqliteTrialStore
+from activities.results import ResultActivities
+from store import InsightsStore
 from activities.search import SearchActivities
 from client import make_client
 from contracts import (
@@ -97,7 +98,7 @@ async def measure(
         def plan_campaign(inp: PlanningInput) -> Plan:
             return plan_of(trials)
 
-        results = ResultActivities(SqliteTrialStore(settings.results_db))
+        results = ResultActivities(InsightsStore(settings.database))
         # The gate and the search run once max_trials is reached (on no metrics: untested).
         evidence = EvidenceActivities()
         search = SearchActivities(settings.search_storage_url)

@@ -359,6 +359,9 @@ class CampaignStatus(Record):
         proposal: The launch proposal (or the honest absence of one), once confirmed.
         task: The task's descriptor, as the planner measured it (insights transfer between
             similar tasks).
+        planner: How the plan is made (fixed when the campaign starts). "dual-source": the
+            knowledge and LLM agents propose, the plan can be revised, and the campaign is
+            recorded in the insights database. "fixed": the first versions' fixed mutations.
     """
 
     campaign_id: str
@@ -387,6 +390,7 @@ class CampaignStatus(Record):
     search_rounds: int = 0
     proposal: LaunchProposal | None = None
     task: TaskDescriptor | None = None
+    planner: Literal["fixed", "dual-source"] = "fixed"
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -95,6 +95,8 @@ class Proposals(Record):
             space, a duplicate, a no-op).
         note: What a person should know (e.g. the LLM was not configured or failed).
         task: The task the proposals were made for.
+        insights: The insights retrieved for the task (the knowledge source hands them to
+            the other sources).
         estimated_device_hours_per_trial: The baseline trial's typical cost (only the source
             that estimates cost sets it).
         estimated_device_hours_per_trial_high: Its high end.
@@ -105,6 +107,7 @@ class Proposals(Record):
     rejected: list[str] = Field(default_factory=list)
     note: str = ""
     task: TaskDescriptor | None = None
+    insights: list[Insight] = Field(default_factory=list)
     estimated_device_hours_per_trial: float = 0.0
     estimated_device_hours_per_trial_high: float = 0.0
 

@@ -11,9 +11,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.evidence import EvidenceActivities
-from activities.planning import make_plan
+from activities.planning import fixed_hypotheses, make_plan
 from activities.search import SearchActivities
 from contracts import (
+    CampaignRecord,
+    ProposalInput,
+    Proposals,
     Hypothesis,
     JobHandle,
     JobState,
@@ -82,6 +85,7 @@ class FakeActivities:
     trained: list[str] = field(default_factory=list)
     specs: dict[str, TrialSpec] = field(default_factory=dict)
     recorded: list[TrialRecord] = field(default_factory=list)
+    campaigns: list[CampaignRecord] = field(default_factory=list)
     # Extra hypotheses (seed changes) for campaigns of many trials; NE 0.95, never improving.
     extra_hypotheses: int = 0
     # External jobs: what poll_job answers per (trial, attempt); "running" when absent.
@@ -110,6 +114,36 @@ class FakeActivities:
             ]
             return plan.model_copy(update={"hypotheses": plan.hypotheses + extra})
 
+        @activity.defn(name="propose_hypotheses")
+        def propose_hypotheses(inp: ProposalInput) -> Proposals:
+            # The first versions' six mutations (NE keyed by their arms), ranked in that order.
+            self.planning_may_finish.wait(timeout=30)
+            if self.planning_error is not None:
+                error_type, message = self.planning_error
+                raise ApplicationError(message, type=error_type, non_retryable=True)
+            fixed = fixed_hypotheses(inp.request.baseline) + [
+                Hypothesis(id=f"seed-{i}", title=f"seed {i}", changes={"seed": i})
+                for i in range(1, self.extra_hypotheses + 1)
+            ]
+            ranked = [
+                h.model_copy(update={"source": "knowledge", "expected_gain": 0.01 / (1 + i)})
+                for i, h in enumerate(fixed)
+            ]
+            return Proposals(
+                source="knowledge",
+                hypotheses=ranked,
+                estimated_device_hours_per_trial=self.trial_seconds / 3600.0,
+                estimated_device_hours_per_trial_high=self.trial_seconds / 3600.0,
+            )
+
+        @activity.defn(name="propose_hypotheses_llm")
+        def propose_hypotheses_llm(inp: ProposalInput) -> Proposals:
+            return Proposals(source="llm", note="no LLM endpoint configured")
+
+        @activity.defn(name="record_campaign")
+        def record_campaign(record: CampaignRecord) -> None:
+            self.campaigns.append(record)
+
         @activity.defn(name="record_trial")
         def record_trial(record: TrialRecord) -> None:
             self.recorded.append(record)
@@ -119,6 +153,9 @@ class FakeActivities:
         search = SearchActivities(self.search_url)
         return [
             plan_campaign,
+            propose_hypotheses,
+            propose_hypotheses_llm,
+            record_campaign,
             record_trial,
             evidence.gate_hypotheses,
             evidence.model_footprint,

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         AskedTrial,
         AskInput,
         CampaignPhase,
+        CampaignRecord,
         CampaignRequest,
         CampaignResult,
         CampaignStatus,
@@ -42,13 +43,16 @@ with workflow.unsafe.imports_passed_through():
         PhaseLedger,
         Plan,
         PlanningInput,
+        ProposalInput,
+        Proposals,
+        RevisePlanInput,
         TellInput,
         TrialRecord,
         TrialResult,
         TrialSpec,
         TrialSummary,
     )
-    from workflows import options, phases, policy
+    from workflows import options, phases, planner, policy
 
 # The first versions' phases (protocol "single-seed"), kept for the campaigns they started.
 EXECUTOR_PHASES: tuple[CampaignPhase, ...] = ("validation", "combination")
@@ -132,11 +136,14 @@ class CampaignWorkflow:
         first_run = self._state.runs == 1 and self._state.plan is None
         if first_run and workflow.patched("evidence-gate"):
             self._set(protocol="evidence")
+        if first_run and workflow.patched("dual-source-planning"):
+            self._set(planner="dual-source")
         plan = self._state.plan or await self._make_plan()
         if plan is None:  # stopped while planning
             return self._result(None)
         if self._state.approval is None:
             await self._await_approval(plan)
+            plan = self._state.plan or plan  # as revised before approval
         if self._state.protocol == "evidence":
             return await self._run_evidence(plan)
         # The guardrail timer is a new command: campaigns started before it replay without it.
@@ -181,6 +188,8 @@ class CampaignWorkflow:
                 or cannot fit): the campaign fails, its status naming the error.
         """
         self._enter("planning", "Proposing hypotheses and estimating their cost.")
+        if self._state.planner == "dual-source":
+            return await self._propose_plan()
         # Started rather than executed, so that a stop ends a campaign stuck in planning.
         handle = workflow.start_activity(
             "plan_campaign",
@@ -211,6 +220,94 @@ class CampaignWorkflow:
         )
         self._set(plan=plan, ledger=ledger)
         return plan
+
+    async def _propose_plan(self) -> Plan | None:
+        """Both sources propose (the knowledge agent with what history says, then the LLM agent
+        with the same task and insights); the planner merges them. None when stopped first.
+
+        Raises:
+            ApplicationError: the knowledge source failed for good (bad data, a baseline that
+                cannot be built or fit): the campaign fails. The LLM agent failing is not
+                fatal: the plan says so and goes on without it.
+        """
+        request = self._request
+        inp = ProposalInput(
+            campaign_id=self._id, request=request, max_hypotheses=2 * request.max_hypotheses
+        )
+        handle = workflow.start_activity(
+            "propose_hypotheses",
+            inp,
+            result_type=Proposals,
+            start_to_close_timeout=options.PLANNING_TIMEOUT,
+            retry_policy=options.PLANNING_RETRY,
+            summary="knowledge agent: task, insights, cost and hypotheses",
+        )
+        await workflow.wait_condition(lambda: handle.done() or self._stopping)
+        if not handle.done():
+            handle.cancel()
+            return None
+        try:
+            knowledge: Proposals = await handle
+        except ActivityError as err:
+            raise self._fail(
+                ApplicationError(
+                    f"planning failed: {_error_message(err)}",
+                    type="PlanningFailed",
+                    non_retryable=True,
+                )
+            ) from err
+        llm_handle = workflow.start_activity(
+            "propose_hypotheses_llm",
+            inp.model_copy(update={"task": knowledge.task, "insights": knowledge.insights}),
+            result_type=Proposals,
+            start_to_close_timeout=options.LLM_TIMEOUT,
+            retry_policy=options.LLM_RETRY,
+            summary="LLM agent: hypotheses from the same task and insights",
+        )
+        await workflow.wait_condition(lambda: llm_handle.done() or self._stopping)
+        if not llm_handle.done():
+            llm_handle.cancel()
+            return None
+        try:
+            llm: Proposals = await llm_handle
+        except ActivityError as err:
+            llm = Proposals(
+                source="llm",
+                note=f"the LLM agent failed ({_error_message(err)}); planned without it",
+            )
+        plan = planner.build_plan(request, [knowledge, llm])
+        ledger = Ledger(
+            phases={p.phase: PhaseLedger(estimated=p.estimated_device_hours) for p in plan.phases}
+        )
+        self._set(plan=plan, ledger=ledger, task=knowledge.task)
+        await self._record()
+        return plan
+
+    async def _record(self) -> None:
+        """Keep the campaign (plan, provenance, decisions) in the insights database."""
+        if self._state.planner != "dual-source" or self._state.plan is None:
+            return
+        plan, arms = self._state.plan, {}
+        for decision in self._state.decisions.values():
+            for c in decision.comparisons:
+                try:
+                    arms[c.hypothesis_id] = phases.arm_changes(
+                        self._request, plan, c.hypothesis_id, self._state.tuned
+                    )
+                except KeyError:  # an arm of a hypothesis no longer planned
+                    continue
+        await workflow.execute_activity(
+            "record_campaign",
+            CampaignRecord(
+                campaign_id=self._id,
+                request=self._request,
+                status=self._state.model_copy(update={"trials": []}),
+                arm_changes=arms,
+            ),
+            start_to_close_timeout=options.RECORD_TIMEOUT,
+            retry_policy=options.BOOKKEEPING_RETRY,
+            summary="record the campaign in the insights database",
+        )
 
     async def _await_approval(self, plan: Plan) -> None:
         approvers = ", ".join(self._request.approvers)
@@ -259,11 +356,14 @@ class CampaignWorkflow:
             if self._halted():
                 break
             await steps[phase](plan)
+            await self._record()
         await self._propose(plan)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if guard is not None:
             guard.cancel()
-        return self._result(plan)
+        result = self._result(plan)
+        await self._record()
+        return result
 
     def _halted(self) -> bool:
         return self._stopping or self._budget_closed
@@ -552,7 +652,8 @@ class CampaignWorkflow:
         refused by the validator (that is what ``extend_budget`` is for).
         """
         if self._state.approval is None:
-            hours = approval.device_hours or self._request.budget.device_hours
+            planned = self._state.plan.budget_device_hours if self._state.plan else None
+            hours = approval.device_hours or planned or self._request.budget.device_hours
             self._set(
                 approval=Approval(
                     approver=approval.approver,
@@ -587,6 +688,64 @@ class CampaignWorkflow:
                 f"no plan is pending approval (phase is {self._state.phase!r}); "
                 "approve once `rea campaign status` shows phase awaiting_approval",
                 type="NothingToApprove",
+                non_retryable=True,
+            )
+
+    @workflow.update
+    def revise_plan(self, revision: RevisePlanInput) -> Plan:
+        """Change the pending plan: drop or pin hypotheses, plan for another budget.
+
+        The planner re-ranks the plan's own candidates (planned and held back); the revised
+        plan is what the engineer then approves.
+        """
+        assert self._state.plan is not None
+        plan = planner.revise(self._request, self._state.plan, revision)
+        ledger = self._state.ledger.model_copy(
+            update={
+                "phases": {
+                    p.phase: PhaseLedger(estimated=p.estimated_device_hours) for p in plan.phases
+                }
+            }
+        )
+        self._set(
+            plan=plan,
+            ledger=ledger,
+            message=f"Plan revised by {revision.approver}: {len(plan.hypotheses)} hypotheses, "
+            f"estimated {plan.estimated_device_hours:.4g} device-hours.",
+        )
+        self._publish()
+        return plan
+
+    @revise_plan.validator
+    def _validate_revise_plan(self, revision: RevisePlanInput) -> None:
+        self._check_approver(revision.approver)
+        plan = self._state.plan
+        if self._state.phase != "awaiting_approval" or plan is None:
+            raise ApplicationError(
+                f"no plan is pending approval (phase is {self._state.phase!r}); a plan can "
+                "only be revised before it is approved",
+                type="NothingToRevise",
+                non_retryable=True,
+            )
+        if self._state.planner != "dual-source":
+            raise ApplicationError(
+                "this campaign's plan was made by the fixed planner of an earlier version and "
+                "cannot be revised; approve or stop it",
+                type="NotRevisable",
+                non_retryable=True,
+            )
+        if unknown := planner.unknown_ids(plan, [*revision.drop, *revision.pin]):
+            known = ", ".join(h.id for h in [*plan.hypotheses, *plan.held_back])
+            raise ApplicationError(
+                f"drop/pin: unknown hypothesis id(s) {unknown}; the plan's are: {known}",
+                type="UnknownHypothesis",
+                non_retryable=True,
+            )
+        left = [h for h in plan.hypotheses + plan.held_back if h.id not in revision.drop]
+        if not left:
+            raise ApplicationError(
+                "drop: that would drop every hypothesis; stop the campaign instead",
+                type="EmptyPlan",
                 non_retryable=True,
             )
 
@@ -928,6 +1087,7 @@ class CampaignWorkflow:
             f"**budget** {s.ledger.spent:.4g} spent + {s.ledger.reserved:.4g} reserved of "
             f"{s.ledger.approved or '?'} device-hours",
             f"**verdict** {s.proposal.headline}" if s.proposal else "",
+            policy.plan_line(s.plan) if s.plan and s.phase == "awaiting_approval" else "",
             f"**{'best' if s.protocol == 'single-seed' else 'leading (passed a gate)'} "
             f"{s.metric}** {s.best_metric if s.best_metric is not None else '-'} "
             f"({s.best_trial_id or 'none yet'})",

@@ -38,6 +38,14 @@ PLANNING_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     non_retryable_error_types=["BadSpecError", "BadDataError", "OutOfMemoryError"],
 )
+# The LLM agent: the SDK's retries are off, so Temporal retries an endpoint that failed or timed
+# out, a few times; then the campaign plans without it (the knowledge agent always proposes).
+LLM_TIMEOUT = timedelta(minutes=5)
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=3,
+)
 # Bookkeeping activities retry until they succeed; their writes are idempotent.
 BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 

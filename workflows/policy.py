@@ -219,3 +219,13 @@ def one_line_summary(status: CampaignStatus, running: int) -> str:
         parts.append(f"NEEDS ATTENTION: {s.needs_attention}")
     phase = f"{s.phase} (paused)" if s.paused else s.phase
     return f"{phase}: {'; '.join(parts)}" if parts else phase
+
+
+def plan_line(plan: Plan) -> str:
+    """The pending plan in one Markdown line for the Web UI: its hypotheses with sources."""
+    items = ", ".join(f"{h.id} ({h.source})" for h in plan.hypotheses)
+    held = f"; {len(plan.held_back)} held back" if plan.held_back else ""
+    return (
+        f"**plan** {len(plan.hypotheses)} hypotheses, "
+        f"{plan.estimated_device_hours:.4g} device-hours: {items}{held}"
+    )

@@ -5,10 +5,7 @@ over-arch depth) stands in for validation NE.
 """
 
 import math
-import os
 import statistics
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +26,6 @@ from contracts import (
 )
 from contracts.search import Sampler
 
-PG_ADMIN_DSN = os.environ.get(
-    "OPENREA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 STUDY = "c1/exploitation"
 FIELDS = ["dense_lr", "dropout", "over_hidden"]
 
@@ -44,24 +38,6 @@ def objective(changes: dict[str, Any]) -> float:
         + 0.5 * (changes["dropout"] - 0.2) ** 2
         + 0.01 * (len(changes["over_hidden"]) - 2) ** 2
     )
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database, dropped afterwards; skips when none answers."""
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
-    try:
-        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as err:
-        pytest.skip(f"PostgreSQL does not answer at {PG_ADMIN_DSN}: {err}")
-    name = f"openrea_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-            yield f"{base}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

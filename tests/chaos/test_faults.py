@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 from temporalio.client import Client, WorkflowHandle
 
-from activities.results import SqliteTrialStore
+from store import InsightsStore
 from client import make_client
 from contracts import (
     ApproveInput,
@@ -191,7 +191,7 @@ async def test_repeated_worker_kills_lose_and_duplicate_nothing(
     ids = [t.trial_id for t in trials]
     assert len(ids) == len(set(ids)) == 8
     assert all(t.state == "succeeded" for t in trials)
-    stored = SqliteTrialStore(settings.results_db).list(handle.id)
+    stored = InsightsStore(settings.database).trials(handle.id)
     assert sorted(r.spec.trial_id for r in stored) == sorted(ids)  # each recorded once
     history = await handle.fetch_history()
     attempts = [
@@ -256,7 +256,7 @@ async def test_a_job_killed_silently_is_found_by_polling_and_relaunched(
 
     trial = result.status.trials[0]
     assert trial.state == "succeeded"
-    stored = SqliteTrialStore(settings.results_db).list(handle.id)
+    stored = InsightsStore(settings.database).trials(handle.id)
     assert stored[0].result is not None and stored[0].result.resumed_from_step > 0
 
 
@@ -429,7 +429,7 @@ async def test_an_optuna_study_survives_a_worker_kill_in_exploitation(
 
     retried = await retried_activities(handle)
     results = {
-        r.spec.trial_id: r.result for r in SqliteTrialStore(settings.results_db).list(handle.id)
+        r.spec.trial_id: r.result for r in InsightsStore(settings.database).trials(handle.id)
     }
     if kill_in == "training":
         # The kill hit that trial's training; a new worker resumed it from its checkpoint.

@@ -17,7 +17,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 import devserver
-from activities.results import SqliteTrialStore
+from store import InsightsStore
 from contracts import ApproveInput, Budget, CampaignResult, DatasetRef, ModelSpec
 from settings import Settings
 from tests.factories import APPROVER, campaign_request
@@ -85,7 +85,7 @@ async def test_campaign_trains_for_real_and_stores_results(
     assert status.proposal is not None and status.proposal.headline
     assert status.device_hours_spent == pytest.approx(sum(t.device_hours for t in trials))
 
-    stored = SqliteTrialStore(settings.results_db).list(handle.id)
+    stored = InsightsStore(settings.database).trials(handle.id)
     assert sorted(r.spec.trial_id for r in stored) == sorted(t.trial_id for t in trials)
 
     attributes = (await handle.describe()).typed_search_attributes
