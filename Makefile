@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chaos schema clean bench-agent
+.PHONY: demo test chaos schema clean bench-agent bench-warm
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ schema: $(STAMP)
 # openrea's campaign against random search and TPE at equal compute (under an hour on 2 cores).
 bench-agent: $(STAMP)
 	$(BIN)/python -m bench.agent_vs_baselines
+
+# Does a warm insights database make a campaign on a similar task cheaper? (about 20 minutes)
+bench-warm: $(STAMP)
+	$(BIN)/python -m bench.warm_start
 
 clean:
 	rm -rf $(VENV) .rea

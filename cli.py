@@ -44,8 +44,12 @@ from contracts import (
     ControlInput,
     DatasetRef,
     ExtendBudgetInput,
+    Insight,
+    InsightQuery,
     LaunchProposal,
     ModelSpec,
+    Plan,
+    RevisePlanInput,
     TrialProgress,
     TrialSpec,
 )
@@ -71,6 +75,7 @@ PUBLIC_MODELS: list[type[BaseModel]] = [
     CampaignStatus,
     CampaignResult,
     ApproveInput,
+    RevisePlanInput,
     ControlInput,
     TrialSpec,
     LaunchProposal,
@@ -582,6 +587,61 @@ def campaign_approve(
     run(main())
 
 
+@campaign_app.command("revise")
+def campaign_revise(
+    campaign_id: str,
+    approver: Annotated[
+        str, typer.Option("--as", help="Your name, as listed in the request's approvers.")
+    ],
+    drop: Annotated[list[str] | None, typer.Option(help="A hypothesis id to leave out.")] = None,
+    pin: Annotated[
+        list[str] | None, typer.Option(help="A hypothesis id to keep (planned or held back).")
+    ] = None,
+    hours: Annotated[float | None, typer.Option(help="Plan for this many device-hours.")] = None,
+    comment: Annotated[str, typer.Option(help="Kept in the plan's notes.")] = "",
+) -> None:
+    """Revise a campaign's pending plan (drop or pin hypotheses, change the budget)."""
+    revision = make_input(
+        RevisePlanInput,
+        {"approver": "--as", "device_hours": "--hours", "drop": "--drop", "pin": "--pin"},
+        approver=approver,
+        drop=drop or [],
+        pin=pin or [],
+        device_hours=hours,
+        comment=comment,
+    )
+
+    async def main() -> CampaignStatus:
+        await update(campaign_id, CampaignWorkflow.revise_plan, revision)
+        return await query_status(campaign_handle(await make_client(load_settings()), campaign_id))
+
+    status = run(main())
+    console.print(render_plan(status))
+    console.print(
+        f"Next: approve the revised plan with\n  {approve_command(campaign_id, approver)}"
+    )
+
+
+@campaign_app.command("plan")
+def campaign_plan(
+    campaign_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Show a campaign's plan in full: every hypothesis with its provenance and rationale."""
+
+    async def main() -> CampaignStatus:
+        return await query_status(campaign_handle(await make_client(load_settings()), campaign_id))
+
+    status = run(main())
+    if status.plan is None:
+        raise fail(f"campaign {campaign_id} has no plan yet (phase {status.phase})")
+    if as_json:
+        print(status.plan.model_dump_json(indent=2))
+        return
+    console.print(render_plan(status))
+    console.print(render_provenance(status.plan))
+
+
 @campaign_app.command("extend-budget")
 def campaign_extend_budget(
     campaign_id: str,
@@ -849,6 +909,64 @@ def compare(
 
 
 @app.command()
+def insights(
+    task_like: Annotated[
+        str, typer.Option(help="Weigh evidence by similarity to this campaign's task.")
+    ] = "",
+    family: Annotated[str, typer.Option(help="Only changes of this family.")] = "",
+    min_comparisons: Annotated[int, typer.Option(help="Only changes compared this often.")] = 1,
+    metric: Annotated[str, typer.Option(help="The metric whose gains are shown.")] = "ne",
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+    csv: Annotated[Path | None, typer.Option(help="Write them to this CSV file.")] = None,
+) -> None:
+    """What past campaigns learned: the effect of each change, pooled over similar tasks."""
+    from store import InsightsStore
+
+    store = InsightsStore(load_settings().database)
+    task = None
+    if task_like:
+        task = store.task_of(task_like)
+        if task is None:
+            known = ", ".join(store.campaigns()[-5:]) or "none recorded yet"
+            raise fail(f"--task-like: no task recorded for campaign {task_like!r}; known: {known}")
+    query = make_input(
+        InsightQuery,
+        {"min_comparisons": "--min-comparisons"},
+        task=task,
+        family=family,
+        min_comparisons=min_comparisons,
+        metric=metric,
+    )
+    found = store.insights(query)
+    if as_json:
+        print(json.dumps([i.model_dump(mode="json") for i in found], indent=2))
+    elif csv is not None:
+        write_insights_csv(found, csv)
+        console.print(f"wrote {len(found)} insight(s) to {csv}")
+    else:
+        console.print(render_insights(found, task_like))
+
+
+def write_insights_csv(found: list[Insight], path: Path) -> None:
+    import csv as csv_module
+
+    with path.open("w", newline="") as f:
+        writer = csv_module.writer(f)
+        writer.writerow(
+            ["change", "family", "comparisons", "campaigns", "weight", "mean_gain", "gain_low",
+             "gain_high", "passed", "cost_ratio", "interactions"]
+        )  # fmt: skip
+        for i in found:
+            writer.writerow(
+                [i.change, i.family, i.comparisons, i.campaigns, f"{i.weight:.4g}",
+                 f"{i.mean_gain:.6g}", "" if i.gain_low is None else f"{i.gain_low:.6g}",
+                 "" if i.gain_high is None else f"{i.gain_high:.6g}", i.passed,
+                 f"{i.cost_ratio:.4g}",
+                 "; ".join(f"{x.change} {x.excess:+.4g} (n={x.n})" for x in i.interactions)]
+            )  # fmt: skip
+
+
+@app.command()
 def schema(
     out: Annotated[Path, typer.Option(help="Folder to write JSON Schema files into.")] = SCHEMA_DIR,
 ) -> None:
@@ -876,10 +994,25 @@ def render_plan(status: CampaignStatus) -> Table:
     table.add_column("hypothesis", no_wrap=True)
     table.add_column("change")
     table.add_column("source")
+    table.add_column("exp. gain", justify="right")
+    table.add_column("kept ≥", justify="right")
     if status.plan:
         plan = status.plan
         for h in plan.hypotheses:
-            table.add_row(h.id, h.title, h.source)
+            pin = " (pinned)" if h.id in plan.pinned else ""
+            kept = plan.kept_down_to.get(h.id)
+            table.add_row(
+                h.id + pin,
+                h.title,
+                h.source,
+                f"{h.expected_gain:+.2%}" if h.provenance else "-",
+                f"{kept:.3g}" if kept is not None else "-",
+            )
+        for h in plan.held_back:
+            table.add_row(
+                f"[dim]{h.id}[/]", f"[dim]held back: {h.title}[/]", f"[dim]{h.source}[/]",
+                f"[dim]{h.expected_gain:+.2%}[/]", "",
+            )  # fmt: skip
         phases = "; ".join(
             f"{p.phase}: {'up to ' if p.condition else ''}{p.trials} trials"
             f"{f' ({p.condition})' if p.condition else ''}"
@@ -888,7 +1021,69 @@ def render_plan(status: CampaignStatus) -> Table:
         table.caption = (
             f"{phases}. Estimated {hours_range(plan.estimated_device_hours, plan.estimated_device_hours_high)} "  # noqa: E501
             f"device-hours in all ({hours_range(plan.estimated_device_hours_per_trial, plan.estimated_device_hours_per_trial_high)} a trial)"  # noqa: E501
+            + (
+                ". 'kept ≥': the smallest budget (device-hours) that still tests it"
+                if plan.kept_down_to
+                else ""
+            )
+            + "".join(f"\n- {note}" for note in plan.notes)
         )
+    return table
+
+
+def render_provenance(plan: Plan) -> Table:
+    """Where each planned and held-back hypothesis came from, and why."""
+    table = Table(title="provenance", box=box.SIMPLE_HEAD, show_lines=True)
+    table.add_column("hypothesis", no_wrap=True)
+    table.add_column("why, and on what grounds")
+    for h in [*plan.hypotheses, *plan.held_back]:
+        p = h.provenance
+        grounds = [h.rationale]
+        if p is not None:
+            who = ", ".join(
+                x
+                for x in (
+                    p.agent,
+                    f"technique {p.technique}" if p.technique else "",
+                    f"model {p.model}" if p.model else "",
+                    f"prompt {p.prompt_version}" if p.prompt_version else "",
+                    f"reply {p.reply_digest[:12]}" if p.reply_digest else "",
+                )
+                if x
+            )
+            grounds += [f"[dim]{who}[/]" if who else "", p.evidence, p.citation]
+        table.add_row(f"{h.id}\n[dim]{h.source}[/]", "\n".join(g for g in grounds if g))
+    return table
+
+
+def render_insights(found: list[Insight], task_like: str) -> Table:
+    weighting = f"weighted by similarity to {task_like}'s task" if task_like else "every task alike"
+    table = Table(title=f"insights ({weighting})", box=box.SIMPLE_HEAD, caption_justify="left")
+    table.add_column("change")
+    table.add_column("n", justify="right")
+    table.add_column("gain [95% CI]", justify="right")
+    table.add_column("passed", justify="right")
+    table.add_column("cost", justify="right")
+    for i in found:
+        interval = (
+            f" [{i.gain_low:+.2%}, {i.gain_high:+.2%}]"
+            if i.gain_low is not None and i.gain_high is not None
+            else ""
+        )
+        mixes = "".join(f"\n  with {x.change}: {x.excess:+.2%}" for x in i.interactions)
+        table.add_row(
+            f"{i.change}\n[dim]{i.family}[/]{mixes}",
+            f"{i.comparisons} ({i.campaigns}c)",
+            f"{i.mean_gain:+.2%}{interval}",
+            f"{i.passed}/{i.comparisons}",
+            f"×{i.cost_ratio:.2g}",
+        )
+    table.caption = (
+        "gain: relative metric gain, positive is better; n: gate comparisons (campaigns); "
+        "with: merged gain minus the sum of the parts"
+        if found
+        else "no insights yet: they come from the gates of recorded campaigns"
+    )
     return table
 
 

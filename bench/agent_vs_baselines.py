@@ -415,12 +415,16 @@ def free_port() -> int:
 
 
 async def run_campaign(
-    request: CampaignRequest, campaign_id: str, on_status: Callable[[CampaignStatus], None]
+    request: CampaignRequest,
+    campaign_id: str,
+    on_status: Callable[[CampaignStatus], None],
+    database_url: str = "",
 ) -> CampaignResult:
     """The campaign as ``rea campaign start --embedded --auto-approve`` runs it.
 
     A fresh dev server on free ports, in-process workers and a fresh data dir per campaign,
-    so that no study, result or history leaks from one run into the next.
+    so that no study, result or history leaks from one run into the next, unless
+    ``database_url`` names an insights database to share (what a warm start reads).
     """
     # Imported here: the CLI module pulls in the whole client side, which the searchers and
     # the smoke test's other paths do not need.
@@ -434,6 +438,7 @@ async def run_campaign(
             data_dir=Path(data_dir),
             temporal_address=f"127.0.0.1:{free_port()}",
             ui_port=free_port(),
+            database_url=database_url,
         )
         async with embedded(settings) as client:
             handle = await client.start_workflow(

@@ -27,7 +27,6 @@ from temporalio.worker import Worker
 import devserver
 from activities.evidence import EvidenceActivities
 from activities.results import ResultActivities
-from store import InsightsStore
 from activities.search import SearchActivities
 from client import make_client
 from contracts import (
@@ -42,6 +41,7 @@ from contracts import (
     TrialSpec,
 )
 from settings import Settings
+from store import InsightsStore
 from worker import WORKFLOW_RUNNER, ensure_search_attributes
 from workflows.campaign import CampaignWorkflow
 from workflows.options import TRAINING_QUEUE

@@ -80,14 +80,14 @@ def distil(
         if len(items) < query.min_comparisons:
             continue
         gains = np.array([e.gain for e, _ in items])
-        similarity = np.array([s for _, s in items])
+        weights = np.array([s for _, s in items])
         errors = [e.standard_error for e, _ in items]
         low = high = None
         if all(se is not None for se in errors):
-            mean, se = pool(gains, np.array(errors, dtype=float), similarity)
+            mean, se = pool(gains, np.array(errors, dtype=float), weights)
             low, high = mean - Z95 * se, mean + Z95 * se
         else:
-            mean = float(np.average(gains, weights=similarity))
+            mean = float(np.average(gains, weights=weights))
             if len(items) >= 2:  # no per-comparison interval: the spread between them
                 se = float(np.std(gains, ddof=1) / np.sqrt(len(items)))
                 t = float(stats.t.ppf(0.975, len(items) - 1))
@@ -101,7 +101,7 @@ def distil(
                 changes=latest.changes,
                 comparisons=len(items),
                 campaigns=len({e.campaign_id for e, _ in items}),
-                weight=float(similarity.sum()),
+                weight=float(weights.sum()),
                 mean_gain=mean,
                 gain_low=low,
                 gain_high=high,

@@ -15,8 +15,6 @@ from activities.planning import fixed_hypotheses, make_plan
 from activities.search import SearchActivities
 from contracts import (
     CampaignRecord,
-    ProposalInput,
-    Proposals,
     Hypothesis,
     JobHandle,
     JobState,
@@ -24,6 +22,8 @@ from contracts import (
     LaunchJobInput,
     Plan,
     PlanningInput,
+    ProposalInput,
+    Proposals,
     TrialRecord,
     TrialResult,
     TrialSpec,
@@ -86,6 +86,10 @@ class FakeActivities:
     specs: dict[str, TrialSpec] = field(default_factory=dict)
     recorded: list[TrialRecord] = field(default_factory=list)
     campaigns: list[CampaignRecord] = field(default_factory=list)
+    # The LLM agent: what it proposes, or the error each of its attempts raises.
+    llm_hypotheses: list[Hypothesis] = field(default_factory=list)
+    llm_error: str | None = None
+    llm_inputs: list[ProposalInput] = field(default_factory=list)
     # Extra hypotheses (seed changes) for campaigns of many trials; NE 0.95, never improving.
     extra_hypotheses: int = 0
     # External jobs: what poll_job answers per (trial, attempt); "running" when absent.
@@ -138,7 +142,12 @@ class FakeActivities:
 
         @activity.defn(name="propose_hypotheses_llm")
         def propose_hypotheses_llm(inp: ProposalInput) -> Proposals:
-            return Proposals(source="llm", note="no LLM endpoint configured")
+            self.llm_inputs.append(inp)
+            if self.llm_error is not None:
+                raise ApplicationError(self.llm_error, type="APIStatusError")
+            if not self.llm_hypotheses:
+                return Proposals(source="llm", note="no LLM endpoint configured")
+            return Proposals(source="llm", hypotheses=self.llm_hypotheses)
 
         @activity.defn(name="record_campaign")
         def record_campaign(record: CampaignRecord) -> None:

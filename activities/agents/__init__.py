@@ -1,0 +1,1 @@
+"""Research agents: the sources of hypotheses (the technique catalog, a language model)."""

@@ -1,0 +1,107 @@
+"""Dual-source planning in the workflow: both agents propose, the plan is revised before it
+is approved, and the campaign is recorded in the insights database as it goes."""
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from contracts import ApproveInput, Budget, CampaignResult, Hypothesis, RevisePlanInput
+from tests.factories import APPROVER
+from tests.fakes import FakeActivities
+from tests.workflows.drive import start, wait_for_phase
+from workflows.campaign import CampaignWorkflow
+
+LAYER_NORM = Hypothesis(
+    id="llm-layer-norm",
+    title="Layer norm on the dense inputs",
+    source="llm",
+    changes={"dense_norm": "layer"},
+    expected_gain=0.001,
+    family="normalisation",
+)
+
+
+async def test_the_plan_shows_both_sources_and_the_campaign_is_recorded_as_it_goes(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.llm_hypotheses = [LAYER_NORM]
+    handle = await start(time_skipping_env, queue)
+    await wait_for_phase(handle, "awaiting_approval")
+    status = await handle.query(CampaignWorkflow.status)
+    assert status.planner == "dual-source" and status.plan is not None
+    sources = {h.id: h.source for h in status.plan.hypotheses}
+    assert sources["llm-layer-norm"] == "llm" and "knowledge" in sources.values()
+    assert len(status.plan.hypotheses) == 6 and len(status.plan.held_back) == 1
+    # The LLM saw what the knowledge source retrieved, and the plan was recorded at once.
+    assert fakes.llm_inputs[0].campaign_id == handle.id
+    assert [c.status.phase for c in fakes.campaigns] == ["planning"]
+
+    await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
+    result: CampaignResult = await handle.result()
+
+    phases = [c.status.phase for c in fakes.campaigns]
+    assert phases[-1] == "done" and len(phases) >= 4  # after planning, each phase, the end
+    last = fakes.campaigns[-1]
+    assert last.status.trials == []  # trials are recorded one by one, not with the campaign
+    assert set(last.status.decisions) == set(result.status.decisions)
+    compared = {c.hypothesis_id for d in last.status.decisions.values() for c in d.comparisons}
+    assert compared <= set(last.arm_changes) and "v-wider-embeddings" in compared
+    assert last.arm_changes["v-wider-embeddings"] == {"embedding_dim": 32}
+
+
+async def test_a_failing_llm_agent_is_noted_and_the_campaign_plans_without_it(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.llm_error = "HTTP 500 from the endpoint"
+    handle = await start(time_skipping_env, queue)
+    await wait_for_phase(handle, "awaiting_approval")
+    status = await handle.query(CampaignWorkflow.status)
+    assert status.plan is not None and len(fakes.llm_inputs) == 3  # Temporal's retries
+    assert {h.source for h in status.plan.hypotheses} == {"knowledge"}
+    assert any("the LLM agent failed" in n and "HTTP 500" in n for n in status.plan.notes)
+
+
+async def test_an_approver_revises_the_plan_before_approving_it(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.llm_hypotheses = [LAYER_NORM]
+    handle = await start(time_skipping_env, queue, budget=Budget(device_hours=100.0))
+    await wait_for_phase(handle, "awaiting_approval")
+    plan = (await handle.query(CampaignWorkflow.status)).plan
+    assert plan is not None
+    held = plan.held_back[0].id
+
+    for bad, why in [
+        (RevisePlanInput(approver="mallory", drop=["wider-embeddings"]), "not an approver"),
+        (RevisePlanInput(approver=APPROVER, pin=["no-such-id"]), "unknown hypothesis"),
+    ]:
+        with pytest.raises(WorkflowUpdateFailedError) as err:
+            await handle.execute_update(CampaignWorkflow.revise_plan, bad)
+        assert why in str(err.value.cause).lower()
+
+    revised = await handle.execute_update(
+        CampaignWorkflow.revise_plan,
+        RevisePlanInput(
+            approver=APPROVER, drop=["wider-embeddings"], pin=[held], device_hours=60.0
+        ),
+    )
+    ids = [h.id for h in revised.hypotheses]
+    assert "wider-embeddings" not in ids and ids[0] == held and revised.pinned == [held]
+    status = await handle.query(CampaignWorkflow.status)
+    assert status.plan == revised
+    assert status.ledger.phases["validation"].estimated == pytest.approx(
+        revised.phases[0].estimated_device_hours
+    )
+
+    approval = await handle.execute_update(
+        CampaignWorkflow.approve, ApproveInput(approver=APPROVER)
+    )
+    assert approval.device_hours == 60.0  # the revised budget
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await handle.execute_update(
+            CampaignWorkflow.revise_plan, RevisePlanInput(approver=APPROVER, drop=[held])
+        )
+    assert "only be revised before it is approved" in str(err.value.cause)
+    result: CampaignResult = await handle.result()
+    arms = {t.arm for t in result.status.trials}
+    assert "v-wider-embeddings" not in arms and f"v-{held}" in arms
