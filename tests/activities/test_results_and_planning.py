@@ -1,4 +1,4 @@
-"""Result storage (idempotent by campaign and trial) and the planner."""
+"""Result storage (idempotent by campaign and trial) and the planning activities."""
 
 from pathlib import Path
 
@@ -7,10 +7,20 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.planning import PlanningActivities, make_plan
-from activities.results import ResultActivities, SqliteTrialStore
-from contracts import DatasetRef, ModelSpec, PlanningInput, TrialRecord, TrialSpec
+from activities.results import ResultActivities
+from contracts import (
+    DatasetRef,
+    ModelSpec,
+    PlanningInput,
+    ProposalInput,
+    TrialRecord,
+    TrialSpec,
+)
 from ranking_models.cost import estimate_seconds_range
+from ranking_models.tasks import describe_task, relative_cost
+from store import InsightsStore
 from tests.factories import campaign_request, succeeded
+from tests.store.test_store import WIDER, campaign
 
 
 def spec(trial_id: str) -> TrialSpec:
@@ -25,8 +35,8 @@ def spec(trial_id: str) -> TrialSpec:
 
 
 def test_record_trial_is_idempotent_and_survives_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "results.sqlite"
-    store = SqliteTrialStore(path)
+    url = f"sqlite:///{tmp_path / 'results.sqlite'}"
+    store = InsightsStore(url)
     record = ResultActivities(store).record_trial
     env = ActivityEnvironment()
     first = TrialRecord(spec=spec("a"), result=succeeded(spec("a"), 0.9))
@@ -35,7 +45,7 @@ def test_record_trial_is_idempotent_and_survives_reopening(tmp_path: Path) -> No
     env.run(record, TrialRecord(spec=spec("b"), result=succeeded(spec("b"), 0.8)))
     store.close()
 
-    stored = SqliteTrialStore(path).list("c1")
+    stored = InsightsStore(url).trials("c1")
     assert [r.spec.trial_id for r in stored] == ["a", "b"]
     assert stored[0] == first
 
@@ -78,6 +88,35 @@ def test_plan_says_when_a_phase_may_run_fewer_trials_and_shows_a_range() -> None
     assert plan.estimated_device_hours_high == pytest.approx(2 * plan.estimated_device_hours)
 
 
+def test_the_knowledge_source_proposes_with_task_insights_and_cost(tmp_path: Path) -> None:
+    store = InsightsStore(f"sqlite:///{tmp_path / 'results.sqlite'}")
+    request = campaign_request()
+    task = describe_task(request.dataset, request.baseline)
+    # A past campaign on this very task where doubling the embeddings helped.
+    store.record_campaign(campaign("past", task, {"v-wider": (0.01, 0.004)}))
+    planning = PlanningActivities(
+        lambda m, d: (36.0, 72.0),
+        store=store,
+        describe_task=describe_task,
+        relative_cost=relative_cost,
+    )
+    proposals = ActivityEnvironment().run(
+        planning.propose_hypotheses,
+        ProposalInput(campaign_id="c1", request=request, max_hypotheses=8),
+    )
+    assert proposals.source == "knowledge" and proposals.task == task
+    assert proposals.estimated_device_hours_per_trial == pytest.approx(0.01)
+    assert proposals.estimated_device_hours_per_trial_high == pytest.approx(0.02)
+    assert [i.change for i in proposals.insights] == ["embedding_dim ×2"]
+    assert 0 < len(proposals.hypotheses) <= 8
+    for h in proposals.hypotheses:
+        request.baseline.with_changes(h.changes)  # raises if invalid
+        assert h.provenance is not None and h.source in ("knowledge", "insights")
+    wider = next(h for h in proposals.hypotheses if h.changes == WIDER)
+    assert wider.cost_factor > 1.0  # twice the embedding traffic costs more
+    assert "past" in wider.provenance.evidence or "1 " in wider.provenance.evidence
+
+
 @pytest.mark.parametrize(
     ("request_changes", "error_type", "named"),
     [
@@ -99,12 +138,14 @@ def test_planning_errors_no_retry_can_fix_are_non_retryable(
     request_changes: dict[str, object], error_type: str, named: str
 ) -> None:
     """With the real estimator: a missing dataset or a model too big for this host."""
-    planning = PlanningActivities(estimate_seconds_range)
-    with pytest.raises(ApplicationError) as raised:
-        ActivityEnvironment().run(
-            planning.plan_campaign,
-            PlanningInput(campaign_id="c1", request=campaign_request(**request_changes)),
-        )
-    assert raised.value.non_retryable
-    assert raised.value.type == error_type
-    assert named in str(raised.value)
+    planning = PlanningActivities(estimate_seconds_range, describe_task=describe_task)
+    request = campaign_request(**request_changes)
+    for activity, inp in [
+        (planning.propose_hypotheses, ProposalInput(campaign_id="c1", request=request)),
+        (planning.plan_campaign, PlanningInput(campaign_id="c1", request=request)),
+    ]:
+        with pytest.raises(ApplicationError) as raised:
+            ActivityEnvironment().run(activity, inp)
+        assert raised.value.non_retryable
+        assert raised.value.type == error_type
+        assert named in str(raised.value)

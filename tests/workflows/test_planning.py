@@ -72,7 +72,7 @@ async def test_an_approver_revises_the_plan_before_approving_it(
     held = plan.held_back[0].id
 
     for bad, why in [
-        (RevisePlanInput(approver="mallory", drop=["wider-embeddings"]), "not an approver"),
+        (RevisePlanInput(approver="mallory", drop=["wider-embeddings"]), "may not approve"),
         (RevisePlanInput(approver=APPROVER, pin=["no-such-id"]), "unknown hypothesis"),
     ]:
         with pytest.raises(WorkflowUpdateFailedError) as err:
