@@ -106,7 +106,7 @@ class CampaignRequest(Spec):
     min_effect: float = Field(default=0.0, ge=0.0, lt=1.0)
     exploitation_trials: int = Field(default=6, ge=0, le=1000)
     sampler: Sampler = "tpe"
-    max_hypotheses: int = Field(default=6, ge=1, le=32)
+    max_hypotheses: int = Field(default=6, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _multi_device_runs_as_jobs(self) -> "CampaignRequest":

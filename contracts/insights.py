@@ -127,7 +127,7 @@ class ProposalInput(Spec):
     request: CampaignRequest
     task: TaskDescriptor | None = None
     insights: list[Insight] = Field(default_factory=list)
-    max_hypotheses: int = Field(default=8, ge=1, le=64)
+    max_hypotheses: int = Field(default=8, ge=1, le=2000)
 
 
 def _fmt(value: float) -> str:

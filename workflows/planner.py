@@ -5,7 +5,9 @@ handler and the rules are unit-tested directly. The activities propose (and meas
 module only decides what goes in.
 """
 
+import heapq
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from contracts import CampaignRequest, Hypothesis, Plan, Proposals, RevisePlanInput
@@ -23,21 +25,33 @@ def canonical(changes: dict[str, object]) -> str:
 
 def merge(proposals: Sequence[Proposals]) -> list[Hypothesis]:
     """Every source's hypotheses once: a move proposed twice keeps the higher expected gain
-    (its provenance with it); ids stay unique."""
+    (its provenance with it, noting the other sources); ids stay unique."""
     best: dict[str, Hypothesis] = {}
+    others: dict[str, set[str]] = {}
     for source in proposals:
         for h in source.hypotheses:
             key = canonical(h.changes)
             if key not in best or h.expected_gain > best[key].expected_gain:
+                if key in best:
+                    others.setdefault(key, set()).add(best[key].source)
                 best[key] = h
+            else:
+                others.setdefault(key, set()).add(h.source)
     seen: set[str] = set()
     out = []
-    for h in best.values():
+    for key, h in best.items():
         hid, n = h.id, 2
         while hid in seen:
             hid, n = f"{h.id}-{n}", n + 1
         seen.add(hid)
-        out.append(h if hid == h.id else h.model_copy(update={"id": hid}))
+        update: dict[str, object] = {"id": hid}
+        also = sorted(others.get(key, set()) - {h.source})
+        if also and h.provenance is not None:
+            evidence = "; ".join(
+                x for x in (h.provenance.evidence, f"also proposed by {', '.join(also)}") if x
+            )
+            update["provenance"] = h.provenance.model_copy(update={"evidence": evidence})
+        out.append(h.model_copy(update=update))
     return out
 
 
@@ -48,26 +62,41 @@ def score(h: Hypothesis) -> float:
 
 def rank(candidates: Iterable[Hypothesis], pinned: Sequence[str] = ()) -> list[Hypothesis]:
     """Pinned first, then the best of each source, then greedily by score with a penalty for
-    families already represented (diversity); ties by id, so the order is deterministic."""
+    families already represented (diversity); ties by id, so the order is deterministic.
+
+    The greedy pass is lazy: a penalty only ever lowers a score, so a candidate whose
+    re-scored value still beats every stale one is the true best (n log n, not n², which a
+    workflow task of a thousand hypotheses needs).
+    """
     pool = sorted(candidates, key=lambda h: (-score(h), h.id))
     chosen = [h for h in pool if h.id in pinned]
     for source in sorted({h.source for h in pool}):
         first = next((h for h in pool if h.source == source and h not in chosen), None)
         if first is not None and not any(c.source == source for c in chosen):
             chosen.append(first)
-    rest = [h for h in pool if h not in chosen]
-    while rest:
-        families = [f for c in chosen for f in c.family.split("+") if f]
-        best = min(rest, key=lambda h: (-_diverse_score(h, families), h.id))
-        chosen.append(best)
-        rest.remove(best)
+    families: Counter[str] = Counter(f for c in chosen for f in _families(c))
+    taken = {id(c) for c in chosen}
+    heap = [(-score(h), h.id, i) for i, h in enumerate(pool) if id(h) not in taken]
+    heapq.heapify(heap)
+    while heap:
+        _, hid, i = heapq.heappop(heap)
+        fresh = (-_diverse_score(pool[i], families), hid, i)
+        if heap and fresh > heap[0]:
+            heapq.heappush(heap, fresh)  # stale: its family filled up since it was scored
+            continue
+        chosen.append(pool[i])
+        families.update(_families(pool[i]))
     return chosen
 
 
-def _diverse_score(h: Hypothesis, families: list[str]) -> float:
+def _families(h: Hypothesis) -> list[str]:
+    return [f for f in h.family.split("+") if f]
+
+
+def _diverse_score(h: Hypothesis, families: Counter[str]) -> float:
     """``score`` halved for each hypothesis already chosen in one of its families; a penalty
     shrinks a positive score and must not lift a negative one."""
-    repeats = sum(families.count(f) for f in h.family.split("+") if f)
+    repeats = sum(families[f] for f in _families(h))
     s = score(h)
     return s * DIVERSITY_PENALTY**repeats if s > 0 else s
 

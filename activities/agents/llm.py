@@ -27,7 +27,7 @@ from temporalio import activity
 
 from contracts.actions import DEFAULT_ACTION_SPACE, Knob
 from contracts.campaign import Hypothesis
-from contracts.insights import LlmCall, Proposals, ProposalInput, describe
+from contracts.insights import LlmCall, ProposalInput, Proposals, describe
 from contracts.model import ModelSpec
 from contracts.provenance import Provenance
 
@@ -303,8 +303,13 @@ def _check_changes(changes: dict[str, Any]) -> None:
 
 
 def _effective(baseline: ModelSpec, changes: dict[str, Any]) -> None:
-    """Raise naming the field when a knob is set where it has no effect."""
+    """Raise naming the field when a knob is moved where it has no effect.
+
+    Fields restating the baseline's value are not moves (a model often restates them).
+    """
     for field in changes:
+        if changes[field] == getattr(baseline, field):
+            continue
         for required, value in DEFAULT_ACTION_SPACE.knob(field).requires.items():
             actual = changes.get(required, getattr(baseline, required))
             if actual != value:
@@ -393,13 +398,24 @@ class LlmAgent:
         api_key: The endpoint's key; empty for servers that need none.
         timeout_s: Limit of one request; past it the call raises (Temporal retries).
         store: Where exchanges are recorded and replies cached.
+        modes: The structured-output modes to try, in order (all of ``MODES`` by default;
+            fewer for an endpoint known to mishandle one).
     """
 
     def __init__(
-        self, base_url: str, model: str, api_key: str, timeout_s: float, store: ReplyStore
+        self,
+        base_url: str,
+        model: str,
+        api_key: str,
+        timeout_s: float,
+        store: ReplyStore,
+        modes: tuple[Mode, ...] = MODES,
     ) -> None:
+        if not modes or any(m not in MODES for m in modes):
+            raise ValueError(f"modes: {modes!r}; expected a non-empty subset of {MODES}")
         self._model = model
         self._store = store
+        self._modes = modes
         # Temporal owns retries: the SDK's own would multiply the activity's timeout.
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=timeout_s
@@ -422,7 +438,7 @@ class LlmAgent:
         """
         messages = build_messages(inp)
         schema = reply_schema(inp.max_hypotheses)
-        modes = (self._mode,) if self._mode else MODES
+        modes = (self._mode,) if self._mode else self._modes
         digests = {mode: prompt_digest(self._model, messages, mode) for mode in modes}
         for mode in modes:
             cached = await asyncio.to_thread(self._store.cached_reply, digests[mode])

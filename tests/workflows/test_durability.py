@@ -210,7 +210,7 @@ async def test_a_thousand_trials_continue_as_new_and_each_is_recorded_once(
     fakes.extra_hypotheses = 993  # + 6 fixed + the baseline = 1,000 trials
     fakes.trial_seconds = 1.0
     budget = Budget(device_hours=10.0, max_parallel_trials=16, max_trials=1000)
-    handle = await start_approved(time_skipping_env, queue, budget=budget)
+    handle = await start_approved(time_skipping_env, queue, budget=budget, max_hypotheses=999)
 
     result: CampaignResult = await asyncio.wait_for(handle.result(), timeout=240)
 

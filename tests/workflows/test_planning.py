@@ -1,14 +1,29 @@
 """Dual-source planning in the workflow: both agents propose, the plan is revised before it
 is approved, and the campaign is recorded in the insights database as it goes."""
 
+import json
+import uuid
+from pathlib import Path
+
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from contracts import ApproveInput, Budget, CampaignResult, Hypothesis, RevisePlanInput
+from contracts import (
+    ApproveInput,
+    Budget,
+    CampaignResult,
+    ControlInput,
+    Hypothesis,
+    RevisePlanInput,
+)
+from settings import Settings
+from store import InsightsStore
 from tests.factories import APPROVER
 from tests.fakes import FakeActivities
+from tests.llm_server import Content, LlmServer
 from tests.workflows.drive import start, wait_for_phase
+from worker import orchestration_worker
 from workflows.campaign import CampaignWorkflow
 
 LAYER_NORM = Hypothesis(
@@ -105,3 +120,63 @@ async def test_an_approver_revises_the_plan_before_approving_it(
     result: CampaignResult = await handle.result()
     arms = {t.arm for t in result.status.trials}
     assert "v-wider-embeddings" not in arms and f"v-{held}" in arms
+
+
+async def test_the_llm_path_end_to_end_over_http_with_the_real_planning_activities(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The real orchestration worker (knowledge agent, cost estimate, insights database) with
+    the LLM agent talking HTTP to a loopback chat server: one proposal is valid, one is out
+    of range; the plan carries the valid one with its provenance, the database the call."""
+    reply = {
+        "hypotheses": [
+            {
+                "id": "stronger-decay",
+                "title": "Weight decay 1e-4",
+                "rationale": "The over arch overfits small data.",
+                "changes": {"weight_decay": 0.0001},
+            },
+            {
+                "id": "huge-embeddings",
+                "title": "Huge embeddings",
+                "rationale": "More is better.",
+                "changes": {"embedding_dim": 100_000},
+            },
+        ]
+    }
+    queue = f"test-{uuid.uuid4()}"
+    with LlmServer(refuse={"tool": 500}) as server:
+        server.script(Content(json.dumps(reply)))
+        settings = Settings(
+            data_dir=tmp_path,
+            llm_base_url=server.base_url,
+            llm_model="scripted-model",
+            llm_timeout_s=30.0,
+        )
+        async with orchestration_worker(time_skipping_env.client, settings, task_queue=queue):
+            handle = await start(time_skipping_env, queue)
+            await wait_for_phase(handle, "awaiting_approval")
+            status = await handle.query(CampaignWorkflow.status)
+            await handle.signal(CampaignWorkflow.stop, ControlInput(by=APPROVER, reason="read"))
+            await handle.result()
+        modes = server.modes()
+
+    assert modes == ["tool", "json_schema"]  # negotiated past the refused mode
+    plan = status.plan
+    assert plan is not None and status.task is not None
+    llm = [h for h in [*plan.hypotheses, *plan.held_back] if h.source == "llm"]
+    assert [h.changes for h in llm] == [{"weight_decay": 0.0001}]
+    assert llm[0].provenance is not None and llm[0].provenance.model == "scripted-model"
+    assert len(llm[0].provenance.reply_digest) == 64
+    assert llm[0] in plan.hypotheses  # each source gets a place in the plan
+    assert {h.source for h in plan.hypotheses} >= {"knowledge", "llm"}
+
+    store = InsightsStore(settings.database)
+    (call,) = store.llm_calls(handle.id)
+    assert call.model == "scripted-model" and call.mode == "json_schema"
+    assert call.prompt_tokens > 0 and len(call.accepted) == 1
+    assert any("embedding_dim" in reason for reason in call.rejected)
+    stored = {h["hypothesis_id"]: h for h in store.hypotheses(handle.id)}
+    assert stored[llm[0].id]["source"] == "llm"
+    assert stored[llm[0].id]["reply_digest"] == llm[0].provenance.reply_digest
+    assert {h["source"] for h in stored.values()} >= {"knowledge", "llm"}
