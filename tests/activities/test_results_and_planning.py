@@ -1,5 +1,6 @@
 """Result storage (idempotent by campaign and trial) and the planning activities."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,37 @@ def test_planning_errors_no_retry_can_fix_are_non_retryable(
         assert raised.value.non_retryable
         assert raised.value.type == error_type
         assert named in str(raised.value)
+
+
+def test_a_second_campaign_on_a_similar_task_ranks_by_what_the_first_learned(
+    tmp_path: Path,
+) -> None:
+    """Through the database: the first campaign's gates found that doubling the embeddings
+    hurt here; the next campaign on the same kind of task ranks it lower than a fresh one."""
+    request = campaign_request()
+    task = describe_task(request.dataset, request.baseline)
+    store = InsightsStore(f"sqlite:///{tmp_path / 'results.sqlite'}")
+
+    def ranking() -> list[str]:
+        planning = PlanningActivities(
+            lambda m, d: (36.0, 36.0), store=store, describe_task=describe_task
+        )
+        proposals = ActivityEnvironment().run(
+            planning.propose_hypotheses,
+            ProposalInput(campaign_id="next", request=request, max_hypotheses=30),
+        )
+        return [planner_key(h.changes) for h in proposals.hypotheses]
+
+    cold = ranking()
+    for i in range(3):  # three past campaigns, each a clear loss
+        store.record_campaign(campaign(f"past-{i}", task, {"v-wider": (-0.01, 0.003)}))
+    warm = ranking()
+
+    wider = planner_key(WIDER)
+    assert wider in cold[:6]
+    assert wider not in warm or warm.index(wider) > cold.index(wider) + 3
+    assert cold != warm
+
+
+def planner_key(changes: dict[str, object]) -> str:
+    return json.dumps(changes, sort_keys=True)

