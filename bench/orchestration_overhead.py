@@ -34,9 +34,8 @@ from contracts import (
     Budget,
     CampaignRequest,
     Hypothesis,
-    PhasePlan,
-    Plan,
-    PlanningInput,
+    ProposalInput,
+    Proposals,
     TrialResult,
     TrialSpec,
 )
@@ -72,15 +71,12 @@ class SleepingTrainer:
         return TrialResult(campaign_id=spec.campaign_id, trial_id=spec.trial_id, state="succeeded")
 
 
-def plan_of(trials: int) -> Plan:
+def proposals_of(trials: int) -> Proposals:
+    """One seed change per trial after the baseline, costing nothing in the plan."""
     hypotheses = [
         Hypothesis(id=f"seed-{i}", title=f"seed {i}", changes={"seed": i}) for i in range(1, trials)
     ]
-    return Plan(
-        hypotheses=hypotheses,
-        phases=[PhasePlan(phase="validation", trials=trials, estimated_device_hours=0.0)],
-        estimated_device_hours_per_trial=0.0,
-    )
+    return Proposals(source="knowledge", hypotheses=hypotheses)
 
 
 async def measure(
@@ -94,9 +90,13 @@ async def measure(
         await ensure_search_attributes(client, settings.namespace)
         trainer = SleepingTrainer(trial_seconds)
 
-        @activity.defn(name="plan_campaign")
-        def plan_campaign(inp: PlanningInput) -> Plan:
-            return plan_of(trials)
+        @activity.defn(name="propose_hypotheses")
+        def propose_hypotheses(inp: ProposalInput) -> Proposals:
+            return proposals_of(trials)
+
+        @activity.defn(name="propose_hypotheses_llm")
+        def propose_hypotheses_llm(inp: ProposalInput) -> Proposals:
+            return Proposals(source="llm")
 
         results = ResultActivities(InsightsStore(settings.database))
         # The gate and the search run once max_trials is reached (on no metrics: untested).
@@ -109,8 +109,10 @@ async def measure(
                 task_queue=queue,
                 workflows=[CampaignWorkflow],
                 activities=[
-                    plan_campaign,
+                    propose_hypotheses,
+                    propose_hypotheses_llm,
                     results.record_trial,
+                    results.record_campaign,
                     evidence.gate_hypotheses,
                     search.ask,
                     search.tell,
@@ -123,6 +125,7 @@ async def measure(
             request = CampaignRequest(
                 budget=Budget(device_hours=1.0, max_parallel_trials=1, max_trials=trials),
                 approvers=["bench"],
+                max_hypotheses=trials - 1,
             )
             handle = await client.start_workflow(
                 CampaignWorkflow.run, request, id=f"bench-{uuid.uuid4()}", task_queue=queue
