@@ -167,6 +167,9 @@ async def training_checkpointed(
     raise AssertionError("no trial wrote a checkpoint")
 
 
+# Eight trials of six epochs in sequence, three kills and their heartbeat timeouts: about five
+# minutes on two cores, more when the host is busy.
+@pytest.mark.timeout(900)
 async def test_repeated_worker_kills_lose_and_duplicate_nothing(
     settings: Settings, worker: Worker
 ) -> None:
@@ -204,7 +207,8 @@ async def test_repeated_worker_kills_lose_and_duplicate_nothing(
     resumed = [r.result for r in stored if r.result and r.result.resumed_from_step > 0]
     assert resumed, "a retried trial should resume from its checkpoint"
     print(
-        f"\nkills survived: {kills}; extra attempts: {sum(a - 1 for a in attempts)}; "
+        f"\n{len(trials)} trials in {sum(t.duration_s for t in trials):.0f} s of training; "
+        f"kills survived: {kills}; extra attempts: {sum(a - 1 for a in attempts)}; "
         f"trials lost: 0; duplicates: 0; resumed from checkpoint: {len(resumed)}"
     )
 

@@ -147,7 +147,9 @@ def test_start_prints_the_plan_and_the_exact_approve_command(
     spec = write_campaign(tmp_path, "c")
     out = rea(server, "campaign", "start", str(spec), "--id", "first-hour", "--no-watch")
     assert out.returncode == 0, out.stderr
-    assert "wider-embeddings" in out.stdout  # the plan
+    shown = rea(server, "campaign", "status", "first-hour", "--json")
+    planned = [h["id"] for h in json.loads(shown.stdout)["plan"]["hypotheses"]]
+    assert planned[0] in out.stdout and "knowledge" in out.stdout  # the plan, with sources
     assert f"rea campaign approve first-hour --as {APPROVER}" in out.stdout
 
     again = rea(server, "campaign", "start", str(spec), "--id", "first-hour", "--no-watch")
@@ -170,7 +172,8 @@ def test_start_prints_the_plan_and_the_exact_approve_command(
     words = " ".join(watched.stdout.split())
     assert "best baseline: NE" in words or "baseline, " in words, words
     assert all(len(line) <= 80 for line in watched.stdout.splitlines() if "http" not in line)
-    for trial_id in ("baseline", "v-wider-embeddings", "v-wider-over-arch"):
+    # max_trials 3: the baseline and the first two hypotheses are screened.
+    for trial_id in ("baseline", f"v-{planned[0]}", f"v-{planned[1]}"):
         assert trial_id in watched.stdout
     status = rea(narrow, "campaign", "status", "first-hour")
     assert "v-wider-over-arch" in status.stdout and "done" in status.stdout
