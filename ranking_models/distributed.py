@@ -486,6 +486,11 @@ _ERRORS: dict[str, type[TrainingError]] = {
 }
 
 
+def rank_error_path(out: Path, rank: int | str) -> Path:
+    """Where a rank writes the typed error it failed with, beside the result file."""
+    return out.with_name(f"{out.stem}.rank{rank}.error.json")
+
+
 def error_to_json(error: TrainingError) -> dict[str, Any]:
     """A typed training error as JSON, for rank 0 to hand back to ``train_distributed``."""
     out: dict[str, Any] = {"error_type": type(error).__name__, "message": str(error)}
@@ -577,6 +582,9 @@ def train_distributed(
                     f"distributed training did not finish within {timeout_s:.0f} s"
                 ) from e
         result = json.loads(out_path.read_text()) if out_path.exists() else None
+        errors = sorted(Path(tmp).glob(rank_error_path(out_path, "*").name))
+        if result is None and errors:  # the first rank's typed error, in rank order
+            result = json.loads(errors[0].read_text())
     if result is not None and "error_type" in result:
         raise error_from_json(result)
     if process.returncode != 0 or result is None:

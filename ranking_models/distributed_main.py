@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from contracts import DatasetRef, ModelSpec
-from ranking_models.distributed import error_to_json, train_rank
+from ranking_models.distributed import error_to_json, rank_error_path, train_rank
 from ranking_models.errors import TrainingError
 
 # TorchRec 1.8 builds its DDP with an argument torch 2.13 deprecates; nothing of ours.
@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = train_rank(model, dataset)
     except TrainingError as e:
-        if rank == 0:
-            _write(args.out, error_to_json(e))
+        # Every rank writes its own: the first rank to fail makes torchrun stop the others,
+        # rank 0 included, possibly before rank 0 has written anything.
+        _write(rank_error_path(args.out, rank), error_to_json(e))
         print(f"rank {rank}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     if outcome is not None:
