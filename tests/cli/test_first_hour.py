@@ -176,7 +176,7 @@ def test_start_prints_the_plan_and_the_exact_approve_command(
     for trial_id in ("baseline", f"v-{planned[0]}", f"v-{planned[1]}"):
         assert trial_id in watched.stdout
     status = rea(narrow, "campaign", "status", "first-hour")
-    assert "v-wider-over-arch" in status.stdout and "done" in status.stdout
+    assert f"v-{planned[1]}" in status.stdout and "done" in status.stdout
     assert all(len(line) <= 80 for line in status.stdout.splitlines())
 
 
