@@ -471,6 +471,11 @@ class CampaignWorkflow:
         leader = phases.leader(self._state.decisions)
         base_arm = leader.hypothesis_id if leader else phases.BASELINE
         fixed = phases.arm_changes(request, plan, base_arm, self._state.tuned)
+        if all(f in fixed for f in phases.TUNED_FIELDS):
+            # A change proposed from history may be an earlier campaign's tuned move: it sets
+            # every knob exploitation tunes, so there is nothing left to search around it.
+            self._note("exploitation", f"{base_arm} already sets {', '.join(phases.TUNED_FIELDS)}")
+            return
         space = phases.search_space(fixed)
         study = f"{self._id}/exploitation"
         self._enter(

@@ -180,3 +180,30 @@ async def test_the_llm_path_end_to_end_over_http_with_the_real_planning_activiti
     assert stored[llm[0].id]["source"] == "llm"
     assert stored[llm[0].id]["reply_digest"] == llm[0].provenance.reply_digest
     assert {h["source"] for h in stored.values()} >= {"knowledge", "llm"}
+
+
+async def test_a_proposal_that_sets_every_tuned_knob_skips_exploitation_with_a_note(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    """History may propose an earlier campaign's tuned move: nothing is left to tune."""
+    tuned = {"dense_lr": 0.002, "sparse_lr": 0.05, "dropout": 0.1, "weight_decay": 1e-5}
+    fakes.llm_hypotheses = [
+        Hypothesis(id="llm-tuned", title="tuned", source="llm", changes=tuned, expected_gain=0.01)
+    ]
+    fakes.ne["v-llm-tuned"] = 0.85  # the clear leader
+    handle = await start(time_skipping_env, queue)
+    await wait_for_phase(handle, "awaiting_approval")
+    await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
+    result: CampaignResult = await handle.result()
+
+    status = result.status
+    assert status.phase == "done" and not status.tuned
+    assert (
+        "already sets dense_lr, sparse_lr, dropout, weight_decay"
+        in status.phase_notes["exploitation"]
+    )
+    assert (
+        status.proposal is not None
+        and status.proposal.candidate.startswith("c-")
+        or (status.proposal is not None and "llm-tuned" in status.proposal.candidate)
+    )
