@@ -202,8 +202,4 @@ async def test_a_proposal_that_sets_every_tuned_knob_skips_exploitation_with_a_n
         "already sets dense_lr, sparse_lr, dropout, weight_decay"
         in status.phase_notes["exploitation"]
     )
-    assert (
-        status.proposal is not None
-        and status.proposal.candidate.startswith("c-")
-        or (status.proposal is not None and "llm-tuned" in status.proposal.candidate)
-    )
+    assert status.proposal is not None and "llm-tuned" in status.proposal.candidate
