@@ -190,7 +190,6 @@ class CampaignWorkflow:
         self._enter("planning", "Proposing hypotheses and estimating their cost.")
         if self._state.planner == "dual-source":
             return await self._propose_plan()
-        # Started rather than executed, so that a stop ends a campaign stuck in planning.
         handle = workflow.start_activity(
             "plan_campaign",
             PlanningInput(campaign_id=self._id, request=self._request),
@@ -199,27 +198,41 @@ class CampaignWorkflow:
             retry_policy=options.PLANNING_RETRY,
             summary="propose hypotheses and estimate cost",
         )
-        await workflow.wait_condition(lambda: handle.done() or self._stopping)
-        if not handle.done():
-            handle.cancel()
+        if not await self._unless_stopped(handle):
             return None
         try:
             plan: Plan = await handle
         except ActivityError as err:
-            raise self._fail(
-                ApplicationError(
-                    f"planning failed: {_error_message(err)}",
-                    type="PlanningFailed",
-                    non_retryable=True,
-                )
-            ) from err
+            raise self._planning_failed(err) from err
         if self._state.protocol == "evidence":
             plan = phases.with_phases(self._request, plan)
-        ledger = Ledger(
-            phases={p.phase: PhaseLedger(estimated=p.estimated_device_hours) for p in plan.phases}
-        )
-        self._set(plan=plan, ledger=ledger)
+        self._set_plan(plan)
         return plan
+
+    async def _unless_stopped(self, handle: workflow.ActivityHandle[Any]) -> bool:
+        """Wait for a planning activity; False (and the activity cancelled) when the campaign
+        is stopped first. Started rather than executed, so that a stop ends a campaign stuck
+        in planning."""
+        await workflow.wait_condition(lambda: handle.done() or self._stopping)
+        if not handle.done():
+            handle.cancel()
+            return False
+        return True
+
+    def _planning_failed(self, err: ActivityError) -> ApplicationError:
+        return self._fail(
+            ApplicationError(
+                f"planning failed: {_error_message(err)}",
+                type="PlanningFailed",
+                non_retryable=True,
+            )
+        )
+
+    def _set_plan(self, plan: Plan, **changes: object) -> None:
+        """Adopt ``plan``: the ledger's per-phase estimates follow it."""
+        estimates = {p.phase: PhaseLedger(estimated=p.estimated_device_hours) for p in plan.phases}
+        ledger = self._state.ledger.model_copy(update={"phases": estimates})
+        self._set(plan=plan, ledger=ledger, **changes)
 
     async def _propose_plan(self) -> Plan | None:
         """Both sources propose (the knowledge agent with what history says, then the LLM agent
@@ -242,20 +255,12 @@ class CampaignWorkflow:
             retry_policy=options.PLANNING_RETRY,
             summary="knowledge agent: task, insights, cost and hypotheses",
         )
-        await workflow.wait_condition(lambda: handle.done() or self._stopping)
-        if not handle.done():
-            handle.cancel()
+        if not await self._unless_stopped(handle):
             return None
         try:
             knowledge: Proposals = await handle
         except ActivityError as err:
-            raise self._fail(
-                ApplicationError(
-                    f"planning failed: {_error_message(err)}",
-                    type="PlanningFailed",
-                    non_retryable=True,
-                )
-            ) from err
+            raise self._planning_failed(err) from err
         llm_handle = workflow.start_activity(
             "propose_hypotheses_llm",
             inp.model_copy(update={"task": knowledge.task, "insights": knowledge.insights}),
@@ -264,9 +269,7 @@ class CampaignWorkflow:
             retry_policy=options.LLM_RETRY,
             summary="LLM agent: hypotheses from the same task and insights",
         )
-        await workflow.wait_condition(lambda: llm_handle.done() or self._stopping)
-        if not llm_handle.done():
-            llm_handle.cancel()
+        if not await self._unless_stopped(llm_handle):
             return None
         try:
             llm: Proposals = await llm_handle
@@ -276,10 +279,7 @@ class CampaignWorkflow:
                 note=f"the LLM agent failed ({_error_message(err)}); planned without it",
             )
         plan = planner.build_plan(request, [knowledge, llm])
-        ledger = Ledger(
-            phases={p.phase: PhaseLedger(estimated=p.estimated_device_hours) for p in plan.phases}
-        )
-        self._set(plan=plan, ledger=ledger, task=knowledge.task)
+        self._set_plan(plan, task=knowledge.task)
         await self._record()
         return plan
 
@@ -705,16 +705,8 @@ class CampaignWorkflow:
         """
         assert self._state.plan is not None
         plan = planner.revise(self._request, self._state.plan, revision)
-        ledger = self._state.ledger.model_copy(
-            update={
-                "phases": {
-                    p.phase: PhaseLedger(estimated=p.estimated_device_hours) for p in plan.phases
-                }
-            }
-        )
-        self._set(
-            plan=plan,
-            ledger=ledger,
+        self._set_plan(
+            plan,
             message=f"Plan revised by {revision.approver}: {len(plan.hypotheses)} hypotheses, "
             f"estimated {plan.estimated_device_hours:.4g} device-hours.",
         )
