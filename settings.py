@@ -12,7 +12,7 @@ class Settings(BaseSettings):
     Every field can be set as an environment variable: ``REA_TEMPORAL_ADDRESS``,
     ``REA_NAMESPACE``, ``REA_DATA_DIR``, ``REA_UI_PORT``, ``REA_TRAINING_SLOTS``,
     ``REA_SEARCH_STORAGE``, ``REA_DATABASE_URL``, ``REA_LLM_BASE_URL``, ``REA_LLM_MODEL``,
-    ``REA_LLM_API_KEY``, ``REA_LLM_TIMEOUT_S``.
+    ``REA_LLM_API_KEY``, ``REA_LLM_TIMEOUT_S``, ``REA_JOB_MEMORY_LIMIT_GB``.
     """
 
     model_config = SettingsConfigDict(env_prefix="REA_", frozen=True)
@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the insights database (trials, hypotheses, decisions), "
         "e.g. postgresql+psycopg://postgres@127.0.0.1/openrea so that workers on many hosts "
         "share one history; empty: an SQLite file under the data dir.",
+    )
+    job_memory_limit_gb: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Address-space cap of each training job, in GiB (0: none); an allocation "
+        "past it fails as out of memory in that job alone.",
     )
     llm_base_url: str = Field(
         default="",
@@ -77,6 +83,12 @@ class Settings(BaseSettings):
     def search_storage_url(self) -> str:
         """Where exploitation's Optuna studies live (shared by every worker that tunes)."""
         return self.search_storage or f"sqlite:///{self.data_dir.resolve() / 'optuna.sqlite'}"
+
+    @property
+    def runbook_dir(self) -> Path:
+        """Where engineers' runbook entries live (``rea runbook add-from-escalation``); the
+        shipped ones are in ``runbooks/patterns``."""
+        return self.data_dir / "runbooks"
 
     @property
     def database(self) -> str:

@@ -22,9 +22,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.evidence import EvidenceActivities
 from activities.planning import PlanningActivities
+from activities.recovery import RecoveryActivities
 from activities.results import ResultActivities
 from activities.search import SearchActivities
 from client import make_client
+from runbooks import load_runbook
 from settings import Settings
 from store import InsightsStore
 from workflows.campaign import CampaignWorkflow
@@ -64,13 +66,16 @@ def orchestration_worker(
     from ranking_models.tasks import describe_task, relative_cost
 
     store = InsightsStore(settings.database)
+    # Loaded (and validated) here, so a malformed runbook file stops the worker at start with
+    # the file and field named, not a campaign at its first failure.
+    runbook = load_runbook(settings.runbook_dir)
     planning = PlanningActivities(
         estimate_seconds=estimate_seconds_range,
         store=store,
         describe_task=describe_task,
         relative_cost=relative_cost,
     )
-    llm = LlmActivities(
+    agent = (
         LlmAgent(
             base_url=settings.llm_base_url,
             model=settings.llm_model,
@@ -81,6 +86,8 @@ def orchestration_worker(
         if settings.llm_base_url
         else None
     )
+    llm = LlmActivities(agent)
+    recovery = RecoveryActivities(runbook, store, agent)
     results = ResultActivities(store)
     evidence = EvidenceActivities()
     search = SearchActivities(settings.search_storage_url)
@@ -94,6 +101,8 @@ def orchestration_worker(
             llm.propose_hypotheses_llm,
             results.record_trial,
             results.record_campaign,
+            recovery.diagnose_failure,
+            recovery.record_remedy,
             evidence.gate_hypotheses,
             evidence.model_footprint,
             search.ask,
@@ -133,8 +142,14 @@ def jobs_worker(client: Client, settings: Settings, task_queue: str = JOBS_QUEUE
     """
     from activities.jobs import JobActivities, LocalProcessRunner
 
+    limit = settings.job_memory_limit_gb
     jobs = JobActivities(
-        LocalProcessRunner(settings.data_dir, settings.temporal_address, settings.namespace)
+        LocalProcessRunner(
+            settings.data_dir,
+            settings.temporal_address,
+            settings.namespace,
+            memory_limit_bytes=int(limit * 2**30) if limit else None,
+        )
     )
     return Worker(
         client,

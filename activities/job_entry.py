@@ -4,23 +4,35 @@ Trains the trial in JOB_DIR/job.json (with checkpoints; through torchrun when it
 several devices), writes result.json, then signals the campaign. SIGTERM means stop: the
 trainer checkpoints and the job reports itself cancelled. If the signal cannot be sent, the
 campaign's poll fallback reads result.json instead.
+
+Every way the job can end is a result the runbooks can read: kernels that fail to load are a
+``KernelUnavailableError``, an unexpected exception is a failure typed by its class with the
+traceback as its log tail, and a ``memory_limit_bytes`` in job.json caps the process's
+address space, so that an allocation past it fails as out of memory instead of taking the
+host down.
 """
 
 import asyncio
 import json
 import logging
+import resource
 import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
+from typing import Any
 
 from activities.jobs import write_json_atomically
 from client import exit_without_finalizing, make_client
 from contracts import JobFinishedInput, TrialProgress, TrialResult, TrialSpec
-from ranking_models.distributed import DistributedOutcome, train_distributed
-from ranking_models.errors import DivergenceError, TrainingCancelled, TrainingError
-from ranking_models.trainer import TrainOutcome, train
+from ranking_models.errors import (
+    DivergenceError,
+    KernelUnavailableError,
+    TrainingCancelled,
+    TrainingError,
+)
 from settings import Settings
 
 log = logging.getLogger("openrea.job")
@@ -44,8 +56,27 @@ def run_job(folder: Path) -> TrialResult:
 
     started = time.monotonic()
     common = {"campaign_id": spec.campaign_id, "trial_id": spec.trial_id}
+    if limit := job.get("memory_limit_bytes"):
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        outcome: TrainOutcome | DistributedOutcome
+        # Imported here: compiled kernels that fail to load are this trial's typed failure.
+        from ranking_models.distributed import train_distributed
+        from ranking_models.trainer import train
+    except (ImportError, OSError) as err:
+        return _write(
+            folder,
+            spec,
+            started,
+            TrialResult(
+                **common,
+                state="failed",
+                error=str(KernelUnavailableError(f"kernels unavailable on this host: {err}")),
+                error_type="KernelUnavailableError",
+                log_tail=_tail(traceback.format_exc()),
+            ),
+        )
+    try:
+        outcome: Any
         if spec.devices > 1:
             outcome = train_distributed(spec.model, spec.dataset, nproc=spec.devices)
         else:
@@ -65,6 +96,15 @@ def run_job(folder: Path) -> TrialResult:
             error=str(err),
             error_type=type(err).__name__,
         )
+    except Exception as err:  # anything else: typed by its class, for the runbooks to read
+        log.exception("trial %s failed unexpectedly", spec.trial_id)
+        result = TrialResult(
+            **common,
+            state="failed",
+            error=f"{type(err).__name__}: {err}",
+            error_type=type(err).__name__,
+            log_tail=_tail(traceback.format_exc()),
+        )
     else:
         result = TrialResult(
             **common,
@@ -76,12 +116,21 @@ def run_job(folder: Path) -> TrialResult:
             resumed_from_step=getattr(outcome, "resumed_from_step", 0),
             duration_s=outcome.duration_s,
         )
+    return _write(folder, spec, started, result)
+
+
+def _write(folder: Path, spec: TrialSpec, started: float, result: TrialResult) -> TrialResult:
+    """Charge the result its wall time and write result.json (atomically)."""
     duration = time.monotonic() - started
     result = result.model_copy(
         update={"duration_s": duration, "device_hours": duration * spec.devices / 3600}
     )
     write_json_atomically(folder / "result.json", result.model_dump_json())
     return result
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 async def report(folder: Path, result: TrialResult) -> None:

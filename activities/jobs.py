@@ -48,13 +48,22 @@ class LocalProcessRunner:
         data_dir: Where job folders and checkpoints live.
         temporal_address: Where a finished job signals its campaign.
         namespace: The campaign's namespace.
+        memory_limit_bytes: Cap on each job's address space (``RLIMIT_AS``): an allocation
+            past it fails as out of memory in that job alone; None: no cap.
     """
 
-    def __init__(self, data_dir: Path, temporal_address: str, namespace: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        temporal_address: str,
+        namespace: str,
+        memory_limit_bytes: int | None = None,
+    ) -> None:
         # Absolute: the job runs from the project root, whatever the worker's directory.
         self._data_dir = data_dir.resolve()
         self._address = temporal_address
         self._namespace = namespace
+        self._memory_limit_bytes = memory_limit_bytes
 
     def job_dir(self, spec: TrialSpec, attempt: int) -> Path:
         return self._data_dir / "jobs" / spec.campaign_id / spec.trial_id / f"attempt-{attempt}"
@@ -71,6 +80,7 @@ class LocalProcessRunner:
                 "checkpoint_dir": str(checkpoint_dir(self._data_dir, spec)),
                 "temporal_address": self._address,
                 "namespace": self._namespace,
+                "memory_limit_bytes": self._memory_limit_bytes,
             }
             write_json_atomically(folder / "job.json", json.dumps(job, indent=1))
             with (folder / "log.txt").open("ab") as log:
@@ -111,6 +121,7 @@ class LocalProcessRunner:
             state="lost",
             progress=progress,
             message=f"job {job.job_id} exited without a result; see {folder / 'log.txt'}",
+            log_tail=log_tail(folder / "log.txt"),
         )
 
     def stop(self, job: JobHandle, timeout_s: float = 600.0) -> JobStatus:
@@ -129,6 +140,17 @@ class LocalProcessRunner:
         return (
             status if status.state != "lost" else status.model_copy(update={"state": "cancelled"})
         )
+
+
+def log_tail(path: Path, lines: int = 20, max_bytes: int = 8192) -> str:
+    """The last ``lines`` lines of a job's log (read from its end: logs can be large)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, path.stat().st_size - max_bytes))
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -25,7 +25,7 @@ from contracts import (
     Proposals,
     TaskDescriptor,
 )
-from ranking_models.errors import TrainingError
+from ranking_models.errors import BadDataError, TrainingError
 from store import InsightsStore
 
 # Seconds one trial of this spec on this dataset is expected to take on one device: the
@@ -170,6 +170,15 @@ class PlanningActivities:
                 self._describe_task(request.dataset, request.baseline)
                 if self._describe_task
                 else None
+            )
+        except BadDataError as err:
+            if not inp.allow_unreadable_data:
+                raise ApplicationError(str(err), type="BadDataError", non_retryable=True) from err
+            # Hypotheses from the catalog alone, unmeasured; preflight reports the data.
+            proposals = self._agent.propose(request, None, [], inp.max_hypotheses)
+            note = f"the data could not be read ({err}); cost not measured"
+            return proposals.model_copy(
+                update={"note": "; ".join(n for n in (proposals.note, note) if n)}
             )
         except TrainingError as err:
             raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err

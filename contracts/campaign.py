@@ -11,7 +11,9 @@ from contracts.evidence import Additivity, GateDecision, LaunchProposal, ScreenD
 from contracts.job import JobHandle
 from contracts.ledger import Ledger
 from contracts.model import Metric, ModelSpec
+from contracts.preflight import AccessScope, PreflightReport
 from contracts.provenance import Provenance
+from contracts.runbook import Escalation, RemedyAttempt
 from contracts.search import Sampler
 from contracts.task import TaskDescriptor
 from contracts.trial import Metrics, Phase, TrialResult, TrialSpec, TrialState
@@ -90,6 +92,10 @@ class CampaignRequest(Spec):
         exploitation_trials: Optuna trials tuning the best candidate (0: no exploitation).
         sampler: Optuna sampler of exploitation: ``tpe`` or ``cmaes`` (or ``random``).
         max_hypotheses: Most hypotheses the plan validates (fewer when the budget is tight).
+        access: What the campaign's activities may read and write (the preflight checklist
+            shows it; training and job launches refuse anything outside it).
+        escalation_wait_hours: How long an escalated trial waits for an engineer's answer;
+            then it is skipped (left failed) and the campaign goes on without it.
     """
 
     goal: str = Field(default="", max_length=500)
@@ -107,6 +113,8 @@ class CampaignRequest(Spec):
     exploitation_trials: int = Field(default=6, ge=0, le=1000)
     sampler: Sampler = "tpe"
     max_hypotheses: int = Field(default=6, ge=1, le=1000)
+    access: AccessScope = Field(default_factory=AccessScope)
+    escalation_wait_hours: float = Field(default=72.0, ge=0.0)
 
     @model_validator(mode="after")
     def _multi_device_runs_as_jobs(self) -> "CampaignRequest":
@@ -219,6 +227,14 @@ class PlanningInput(Spec):
     request: CampaignRequest
 
 
+class PreflightInput(Spec):
+    """Input of the preflight activity: the request and the plan to check before approval."""
+
+    campaign_id: str
+    request: CampaignRequest
+    plan: Plan
+
+
 class ApproveInput(Spec):
     """The ``approve`` update: an engineer approves the pending plan.
 
@@ -226,11 +242,14 @@ class ApproveInput(Spec):
         approver: Must be one of the request's approvers.
         comment: Kept in the campaign's history.
         device_hours: The budget approved, when it differs from the one requested.
+        override_preflight: Approve although preflight items fail; the reason (required to
+            override) is kept in the history with the approval.
     """
 
     approver: str = Field(min_length=1)
     comment: str = ""
     device_hours: float | None = Field(default=None, gt=0.0)
+    override_preflight: str = ""
 
 
 class RevisePlanInput(Spec):
@@ -279,13 +298,19 @@ class Approval(Record):
     comment: str = ""
     approved_at: datetime
     device_hours: float
+    preflight_override: str = ""
 
 
 class TrialRecord(Record):
-    """A trial in full, as stored by the results store."""
+    """A trial in full, as stored by the results store.
+
+    Attributes:
+        remedy: For a run a remedy made, what it was, e.g. ``host-oom: fp16_embeddings``.
+    """
 
     spec: TrialSpec
     result: TrialResult | None = None
+    remedy: str = ""
 
 
 class TrialSummary(Record):
@@ -307,6 +332,7 @@ class TrialSummary(Record):
     error: str = ""
     error_type: str = ""
     job: JobHandle | None = None
+    remedy_of: str = ""
 
     def metric(self, name: str) -> float | None:
         """The validation value of ``name``, or None when the trial has none."""
@@ -362,6 +388,13 @@ class CampaignStatus(Record):
         planner: How the plan is made (fixed when the campaign starts). "dual-source": the
             knowledge and LLM agents propose, the plan can be revised, and the campaign is
             recorded in the insights database. "fixed": the first versions' fixed mutations.
+        recovery: How failed trials are handled (fixed when the campaign starts).
+            "runbook": a preflight checklist comes with the plan; failures are diagnosed
+            against the runbooks and remedied, and what no remedy fixes escalates that
+            trial to an engineer. "retry": the first versions' plain retries.
+        preflight: The checklist run before approval (``recovery == "runbook"``).
+        remedies: Every remedy applied to a failed trial, and how its run ended.
+        escalations: Trials handed to an engineer, open (no resolution yet) or answered.
     """
 
     campaign_id: str
@@ -391,6 +424,10 @@ class CampaignStatus(Record):
     proposal: LaunchProposal | None = None
     task: TaskDescriptor | None = None
     planner: Literal["fixed", "dual-source"] = "fixed"
+    recovery: Literal["retry", "runbook"] = "retry"
+    preflight: PreflightReport | None = None
+    remedies: list[RemedyAttempt] = Field(default_factory=list)
+    escalations: list[Escalation] = Field(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -404,6 +441,11 @@ class CampaignStatus(Record):
 
     def trial(self, trial_id: str) -> TrialSummary | None:
         return next((t for t in self.trials if t.trial_id == trial_id), None)
+
+    @property
+    def open_escalations(self) -> list[Escalation]:
+        """Escalated trials still waiting for an engineer."""
+        return [e for e in self.escalations if e.resolution is None]
 
 
 class CampaignResult(Record):

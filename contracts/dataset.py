@@ -101,6 +101,8 @@ class DatasetRef(Spec):
         test_fraction: Share of the newest rows held out for the final report; never used
             for selection.
         synthetic: The generator's parameters, for ``synthetic-criteo`` only.
+        exclude_files: Criteo ``day_N`` file names of the folder at ``path`` to leave out
+            (e.g. a corrupt shard a runbook skipped).
     """
 
     name: Literal["movielens-100k", "synthetic-criteo", "criteo-tsv"] = "movielens-100k"
@@ -109,6 +111,7 @@ class DatasetRef(Spec):
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
+    exclude_files: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _fields_fit_the_name(self) -> "DatasetRef":

@@ -121,6 +121,8 @@ class ProposalInput(Spec):
         task: The task, as described by the knowledge source (None before it is known).
         insights: Insights retrieved for the task.
         max_hypotheses: At most this many proposals.
+        allow_unreadable_data: Propose even when the dataset cannot be read (no task
+            descriptor, no measured cost; the preflight checklist reports the data).
     """
 
     campaign_id: str
@@ -128,6 +130,7 @@ class ProposalInput(Spec):
     task: TaskDescriptor | None = None
     insights: list[Insight] = Field(default_factory=list)
     max_hypotheses: int = Field(default=8, ge=1, le=2000)
+    allow_unreadable_data: bool = False
 
 
 def _fmt(value: float) -> str:

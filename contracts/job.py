@@ -37,6 +37,7 @@ class JobStatus(Record):
     progress: TrialProgress | None = None
     result: TrialResult | None = None
     message: str = ""
+    log_tail: str = ""
 
 
 class LaunchJobInput(Record):

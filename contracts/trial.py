@@ -7,6 +7,7 @@ from pydantic import Field
 from contracts.base import Record, Spec
 from contracts.dataset import DatasetRef
 from contracts.model import ModelSpec
+from contracts.preflight import AccessScope
 
 Phase = Literal["baseline", "validation", "combination", "exploitation", "confirmation"]
 # "diverged": the loss or the predictions blew up. The run finished, so it is charged, but it
@@ -47,6 +48,9 @@ class TrialSpec(Spec):
             arm differ only in seed (and fidelity), so runs of two arms with the same seed
             are paired.
         search: The Optuna trial this run reports its epochs to (exploitation only).
+        access: What the trial may read and write; None: no scope (trials of older versions).
+        remedy_of: The failed trial this one remedies (its result never stands for that
+            trial's hypothesis).
     """
 
     campaign_id: str = Field(min_length=1)
@@ -60,6 +64,8 @@ class TrialSpec(Spec):
     devices: int = Field(default=1, ge=1, le=64)
     arm: str = ""
     search: SearchRef | None = None
+    access: AccessScope | None = None
+    remedy_of: str = ""
 
 
 class TrialProgress(Record):
@@ -107,6 +113,7 @@ class TrialResult(Record):
         error: Why the trial failed (or was pruned), when it did.
         epoch_values: The campaign metric on validation after each epoch (what the search's
             pruner saw).
+        log_tail: The last lines of a failed job's log, for the diagnosis and the engineer.
     """
 
     campaign_id: str
@@ -121,6 +128,7 @@ class TrialResult(Record):
     error: str = ""
     error_type: str = ""
     epoch_values: list[float] = Field(default_factory=list)
+    log_tail: str = ""
 
     def metric(self, name: str) -> float | None:
         """The validation value of ``name``, or None when the trial has none."""

@@ -19,6 +19,7 @@ rows); missing -> an empty bag.
 import functools
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +50,9 @@ class _BlockAt:
     rows: int
 
 
-def criteo_files(path: str) -> tuple[Path, ...]:
-    """The files ``DatasetRef.path`` names: itself, or a folder's ``day_N`` in day order.
+def criteo_files(path: str, exclude: Sequence[str] = ()) -> tuple[Path, ...]:
+    """The files ``DatasetRef.path`` names: itself, or a folder's ``day_N`` in day order,
+    less the file names in ``exclude``.
 
     Raises:
         BadDataError: Nothing readable is there.
@@ -61,7 +63,7 @@ def criteo_files(path: str) -> tuple[Path, ...]:
         files: tuple[Path, ...] = (root,)
     elif root.is_dir():
         days = [(int(m.group(1)), p) for p in root.iterdir() if (m := _DAY.match(p.name))]
-        files = tuple(p for _, p in sorted(days))
+        files = tuple(p for _, p in sorted(days) if p.name not in exclude)
         if not files:
             raise BadDataError(f"Criteo folder {root} holds no day_N files; {fix}")
     else:
@@ -267,7 +269,7 @@ def load_criteo_tsv(dataset: DatasetRef, *, max_table_rows: int) -> CtrDataset:
         BadDataError: The path is missing, a split would be empty, or (when a block is
             read) a line is malformed; the message names the file and line.
     """
-    files = criteo_files(dataset.path)
+    files = criteo_files(dataset.path, dataset.exclude_files)
     source = CriteoTsv(files, max_rows=dataset.max_rows, max_table_rows=max_table_rows)
     n = source.num_rows
     n_train, n_validation, _ = split_sizes(

@@ -61,6 +61,13 @@ class OutOfMemoryError(TrainingError):
     """
 
 
+class KernelUnavailableError(TrainingError):
+    """A compiled kernel or library (FBGEMM, TorchRec) failed to load on this host.
+
+    Another host with another build may have it: runbooks retry elsewhere, then escalate.
+    """
+
+
 class TrainingCancelled(TrainingError):
     """``should_stop`` asked the trainer to stop before it finished.
 

@@ -21,12 +21,21 @@ from contracts import (
     InsightQuery,
     LlmCall,
     ModelSpec,
+    RemedyAttempt,
     TaskDescriptor,
     TrialRecord,
     describe,
 )
 from store.insights import Evidence, distil
-from store.tables import Base, CampaignRow, DecisionRow, HypothesisRow, LlmCallRow, TrialRow
+from store.tables import (
+    Base,
+    CampaignRow,
+    DecisionRow,
+    HypothesisRow,
+    LlmCallRow,
+    RemedyAttemptRow,
+    TrialRow,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD = "0002"
@@ -95,7 +104,7 @@ class InsightsStore:
                 "duration_s": result.duration_s if result else 0.0,
                 "error_type": result.error_type if result else "",
                 "error": result.error if result else "",
-                "remedy": "",
+                "remedy": record.remedy,
                 "record": record.model_dump_json(),
             }
             self._upsert(session, TrialRow, row, ["campaign_id", "trial_id"])
@@ -163,7 +172,67 @@ class InsightsStore:
         with Session(self._engine) as session, session.begin():
             session.add(LlmCallRow(**{**call.model_dump(), "cached": int(call.cached)}))
 
+    def record_remedy(self, campaign_id: str, attempt: RemedyAttempt) -> None:
+        """Insert or update one remedy applied to a failed trial (keyed by campaign, trial
+        and attempt), with how its run ended."""
+        with Session(self._engine) as session, session.begin():
+            self._upsert(
+                session,
+                RemedyAttemptRow,
+                {
+                    "campaign_id": campaign_id,
+                    "trial_id": attempt.trial_id,
+                    "attempt": attempt.attempt,
+                    "pattern_id": attempt.pattern_id,
+                    "pattern_version": attempt.pattern_version,
+                    "remedy_kind": attempt.remedy.kind,
+                    "remedy": attempt.remedy.model_dump(mode="json"),
+                    "run_trial_id": attempt.run_trial_id,
+                    "state": attempt.state,
+                    "error_type": attempt.error_type,
+                },
+                ["campaign_id", "trial_id", "attempt"],
+            )
+
     # ---- reads -------------------------------------------------------------------------------
+
+    def remedies(self, campaign_id: str = "") -> list[RemedyAttempt]:
+        """Recorded remedies, oldest first (of one campaign when given)."""
+        with Session(self._engine) as session:
+            query = select(RemedyAttemptRow).order_by(
+                RemedyAttemptRow.created_at, RemedyAttemptRow.trial_id, RemedyAttemptRow.attempt
+            )
+            if campaign_id:
+                query = query.where(RemedyAttemptRow.campaign_id == campaign_id)
+            return [
+                RemedyAttempt(
+                    trial_id=row.trial_id,
+                    attempt=row.attempt,
+                    pattern_id=row.pattern_id,
+                    pattern_version=row.pattern_version,
+                    remedy=row.remedy,
+                    run_trial_id=row.run_trial_id,
+                    state=row.state,
+                    error_type=row.error_type,
+                )
+                for row in session.scalars(query)
+            ]
+
+    def remedy_stats(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(pattern id, remedy kind) -> (finished tries, successes), over every campaign."""
+        with Session(self._engine) as session:
+            rows = session.execute(
+                select(
+                    RemedyAttemptRow.pattern_id,
+                    RemedyAttemptRow.remedy_kind,
+                    RemedyAttemptRow.state,
+                ).where(RemedyAttemptRow.state != "running")
+            )
+            stats: dict[tuple[str, str], tuple[int, int]] = {}
+            for pattern, kind, state in rows:
+                tried, succeeded = stats.get((pattern, kind), (0, 0))
+                stats[(pattern, kind)] = (tried + 1, succeeded + (state == "succeeded"))
+            return stats
 
     def trials(self, campaign_id: str) -> list[TrialRecord]:
         """Every stored trial of a campaign, in the order first recorded."""

@@ -124,3 +124,24 @@ class LlmCallRow(Base):
     rejected: Mapped[list[str]] = mapped_column(JSON)
     cached: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=func.now())
+
+
+class RemedyAttemptRow(Base):
+    """One remedy applied to a failed trial, and how the run it made ended."""
+
+    __tablename__ = "remedy_attempts"
+
+    campaign_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    trial_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pattern_id: Mapped[str] = mapped_column(String(200))
+    pattern_version: Mapped[int] = mapped_column(Integer)
+    remedy_kind: Mapped[str] = mapped_column(String(60))
+    remedy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    run_trial_id: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20))
+    error_type: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=func.now(), onupdate=func.now()
+    )

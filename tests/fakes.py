@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.evidence import EvidenceActivities
 from activities.planning import fixed_hypotheses, make_plan
+from activities.recovery import RecoveryActivities
 from activities.search import SearchActivities
 from contracts import (
     CampaignRecord,
@@ -22,12 +23,17 @@ from contracts import (
     LaunchJobInput,
     Plan,
     PlanningInput,
+    PreflightInput,
+    PreflightItem,
+    PreflightReport,
     ProposalInput,
     Proposals,
+    RemedyRecord,
     TrialRecord,
     TrialResult,
     TrialSpec,
 )
+from runbooks import load_runbook
 from tests.factories import result_of
 
 # Validation NE by arm (the mean over seeds): two hypotheses beat the baseline (0.90), the
@@ -73,6 +79,8 @@ class FakeActivities:
     # Trials that fail (a typed error) or diverge (a result without metrics), with a message;
     # keyed by trial id, or by arm for all its trials.
     fail: dict[str, str] = field(default_factory=dict)
+    # The error type of those failures (keyed alike); BadSpecError when absent.
+    fail_type: dict[str, str] = field(default_factory=dict)
     diverge: dict[str, str] = field(default_factory=dict)
     # Training holds each trial this many real seconds, so that concurrency can be observed.
     hold_s: float = 0.0
@@ -92,6 +100,10 @@ class FakeActivities:
     llm_inputs: list[ProposalInput] = field(default_factory=list)
     # Extra hypotheses (seed changes) for campaigns of many trials; NE 0.95, never improving.
     extra_hypotheses: int = 0
+    # Preflight: the checklist's failing items (every other item passes).
+    preflight_failures: list[PreflightItem] = field(default_factory=list)
+    preflights: int = 0
+    remedies: list[RemedyRecord] = field(default_factory=list)
     # External jobs: what poll_job answers per (trial, attempt); "running" when absent.
     job_states: dict[tuple[str, int], JobState] = field(default_factory=dict)
     launched: list[JobHandle] = field(default_factory=list)
@@ -157,10 +169,28 @@ class FakeActivities:
         def record_trial(record: TrialRecord) -> None:
             self.recorded.append(record)
 
-        # The gate and the search are the real activities: numpy, scipy and an SQLite study.
+        @activity.defn(name="preflight_campaign")
+        def preflight_campaign(inp: PreflightInput) -> PreflightReport:
+            self.preflights += 1
+            failing = {item.check: item for item in self.preflight_failures}
+            checks = ("data", "specs", "smoke_step", "memory", "cost", "access")
+            return PreflightReport(
+                items=[failing.get(c, PreflightItem(check=c, ok=True)) for c in checks]
+            )
+
+        @activity.defn(name="record_remedy")
+        def record_remedy(record: RemedyRecord) -> None:
+            self.remedies.append(record)
+
+        # The gate, the search and the diagnosis are the real activities: numpy, scipy, an
+        # SQLite study and the shipped runbooks.
         evidence = EvidenceActivities()
         search = SearchActivities(self.search_url)
+        diagnosis = RecoveryActivities(load_runbook(), store=None)
         return [
+            preflight_campaign,
+            record_remedy,
+            diagnosis.diagnose_failure,
             plan_campaign,
             propose_hypotheses,
             propose_hypotheses_llm,
@@ -179,7 +209,10 @@ class FakeActivities:
             self.trained.append(spec.trial_id)
             self.specs[spec.trial_id] = spec
             if failure := self.fail.get(spec.trial_id, self.fail.get(spec.arm)):
-                raise ApplicationError(failure, type="BadSpecError", non_retryable=True)
+                error_type = self.fail_type.get(
+                    spec.trial_id, self.fail_type.get(spec.arm, "BadSpecError")
+                )
+                raise ApplicationError(failure, type=error_type, non_retryable=True)
             if diverged := self.diverge.get(spec.trial_id, self.diverge.get(spec.arm)):
                 return TrialResult(
                     campaign_id=spec.campaign_id,

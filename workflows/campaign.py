@@ -30,7 +30,10 @@ with workflow.unsafe.imports_passed_through():
         CampaignResult,
         CampaignStatus,
         ControlInput,
+        Diagnosis,
+        Escalation,
         ExtendBudgetInput,
+        FailureReport,
         FootprintInput,
         GateDecision,
         GateInput,
@@ -43,16 +46,24 @@ with workflow.unsafe.imports_passed_through():
         PhaseLedger,
         Plan,
         PlanningInput,
+        PreflightInput,
+        PreflightItem,
+        PreflightReport,
         ProposalInput,
         Proposals,
+        RemedyAttempt,
+        RemedyRecord,
+        ResolveTrialInput,
+        ResumeFromCheckpoint,
         RevisePlanInput,
+        SetFields,
         TellInput,
         TrialRecord,
         TrialResult,
         TrialSpec,
         TrialSummary,
     )
-    from workflows import options, phases, planner, policy
+    from workflows import options, phases, planner, policy, recovery
 
 # The first versions' phases (protocol "single-seed"), kept for the campaigns they started.
 EXECUTOR_PHASES: tuple[CampaignPhase, ...] = ("validation", "combination")
@@ -101,6 +112,8 @@ class CampaignWorkflow:
         self._budget_closed = False
         # Spending reached the budget under on_exhausted="stop-running": running trials stop.
         self._halting = False
+        # recheck_preflight is running: approval waits for its report.
+        self._rechecking = False
 
     @workflow.run
     async def run(
@@ -138,10 +151,14 @@ class CampaignWorkflow:
             self._set(protocol="evidence")
         if first_run and workflow.patched("dual-source-planning"):
             self._set(planner="dual-source")
+        if first_run and workflow.patched("runbooks"):
+            self._set(recovery="runbook")
         plan = self._state.plan or await self._make_plan()
         if plan is None:  # stopped while planning
             return self._result(None)
         if self._state.approval is None:
+            if self._state.recovery == "runbook" and self._state.preflight is None:
+                await self._preflight()
             await self._await_approval(plan)
             plan = self._state.plan or plan  # as revised before approval
         if self._state.protocol == "evidence":
@@ -245,7 +262,12 @@ class CampaignWorkflow:
         """
         request = self._request
         inp = ProposalInput(
-            campaign_id=self._id, request=request, max_hypotheses=2 * request.max_hypotheses
+            campaign_id=self._id,
+            request=request,
+            max_hypotheses=2 * request.max_hypotheses,
+            # The preflight checklist reports unreadable data and blocks approval until it
+            # is fixed (or overridden); the campaign does not fail on it.
+            allow_unreadable_data=self._state.recovery == "runbook",
         )
         handle = workflow.start_activity(
             "propose_hypotheses",
@@ -309,20 +331,57 @@ class CampaignWorkflow:
             summary="record the campaign in the insights database",
         )
 
-    async def _await_approval(self, plan: Plan) -> None:
-        approvers = ", ".join(self._request.approvers)
-        self._set(needs_attention=f"plan awaits approval by one of {approvers}")
-        self._enter(
-            "awaiting_approval",
-            f"Waiting for approval by one of {approvers}: {len(plan.hypotheses)} hypotheses, "
-            f"estimated {plan.estimated_device_hours:.4f} of "
-            f"{self._request.budget.device_hours} device-hours.",
+    async def _preflight(self) -> None:
+        """Run the preflight checklist on the current plan; its report goes with the approval
+        request. A checklist that cannot run at all is reported as a failed item."""
+        assert self._state.plan is not None
+        self._set(message="Preflight: data, specs, one training step, memory, cost, access.")
+        self._publish()
+        handle = workflow.start_activity(
+            "preflight_campaign",
+            PreflightInput(campaign_id=self._id, request=self._request, plan=self._state.plan),
+            result_type=PreflightReport,
+            start_to_close_timeout=options.PREFLIGHT_TIMEOUT,
+            retry_policy=options.PLANNING_RETRY,
+            summary="preflight checklist",
         )
+        if not await self._unless_stopped(handle):
+            return
+        try:
+            report: PreflightReport = await handle
+        except ActivityError as err:
+            report = PreflightReport(
+                items=[
+                    PreflightItem(
+                        check="data",
+                        ok=False,
+                        detail=f"the checklist could not run: {_error_message(err)}",
+                        fix="fix the error, then `rea campaign preflight` to check again",
+                    )
+                ]
+            )
+        self._set(preflight=report, message=report.summary())
+
+    async def _await_approval(self, plan: Plan) -> None:
+        self._ask_for_approval(plan)
         await workflow.wait_condition(
             lambda: self._state.approval is not None or self._stopping,
             timeout_summary="waiting for an engineer to approve the plan",
         )
         self._set(needs_attention="")
+
+    def _ask_for_approval(self, plan: Plan) -> None:
+        approvers = ", ".join(self._request.approvers)
+        preflight = self._state.preflight
+        blocked = f"; {preflight.summary()}" if preflight and not preflight.passed else ""
+        self._set(needs_attention=f"plan awaits approval by one of {approvers}{blocked}")
+        self._enter(
+            "awaiting_approval",
+            f"Waiting for approval by one of {approvers}: {len(plan.hypotheses)} hypotheses, "
+            f"estimated {plan.estimated_device_hours:.4f} of "
+            f"{self._request.budget.device_hours} device-hours"
+            + (f"; {preflight.summary()}." if preflight else "."),
+        )
 
     async def _guard_wall_clock(self) -> None:
         """Stop the campaign once it has run ``max_wall_hours`` since approval."""
@@ -659,12 +718,15 @@ class CampaignWorkflow:
         if self._state.approval is None:
             planned = self._state.plan.budget_device_hours if self._state.plan else None
             hours = approval.device_hours or planned or self._request.budget.device_hours
+            preflight = self._state.preflight
+            failing = preflight is not None and not preflight.passed
             self._set(
                 approval=Approval(
                     approver=approval.approver,
                     comment=approval.comment,
                     approved_at=workflow.now(),
                     device_hours=hours,
+                    preflight_override=approval.override_preflight if failing else "",
                 ),
                 ledger=self._state.ledger.model_copy(update={"approved": hours}),
                 message=f"Approved by {approval.approver}: {hours} device-hours.",
@@ -693,6 +755,20 @@ class CampaignWorkflow:
                 f"no plan is pending approval (phase is {self._state.phase!r}); "
                 "approve once `rea campaign status` shows phase awaiting_approval",
                 type="NothingToApprove",
+                non_retryable=True,
+            )
+        if self._rechecking:
+            raise ApplicationError(
+                "the preflight checklist is running again; approve when it has finished",
+                type="PreflightRunning",
+                non_retryable=True,
+            )
+        preflight = self._state.preflight
+        if preflight is not None and not preflight.passed and not approval.override_preflight:
+            raise ApplicationError(
+                f"{preflight.summary()}. Fix it and check again with `rea campaign preflight "
+                f"{self._id}`, or approve with --override-preflight REASON (kept in the history)",
+                type="PreflightFailed",
                 non_retryable=True,
             )
 
@@ -745,6 +821,83 @@ class CampaignWorkflow:
                 type="EmptyPlan",
                 non_retryable=True,
             )
+
+    @workflow.update
+    async def recheck_preflight(self, control: ControlInput) -> PreflightReport:
+        """Run the preflight checklist again (after fixing what it found). A plan made while
+        the data could not be read is made again first, now that its cost can be measured."""
+        self._rechecking = True
+        try:
+            plan = self._state.plan
+            if plan is not None and plan.estimated_device_hours_per_trial == 0.0:
+                await self._propose_plan()
+            await self._preflight()
+            assert self._state.plan is not None
+            self._ask_for_approval(self._state.plan)
+        finally:
+            self._rechecking = False
+        assert self._state.preflight is not None
+        return self._state.preflight
+
+    @recheck_preflight.validator
+    def _validate_recheck_preflight(self, control: ControlInput) -> None:
+        if self._state.recovery != "runbook" or self._state.phase != "awaiting_approval":
+            raise ApplicationError(
+                f"no preflight checklist is pending (phase is {self._state.phase!r}); it runs "
+                "before a plan is approved",
+                type="NothingToCheck",
+                non_retryable=True,
+            )
+        if self._rechecking:
+            raise ApplicationError(
+                "the preflight checklist is already running",
+                type="PreflightRunning",
+                non_retryable=True,
+            )
+
+    @workflow.update
+    def resolve_trial(self, answer: ResolveTrialInput) -> Escalation:
+        """An engineer's answer to an escalated trial: retry (as it is or with changes), skip
+        it, or stop the campaign. The trial's waiter acts on it."""
+        escalations = list(self._state.escalations)
+        index = max(
+            i
+            for i, e in enumerate(escalations)
+            if e.trial_id == answer.trial_id and e.resolution is None
+        )
+        escalations[index] = escalations[index].model_copy(update={"resolution": answer})
+        self._set(
+            escalations=escalations,
+            message=f"{answer.trial_id}: {answer.action} by {answer.approver}"
+            + (f" ({answer.comment})" if answer.comment else "")
+            + ".",
+        )
+        self._publish()
+        return escalations[index]
+
+    @resolve_trial.validator
+    def _validate_resolve_trial(self, answer: ResolveTrialInput) -> None:
+        self._check_approver(answer.approver)
+        open_ = self._state.open_escalations
+        escalation = next((e for e in open_ if e.trial_id == answer.trial_id), None)
+        if escalation is None:
+            waiting = ", ".join(e.trial_id for e in open_) or "none"
+            raise ApplicationError(
+                f"trial_id: {answer.trial_id!r} is not waiting for an answer; escalated trials "
+                f"waiting now: {waiting}",
+                type="NotEscalated",
+                non_retryable=True,
+            )
+        if answer.action == "retry" and answer.changes and escalation.model is not None:
+            try:
+                escalation.model.with_changes(answer.changes)
+            except ValidationError as err:
+                raise ApplicationError(
+                    f"changes: {_validation_problems(err)}; give ModelSpec fields with valid "
+                    'values, e.g. {"batch_size": 256}',
+                    type="InvalidChanges",
+                    non_retryable=True,
+                ) from None
 
     @workflow.update
     def extend_budget(self, extension: ExtendBudgetInput) -> Ledger:
@@ -827,11 +980,24 @@ class CampaignWorkflow:
     # ---- trials ---------------------------------------------------------------------------
 
     async def _run_trial(self, spec: TrialSpec) -> TrialResult | None:
-        """Launch ``spec`` when it fits, wait for it and record it; None when it did not run."""
+        """Launch ``spec`` when it fits, wait for it and record it; None when it did not run.
+
+        Under runbooks a failure is diagnosed and remedied (or escalated) before this
+        returns: the result is the trial's own last run (a remedy in a linked trial leaves
+        it failed)."""
         if not await self._wait_to_launch(spec):
             return None
-        self._launched_this_run += 1
-        self._running[spec.trial_id] = None
+        self._add_trial(spec)
+        result = await self._train_and_record(spec)
+        if (
+            self._state.recovery == "runbook"
+            and recovery.needs_recovery(result)
+            and not self._halted()
+        ):
+            result = await self._recover(spec, result)
+        return result
+
+    def _add_trial(self, spec: TrialSpec) -> None:
         self._set(
             trials=[
                 *self._state.trials,
@@ -842,23 +1008,36 @@ class CampaignWorkflow:
                     arm=spec.arm,
                     seed=spec.model.seed,
                     estimated_device_hours=spec.estimated_device_hours,
+                    remedy_of=spec.remedy_of,
                 ),
             ],
+        )
+        self._reserve(spec)
+
+    def _reserve(self, spec: TrialSpec) -> None:
+        self._launched_this_run += 1
+        self._set(
             ledger=self._state.ledger.change(
                 policy.ledger_phase(spec.phase), reserved=spec.estimated_device_hours
             ),
         )
+
+    async def _train_and_record(
+        self, spec: TrialSpec, attempt: int = 1, remedy: str = ""
+    ) -> TrialResult:
+        """Train a launched trial (slot claimed, budget reserved), charge and record it."""
+        self._running[spec.trial_id] = None
         try:
             if self._request.execution == "in-worker":
                 result = await self._train_in_worker(spec)
             else:
-                result = await self._train_as_job(spec)
+                result = await self._train_as_job(spec, attempt)
         finally:
             del self._running[spec.trial_id]
-        self._finish(spec, result)
+        result = self._finish(spec, result)
         await workflow.execute_activity(
             "record_trial",
-            TrialRecord(spec=spec, result=result),
+            TrialRecord(spec=spec, result=result, remedy=remedy),
             start_to_close_timeout=options.RECORD_TIMEOUT,
             retry_policy=options.BOOKKEEPING_RETRY,
             summary=f"store {spec.trial_id}",
@@ -871,7 +1050,178 @@ class CampaignWorkflow:
             self._cancel_running()
         return result
 
-    async def _wait_to_launch(self, spec: TrialSpec) -> bool:
+    # ---- recovery ---------------------------------------------------------------------------
+
+    async def _recover(self, spec: TrialSpec, result: TrialResult) -> TrialResult:
+        """Diagnose a failed trial and apply remedies until one works; escalate what the
+        runbooks (and the research agent) cannot fix, and act on the engineer's answer.
+
+        Returns the trial's own result: a placement remedy that worked replaces it; a remedy
+        run as a linked trial leaves it as it failed.
+        """
+        failed_spec, failed = spec, result
+        while not self._halted():
+            tried = [a for a in self._state.remedies if a.trial_id == spec.trial_id]
+            diagnosis = await self._diagnose(failed_spec, failed, tried)
+            remedy, model, dataset = diagnosis.remedy, diagnosis.model, diagnosis.dataset
+            pattern = (diagnosis.pattern_id, diagnosis.pattern_version)
+            if remedy is None:
+                answer = await self._escalate(spec, failed_spec, failed, diagnosis, tried)
+                if answer is None or answer.action != "retry":
+                    return result
+                pattern = (recovery.ENGINEER, 1)
+                if answer.changes:
+                    remedy = SetFields(changes=answer.changes)
+                    model = failed_spec.model.with_changes(answer.changes)
+                else:
+                    remedy = ResumeFromCheckpoint()
+            attempt = RemedyAttempt(
+                trial_id=spec.trial_id,
+                attempt=len(tried) + 1,
+                pattern_id=pattern[0],
+                pattern_version=pattern[1],
+                remedy=remedy,
+                run_trial_id="",
+            )
+            run = recovery.remedy_spec(spec, failed_spec, remedy, attempt.attempt, model, dataset)
+            attempt = attempt.model_copy(update={"run_trial_id": run.trial_id})
+            self._set(
+                remedies=[*self._state.remedies, attempt],
+                message=f"{spec.trial_id} {failed.state} ({failed.error_type or failed.state}): "
+                f"{recovery.describe(attempt)} as {run.trial_id}.",
+            )
+            outcome = await self._run_remedy(run, attempt)
+            attempt = attempt.model_copy(
+                update={
+                    "state": outcome.state if outcome else "cancelled",
+                    "error_type": outcome.error_type if outcome else "",
+                }
+            )
+            self._set(
+                remedies=[
+                    attempt if (a.trial_id, a.attempt) == (attempt.trial_id, attempt.attempt) else a
+                    for a in self._state.remedies
+                ]
+            )
+            await workflow.execute_activity(
+                "record_remedy",
+                RemedyRecord(campaign_id=self._id, attempt=attempt),
+                start_to_close_timeout=options.RECORD_TIMEOUT,
+                retry_policy=options.BOOKKEEPING_RETRY,
+                summary=f"store remedy {attempt.attempt} of {spec.trial_id}",
+            )
+            if outcome is None or not recovery.needs_recovery(outcome):
+                same = outcome is not None and run.trial_id == spec.trial_id
+                return outcome if same and outcome else result
+            failed_spec, failed = run, outcome
+        return result
+
+    async def _diagnose(
+        self, spec: TrialSpec, result: TrialResult, tried: list[RemedyAttempt]
+    ) -> Diagnosis:
+        """The runbooks' diagnosis (an activity: the runbooks and the remedies' record are
+        data); a diagnosis that cannot be made escalates with the error."""
+        try:
+            diagnosis: Diagnosis = await workflow.execute_activity(
+                "diagnose_failure",
+                FailureReport(spec=spec, result=result, tried=tried, log_tail=result.log_tail),
+                result_type=Diagnosis,
+                start_to_close_timeout=options.DIAGNOSE_TIMEOUT,
+                retry_policy=options.DIAGNOSE_RETRY,
+                summary=f"diagnose {spec.trial_id} ({result.error_type or result.state})",
+            )
+        except ActivityError as err:
+            return Diagnosis(why_escalate=f"the diagnosis failed: {_error_message(err)}")
+        return diagnosis
+
+    async def _run_remedy(self, run: TrialSpec, attempt: RemedyAttempt) -> TrialResult | None:
+        """Run a remedy: the same trial again (placement) or a new linked trial; None when it
+        could not launch (stopped, budget closed)."""
+        rerun = self._state.trial(run.trial_id) is not None
+        if not await self._wait_to_launch(run, new_trial=not rerun):
+            return None
+        if rerun:
+            self._update_trial(run.trial_id, state="running", error="", error_type="")
+            self._reserve(run)
+        else:
+            self._add_trial(run)
+        return await self._train_and_record(
+            run,
+            attempt=recovery.job_attempt(self._state.remedies, run.trial_id),
+            remedy=recovery.describe(attempt),
+        )
+
+    async def _escalate(
+        self,
+        spec: TrialSpec,
+        failed_spec: TrialSpec,
+        failed: TrialResult,
+        diagnosis: Diagnosis,
+        tried: list[RemedyAttempt],
+    ) -> ResolveTrialInput | None:
+        """Hand the trial to an engineer and wait for the answer (``resolve_trial``) while
+        the other trials go on; past ``escalation_wait_hours`` the trial is skipped."""
+        escalation = Escalation(
+            trial_id=spec.trial_id,
+            error_type=failed.error_type,
+            error=failed.error,
+            diagnosis=diagnosis,
+            tried=tried,
+            model=failed_spec.model,
+        )
+        self._set(
+            escalations=[*self._state.escalations, escalation],
+            message=f"{recovery.escalation_line(escalation)}; answer with "
+            f"`rea campaign resolve {self._id} {spec.trial_id} --retry|--skip|--stop`.",
+        )
+        self._publish()
+
+        def answered() -> bool:
+            return all(
+                e.resolution is not None
+                for e in self._state.escalations
+                if e.trial_id == spec.trial_id
+            )
+
+        try:
+            await workflow.wait_condition(
+                lambda: answered() or self._stopping,
+                timeout=timedelta(hours=self._request.escalation_wait_hours),
+                timeout_summary=f"{spec.trial_id}: waiting for an engineer (resolve_trial)",
+            )
+        except TimeoutError:
+            self._set(
+                escalations=[
+                    e.model_copy(
+                        update={
+                            "resolution": ResolveTrialInput(
+                                approver="(no answer)",
+                                trial_id=spec.trial_id,
+                                action="skip",
+                                comment=f"no answer in {self._request.escalation_wait_hours:g} h",
+                            )
+                        }
+                    )
+                    if e.trial_id == spec.trial_id and e.resolution is None
+                    else e
+                    for e in self._state.escalations
+                ]
+            )
+        answer = next(
+            (
+                e.resolution
+                for e in reversed(self._state.escalations)
+                if e.trial_id == spec.trial_id
+            ),
+            None,
+        )
+        self._publish()
+        if answer is not None and answer.action == "stop":
+            who = ControlInput(by=answer.approver, reason=answer.comment or f"{spec.trial_id}")
+            self._request_stop(self._control_message("Stopped", who))
+        return None if self._stopping else answer
+
+    async def _wait_to_launch(self, spec: TrialSpec, new_trial: bool = True) -> bool:
         """Wait until ``spec`` has a free slot and the ledger affords it, both at once.
 
         Returns False when it must not launch in this run (stopped, budget closed, or
@@ -882,7 +1232,7 @@ class CampaignWorkflow:
         """
         estimate = spec.estimated_device_hours
         while not (self._stopping or self._budget_closed or self._draining):
-            if len(self._state.trials) >= self._request.budget.max_trials:
+            if new_trial and len(self._state.trials) >= self._request.budget.max_trials:
                 self._note(policy.ledger_phase(spec.phase), "max_trials reached")
                 break
             if policy.should_continue_as_new(
@@ -955,9 +1305,13 @@ class CampaignWorkflow:
         except ActivityError as err:
             return _failed_result(spec, err)
 
-    async def _train_as_job(self, spec: TrialSpec) -> TrialResult:
-        """Launch ``spec`` as an external job and sleep until it reports (or is found dead)."""
-        attempt = 1
+    async def _train_as_job(self, spec: TrialSpec, attempt: int = 1) -> TrialResult:
+        """Launch ``spec`` as an external job and sleep until it reports (or is found dead).
+
+        Under runbooks a lost job comes back as a ``JobLost`` failure, which the runbook
+        remedies (a relaunch resumes from the checkpoint); before, it was relaunched here.
+        """
+        relaunch_here = self._state.recovery != "runbook"
         while True:
             job: JobHandle = await _control_job(
                 "launch_job",
@@ -968,7 +1322,12 @@ class CampaignWorkflow:
             self._update_trial(spec.trial_id, job=job)
             self._show_details()
             status = await self._wait_for_job(job)
-            if status.state == "lost" and attempt < policy.MAX_JOB_ATTEMPTS and not self._stopping:
+            if (
+                relaunch_here
+                and status.state == "lost"
+                and attempt < policy.MAX_JOB_ATTEMPTS
+                and not self._stopping
+            ):
                 attempt += 1
                 continue
             if status.result is not None:
@@ -979,6 +1338,7 @@ class CampaignWorkflow:
                 state=policy.TRIAL_STATE_OF_JOB[status.state],
                 error=status.message or f"job {job.job_id} ended {status.state} without a result",
                 error_type="JobLost" if status.state == "lost" else "",
+                log_tail=status.log_tail,
             )
 
     async def _wait_for_job(self, job: JobHandle) -> JobStatus:
@@ -1011,16 +1371,22 @@ class CampaignWorkflow:
             )
             return stopped
 
-    def _finish(self, spec: TrialSpec, result: TrialResult) -> None:
+    def _finish(self, spec: TrialSpec, result: TrialResult) -> TrialResult:
+        """Charge and keep a trial's result; returns it as recorded. A trial run again (a
+        placement remedy) carries the device-hours of all its runs, so the recorded spends
+        add up to the ledger."""
         trial = self._state.trial(spec.trial_id)
         assert trial is not None
+        charged = result.device_hours
+        if self._state.recovery == "runbook":
+            result = result.model_copy(update={"device_hours": trial.device_hours + charged})
         trials = [trial.finished(result) if t is trial else t for t in self._state.trials]
         self._set(
             trials=trials,
             ledger=self._state.ledger.change(
                 policy.ledger_phase(spec.phase),
                 reserved=-spec.estimated_device_hours,
-                spent=result.device_hours,
+                spent=charged,
             ),
             message=f"{spec.trial_id} {result.state}.",
         )
@@ -1033,6 +1399,7 @@ class CampaignWorkflow:
                 baseline_metric=policy.metric_of(trials, policy.BASELINE_TRIAL_ID, metric),
             )
         self._publish()
+        return result
 
     def _update_trial(self, trial_id: str, **changes: Any) -> None:
         self._set(
@@ -1069,8 +1436,12 @@ class CampaignWorkflow:
             options.PHASE.value_set(s.phase),
             options.DEVICE_HOURS_SPENT.value_set(s.ledger.spent),
             options.DEVICE_HOURS_APPROVED.value_set(s.ledger.approved),
-            options.NEEDS_ATTENTION.value_set(bool(s.needs_attention)),
+            options.NEEDS_ATTENTION.value_set(bool(s.needs_attention or s.open_escalations)),
         ]
+        if s.recovery == "runbook":
+            updates.append(
+                options.TRIALS_NEEDING_ATTENTION.value_set([e.trial_id for e in s.open_escalations])
+            )
         if s.best_metric is not None:
             updates.append(options.BEST_METRIC.value_set(s.best_metric))
         workflow.upsert_search_attributes(updates)
@@ -1081,6 +1452,10 @@ class CampaignWorkflow:
         lines = [
             policy.one_line_summary(s, running=len(self._running)),
             f"**needs attention** {s.needs_attention}" if s.needs_attention else "",
+            *(
+                f"**trial needs attention** {recovery.escalation_line(e)}"
+                for e in s.open_escalations
+            ),
             f"**budget** {s.ledger.spent:.4g} spent + {s.ledger.reserved:.4g} reserved of "
             f"{s.ledger.approved or '?'} device-hours",
             f"**verdict** {s.proposal.headline}" if s.proposal else "",
@@ -1144,12 +1519,18 @@ def _validated_request(request: object) -> CampaignRequest:
     try:
         return CampaignRequest.model_validate(request)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()
-        )
         raise ApplicationError(
-            f"invalid CampaignRequest: {problems}", type="InvalidRequest", non_retryable=True
+            f"invalid CampaignRequest: {_validation_problems(err)}",
+            type="InvalidRequest",
+            non_retryable=True,
         ) from None
+
+
+def _validation_problems(err: ValidationError) -> str:
+    """One ``field: problem`` per error, joined."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()
+    )
 
 
 async def _control_job(

@@ -22,7 +22,16 @@ JOB_CONTROL_TIMEOUT = timedelta(minutes=2)
 JOB_STOP_TIMEOUT = timedelta(minutes=15)
 
 # Errors a retry cannot fix: the spec or the data is wrong, or the run diverged.
-TRIAL_NON_RETRYABLE = ["BadSpecError", "BadDataError", "DivergenceError"]
+# An out-of-memory run, a missing kernel or a refused path fail the same way on a retry: the
+# runbooks remedy them with a changed spec or escalate them.
+TRIAL_NON_RETRYABLE = [
+    "BadSpecError",
+    "BadDataError",
+    "DivergenceError",
+    "OutOfMemoryError",
+    "KernelUnavailableError",
+    "AccessDenied",
+]
 # Most retries follow a dead worker or host (each resumes from the last checkpoint), so allow
 # several; errors of the spec or data are never retried.
 TRIAL_RETRY = RetryPolicy(
@@ -46,6 +55,16 @@ LLM_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=3,
 )
+# Diagnosing a failure reads the runbooks and the insights database, and may ask the LLM
+# agent: minutes at most; a few tries, then the trial escalates with the error.
+DIAGNOSE_TIMEOUT = timedelta(minutes=5)
+DIAGNOSE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=3,
+)
+# The preflight checklist loads the data and runs one training step per planned spec.
+PREFLIGHT_TIMEOUT = timedelta(minutes=30)
 # Bookkeeping activities retry until they succeed; their writes are idempotent.
 BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 
@@ -55,4 +74,13 @@ BEST_METRIC = SearchAttributeKey.for_float("ReaBestMetric")
 DEVICE_HOURS_SPENT = SearchAttributeKey.for_float("ReaDeviceHoursSpent")
 DEVICE_HOURS_APPROVED = SearchAttributeKey.for_float("ReaDeviceHoursApproved")
 NEEDS_ATTENTION = SearchAttributeKey.for_bool("ReaNeedsAttention")
-SEARCH_ATTRIBUTES = (PHASE, BEST_METRIC, DEVICE_HOURS_SPENT, DEVICE_HOURS_APPROVED, NEEDS_ATTENTION)
+# Escalated trials waiting for an engineer, e.g. ``ReaTrialsNeedingAttention = 'v-x.s0'``.
+TRIALS_NEEDING_ATTENTION = SearchAttributeKey.for_keyword_list("ReaTrialsNeedingAttention")
+SEARCH_ATTRIBUTES = (
+    PHASE,
+    BEST_METRIC,
+    DEVICE_HOURS_SPENT,
+    DEVICE_HOURS_APPROVED,
+    NEEDS_ATTENTION,
+    TRIALS_NEEDING_ATTENTION,
+)

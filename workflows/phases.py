@@ -401,6 +401,7 @@ def best_explored(request: CampaignRequest, trials: Sequence[TrialSummary]) -> s
         for t in trials
         if t.phase == "exploitation"
         and t.seed == seed
+        and not t.remedy_of  # a remedy's run is not the tuned move the study asked for
         and (value := t.metric(request.metric)) is not None
     ]
     if not scored:

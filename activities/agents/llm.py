@@ -25,11 +25,13 @@ import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from temporalio import activity
 
+from activities.agents import diagnosis
 from contracts.actions import DEFAULT_ACTION_SPACE, Knob
 from contracts.campaign import Hypothesis
 from contracts.insights import LlmCall, ProposalInput, Proposals, describe
 from contracts.model import ModelSpec
 from contracts.provenance import Provenance
+from contracts.runbook import Diagnosis, FailureReport
 
 PROMPT_VERSION = "llm-planner/1"
 AGENT = "llm"
@@ -445,10 +447,45 @@ class LlmAgent:
             if cached is not None:
                 self._mode = mode
                 return await self._conclude(inp, mode, digests[mode], cached, None, cached=True)
+        mode, raw, usage = await self._negotiate(messages, schema, TOOL_NAME)
+        return await self._conclude(inp, mode, digests[mode], raw, usage, cached=False)
+
+    async def diagnose(self, report: FailureReport) -> Diagnosis:
+        """A first-principles diagnosis and one typed remedy for a failure no runbook entry
+        matches (the caller checks the remedy applies). Every exchange is recorded.
+
+        Raises:
+            openai.APIError: as ``propose``.
+        """
+        messages = diagnosis.build_messages(report)
+        mode, raw, usage = await self._negotiate(messages, diagnosis.SCHEMA, diagnosis.TOOL_NAME)
+        found, refused = diagnosis.parse_reply(raw)
+        call = LlmCall(
+            prompt_digest=prompt_digest(self._model, messages, mode),
+            campaign_id=report.spec.campaign_id,
+            model=self._model,
+            prompt_version=diagnosis.PROMPT_VERSION,
+            mode=mode,
+            raw_reply=raw,
+            reply_digest=sha256(raw),
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            accepted=[found.remedy.kind] if found.remedy else [],
+            rejected=refused,
+        )
+        await asyncio.to_thread(self._store.record_call, call)
+        return found
+
+    async def _negotiate(
+        self, messages: list[dict[str, str]], schema: dict[str, Any], tool: str
+    ) -> tuple[Mode, str, Any]:
+        """Ask in the first structured-output mode the endpoint accepts (the one it accepted
+        before, once known): the mode, the reply's text and its usage."""
+        modes = (self._mode,) if self._mode else self._modes
         error: openai.APIStatusError | None = None
         for mode in modes:
             try:
-                raw, usage = await self._ask(messages, schema, mode)
+                raw, usage = await self._ask(messages, schema, mode, tool)
             except openai.APIStatusError as err:
                 if err.status_code not in FALLBACK_STATUSES:
                     raise
@@ -459,13 +496,13 @@ class LlmAgent:
                 log.info("endpoint ignored the forced tool call; trying the next mode")
                 continue
             self._mode = mode
-            return await self._conclude(inp, mode, digests[mode], raw, usage, cached=False)
+            return mode, raw, usage
         if error is None:
             raise RuntimeError("the endpoint answered no mode with a usable reply")
         raise error
 
     async def _ask(
-        self, messages: list[dict[str, str]], schema: dict[str, Any], mode: Mode
+        self, messages: list[dict[str, str]], schema: dict[str, Any], mode: Mode, tool: str
     ) -> tuple[str | None, Any]:
         """The reply's text in ``mode`` (None: no tool call came back) and its usage."""
         kwargs: dict[str, Any] = {
@@ -479,17 +516,17 @@ class LlmAgent:
                 {
                     "type": "function",
                     "function": {
-                        "name": TOOL_NAME,
-                        "description": "Submit the proposed hypotheses.",
+                        "name": tool,
+                        "description": "Submit the answer.",
                         "parameters": schema,
                     },
                 }
             ]
-            kwargs["tool_choice"] = {"type": "function", "function": {"name": TOOL_NAME}}
+            kwargs["tool_choice"] = {"type": "function", "function": {"name": tool}}
         elif mode == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": TOOL_NAME, "schema": schema, "strict": True},
+                "json_schema": {"name": tool, "schema": schema, "strict": True},
             }
         else:
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
@@ -501,7 +538,7 @@ class LlmAgent:
             calls = [
                 c
                 for c in message.tool_calls or []
-                if getattr(c, "function", None) is not None and c.function.name == TOOL_NAME
+                if getattr(c, "function", None) is not None and c.function.name == tool
             ]
             return (calls[0].function.arguments if calls else None), completion.usage
         return message.content or "", completion.usage

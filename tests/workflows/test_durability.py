@@ -15,6 +15,7 @@ from contracts import (
     ExtendBudgetInput,
     JobFinishedInput,
 )
+from runbooks import load_runbook
 from tests.factories import APPROVER
 from tests.fakes import FakeActivities
 from tests.workflows.drive import start, start_approved, wait_for_phase
@@ -89,10 +90,14 @@ async def test_a_job_that_dies_silently_is_relaunched_and_resumes(
     assert result.status.trials[0].state == "succeeded"
 
 
-async def test_a_job_lost_on_every_attempt_fails_its_trial(
+async def test_a_job_lost_on_every_attempt_is_relaunched_by_the_runbook_then_escalated(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
 ) -> None:
-    for attempt in range(1, policy.MAX_JOB_ATTEMPTS + 1):
+    runbook = load_runbook()
+    job_lost = runbook.get("job-lost")
+    assert job_lost is not None
+    launches = 1 + job_lost.max_attempts
+    for attempt in range(1, launches + 1):
         fakes.job_states[("baseline~r0", attempt)] = "lost"
     budget = Budget(device_hours=100.0, max_parallel_trials=1, max_trials=1)
     handle = await start_approved(
@@ -101,9 +106,20 @@ async def test_a_job_lost_on_every_attempt_fails_its_trial(
 
     result: CampaignResult = await handle.result()
 
-    assert len(fakes.launched) == policy.MAX_JOB_ATTEMPTS
-    assert result.status.trials[0].state == "failed"
-    assert result.status.trials[0].error_type == "JobLost"
+    # Each remedy relaunched the same trial as a new job attempt (resuming its checkpoint).
+    assert [(j.trial_id, j.attempt) for j in fakes.launched] == [
+        ("baseline~r0", a) for a in range(1, launches + 1)
+    ]
+    status = result.status
+    assert [r.remedy.kind for r in status.remedies] == [r.kind for r in job_lost.remedies]
+    assert all(r.run_trial_id == "baseline~r0" and r.state == "failed" for r in status.remedies)
+    assert [r.attempt.attempt for r in fakes.remedies] == [1, 2, 3]
+    assert status.trials[0].state == "failed"
+    assert status.trials[0].error_type == "JobLost"
+    # Then no remedy is left: it escalated, and nobody answered within the wait.
+    [escalation] = status.escalations
+    assert "remedies tried, none worked" in escalation.diagnosis.why_escalate
+    assert escalation.resolution is not None and escalation.resolution.action == "skip"
 
 
 async def test_stop_stops_external_jobs(
