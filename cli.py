@@ -32,6 +32,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 import devserver
+import runbooks
 from client import ServerUnreachable, exit_without_finalizing, make_client
 from contracts import (
     DEFAULT_ACTION_SPACE,
@@ -43,13 +44,18 @@ from contracts import (
     CampaignStatus,
     ControlInput,
     DatasetRef,
+    Escalation,
     ExtendBudgetInput,
     Insight,
     InsightQuery,
     LaunchProposal,
     ModelSpec,
     Plan,
+    PreflightReport,
+    RemedyAttempt,
+    ResolveTrialInput,
     RevisePlanInput,
+    RunbookEntry,
     TrialProgress,
     TrialSpec,
 )
@@ -76,6 +82,8 @@ PUBLIC_MODELS: list[type[BaseModel]] = [
     CampaignResult,
     ApproveInput,
     RevisePlanInput,
+    ResolveTrialInput,
+    RunbookEntry,
     ControlInput,
     TrialSpec,
     LaunchProposal,
@@ -86,6 +94,10 @@ campaign_app = typer.Typer(
     help="Start, approve, inspect and steer campaigns.", no_args_is_help=True
 )
 app.add_typer(campaign_app, name="campaign")
+runbook_app = typer.Typer(
+    help="The failure patterns and remedies openrea applies on its own.", no_args_is_help=True
+)
+app.add_typer(runbook_app, name="runbook")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -550,9 +562,13 @@ def campaign_status(
         print(status.model_dump_json(indent=2))
         return
     console.print(render_plan(status))
+    if status.preflight and status.phase == "awaiting_approval":
+        console.print(render_preflight(status.preflight))
     # --wide asks for more than 80 columns: let the terminal wrap rather than cut numbers.
     console.print(render_trials(status, wide=wide), width=max(console.width, 110) if wide else None)
     console.print(render_summary(status))
+    for escalation in status.open_escalations:
+        console.print(render_escalation(status.campaign_id, escalation), soft_wrap=True)
     for line in retrying:
         console.print(f"[yellow]retrying[/] {line}")
 
@@ -567,6 +583,14 @@ def campaign_approve(
         float | None, typer.Option(help="Approve this many device-hours instead of the request.")
     ] = None,
     comment: Annotated[str, typer.Option(help="Kept in the campaign's history.")] = "",
+    override_preflight: Annotated[
+        str,
+        typer.Option(
+            "--override-preflight",
+            metavar="REASON",
+            help="Approve although preflight items fail; the reason is kept in the history.",
+        ),
+    ] = "",
 ) -> None:
     """Approve a campaign's pending plan."""
     approval_input = make_input(
@@ -575,13 +599,19 @@ def campaign_approve(
         approver=approver,
         comment=comment,
         device_hours=hours,
+        override_preflight=override_preflight,
     )
 
     async def main() -> None:
         approval = await update(campaign_id, CampaignWorkflow.approve, approval_input)
         console.print(
             f"Approved {approval.device_hours:g} device-hours as {approval.approver} "
-            f"at {approval.approved_at:%Y-%m-%d %H:%M:%S}."
+            f"at {approval.approved_at:%Y-%m-%d %H:%M:%S}"
+            + (
+                f", overriding the preflight checklist: {approval.preflight_override}."
+                if approval.preflight_override
+                else "."
+            )
         )
 
     run(main())
@@ -665,6 +695,86 @@ def campaign_extend_budget(
         console.print(f"Approved budget is now {ledger.approved:g} device-hours.")
 
     run(main())
+
+
+@campaign_app.command("preflight")
+def campaign_preflight(campaign_id: str) -> None:
+    """Run the preflight checklist again (after fixing what it found) and show it."""
+
+    async def main() -> PreflightReport:
+        report: PreflightReport = await update(
+            campaign_id, CampaignWorkflow.recheck_preflight, ControlInput()
+        )
+        return report
+
+    report = run(main())
+    console.print(render_preflight(report))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@campaign_app.command("resolve")
+def campaign_resolve(
+    campaign_id: str,
+    trial_id: str,
+    approver: Annotated[
+        str, typer.Option("--as", help="Your name, as listed in the request's approvers.")
+    ],
+    retry: Annotated[bool, typer.Option("--retry", help="Run the trial again.")] = False,
+    skip: Annotated[bool, typer.Option("--skip", help="Leave it failed; go on.")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the campaign.")] = False,
+    set_fields: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="FIELD=JSON",
+            help="With --retry: a ModelSpec field to change, e.g. --set batch_size=256.",
+        ),
+    ] = None,
+    comment: Annotated[str, typer.Option(help="Why; kept in the history.")] = "",
+) -> None:
+    """Answer an escalated trial: retry it (as it is or with --set changes), skip it, or stop."""
+    actions = [a for a, chosen in (("retry", retry), ("skip", skip), ("stop", stop)) if chosen]
+    if len(actions) != 1:
+        raise fail("give exactly one of --retry, --skip, --stop")
+    if set_fields and actions[0] != "retry":
+        raise fail("--set: changes only go with --retry")
+    answer = make_input(
+        ResolveTrialInput,
+        {"approver": "--as", "changes": "--set"},
+        approver=approver,
+        trial_id=trial_id,
+        action=actions[0],
+        changes=parse_assignments(set_fields or []),
+        comment=comment,
+    )
+
+    async def main() -> Escalation:
+        escalation: Escalation = await update(campaign_id, CampaignWorkflow.resolve_trial, answer)
+        return escalation
+
+    run(main())
+    changes = f" with {json.dumps(answer.changes)}" if answer.changes else ""
+    console.print(f"{trial_id}: {answer.action}{changes} sent as {approver}.")
+    if answer.action == "retry":
+        console.print(
+            "Next time openrea can do this on its own:\n"
+            f"  rea runbook add-from-escalation {campaign_id} {trial_id}"
+        )
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["batch_size=256", "over_hidden=[64,32]"]`` -> a dict (values are JSON, else text)."""
+    changes: dict[str, Any] = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise fail(f"--set: expected FIELD=VALUE, got {item!r}")
+        try:
+            changes[field] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[field] = value
+    return changes
 
 
 async def update(campaign_id: str, method: Any, arg: BaseModel) -> Any:
@@ -966,6 +1076,93 @@ def write_insights_csv(found: list[Insight], path: Path) -> None:
             )  # fmt: skip
 
 
+@runbook_app.command("list")
+def runbook_list() -> None:
+    """The runbook entries in matching order: what openrea recognises and tries."""
+    book = load_runbook_or_fail()
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("id", "v", "matches", "remedies, in order", "max"):
+        table.add_column(column)
+    for entry in book.entries:
+        m = entry.match
+        matches = ", ".join(
+            part
+            for part in (
+                "/".join(m.error_types),
+                "/".join(m.states),
+                f"signature {m.signature}" if m.signature else "",
+                f"/{m.message}/" if m.message else "",
+            )
+            if part
+        )
+        remedies = ", ".join(r.kind for r in entry.remedies) or "[dim]escalate[/]"
+        table.add_row(entry.id, str(entry.version), matches, remedies, str(entry.max_attempts))
+    console.print(table)
+    console.print(f"Shipped entries: {runbooks.BUILTIN_DIR}; yours: {load_settings().runbook_dir}")
+
+
+@runbook_app.command("check")
+def runbook_check(
+    folder: Annotated[Path | None, typer.Argument(help="A folder of entries to check.")] = None,
+) -> None:
+    """Validate the runbooks (the shipped ones, yours, and FOLDER): errors name file and field."""
+    book = load_runbook_or_fail(*([folder] if folder else []))
+    console.print(f"{len(book.entries)} runbook entries are valid.")
+
+
+@runbook_app.command("add-from-escalation")
+def runbook_add_from_escalation(
+    campaign_id: str,
+    trial_id: str,
+    entry_id: Annotated[
+        str, typer.Option("--id", help="The new entry's id (default: from the error type).")
+    ] = "",
+    message: Annotated[
+        str,
+        typer.Option(help="A regular expression the error must contain (default: its start)."),
+    ] = "",
+) -> None:
+    """Save an engineer's answer to an escalated trial as a runbook entry, so that openrea
+    handles the same failure on its own next time."""
+
+    async def main() -> CampaignStatus:
+        return await query_status(campaign_handle(await make_client(load_settings()), campaign_id))
+
+    status = run(main())
+    answered = [
+        e for e in status.escalations if e.trial_id == trial_id and e.resolution is not None
+    ]
+    if not answered:
+        waiting = [e.trial_id for e in status.escalations]
+        raise fail(
+            f"trial {trial_id} of {campaign_id} has no answered escalation (escalated: "
+            f"{waiting or 'none'}); answer it first with `rea campaign resolve`"
+        )
+    entry = runbooks.entry_from_escalation(
+        answered[-1], f"{campaign_id}/{trial_id}", entry_id=entry_id, message=message
+    )
+    folder = load_settings().runbook_dir
+    path = folder / f"{entry.id}.yaml"
+    if path.exists():
+        raise fail(f"{path} exists; choose another --id")
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(runbooks.entry_yaml(entry))
+    try:
+        runbooks.load_runbook(folder)
+    except runbooks.RunbookError as err:
+        path.unlink()
+        raise fail(str(err)) from None
+    console.print(f"Saved {path}:")
+    console.print(path.read_text(), markup=False)
+
+
+def load_runbook_or_fail(*folders: Path) -> runbooks.Runbook:
+    try:
+        return runbooks.load_runbook(load_settings().runbook_dir, *folders)
+    except runbooks.RunbookError as err:
+        raise fail(str(err)) from None
+
+
 @app.command()
 def schema(
     out: Annotated[Path, typer.Option(help="Folder to write JSON Schema files into.")] = SCHEMA_DIR,
@@ -1029,6 +1226,45 @@ def render_plan(status: CampaignStatus) -> Table:
             + "".join(f"\n- {note}" for note in plan.notes)
         )
     return table
+
+
+def render_preflight(report: PreflightReport) -> Table:
+    table = Table(title="preflight checklist", box=box.SIMPLE_HEAD, caption_justify="left")
+    table.add_column("check", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    table.add_column("found")
+    table.add_column("fix")
+    for item in report.items:
+        mark = "[green]ok[/]" if item.ok else "[bold red]FAILED[/]"
+        table.add_row(item.check, mark, item.detail, item.fix)
+    if not report.passed:
+        table.caption = (
+            "Approval is refused until every check passes: fix it and run `rea campaign "
+            "preflight ID`, or approve with --override-preflight REASON."
+        )
+    return table
+
+
+def render_escalation(campaign_id: str, escalation: Escalation) -> str:
+    """What an engineer needs to decide: the error, the log tail, what was tried, the
+    commands that answer."""
+    diagnosis = escalation.diagnosis
+    tried = "; ".join(describe_remedy(a) for a in escalation.tried) or "nothing"
+    lines = [
+        f"[bold red]trial {escalation.trial_id} needs attention:[/] "
+        f"{escalation.error_type or 'failed'}: {escalation.error}",
+        f"  why: {diagnosis.why_escalate}",
+        f"  diagnosis: {diagnosis.diagnosis}" if diagnosis.diagnosis else "",
+        f"  tried: {tried}",
+        *(f"  | {line}" for line in diagnosis.log_tail.splitlines()[-10:]),
+        f"  answer: rea campaign resolve {campaign_id} {escalation.trial_id} --as YOU "
+        "--retry [--set FIELD=VALUE] | --skip | --stop",
+    ]
+    return "\n".join(line for line in lines if line)
+
+
+def describe_remedy(attempt: RemedyAttempt) -> str:
+    return f"{attempt.remedy.kind} ({attempt.pattern_id}) -> {attempt.state}"
 
 
 def render_provenance(plan: Plan) -> Table:

@@ -3,18 +3,22 @@ database's record of which remedies worked), ask the research agent about failur
 matches, and record each remedy and its outcome."""
 
 import asyncio
+import logging
+from pathlib import Path
 from typing import Protocol
 
 from temporalio import activity
 
 from contracts import Diagnosis, FailureReport, RemedyRecord
-from runbooks import NotApplicable, Runbook, apply_remedy, choose
+from runbooks import NotApplicable, Runbook, RunbookError, apply_remedy, choose, load_runbook
 from store import InsightsStore
 
 # Pattern id of remedies the research agent proposed (for failures no entry matches).
 AGENT_PATTERN = "agent"
 # First-principles remedies tried per trial before it escalates.
 AGENT_ATTEMPTS = 1
+
+log = logging.getLogger("openrea.recovery")
 
 
 class Diagnoser(Protocol):
@@ -31,21 +35,41 @@ class RecoveryActivities:
         store: The insights database: remedy outcomes are recorded there and demote a
             remedy that keeps failing; None keeps no record.
         agent: Proposes a remedy for failures no entry matches; None: those escalate.
+        user_dir: The engineers' entries (already in ``runbook``): when its files change
+            (``rea runbook add-from-escalation``), the runbook is loaded again, so a saved
+            resolution applies from the next failure on, without a restart. A change that
+            does not validate is logged and the last good runbook kept.
     """
 
     def __init__(
-        self, runbook: Runbook, store: InsightsStore | None, agent: Diagnoser | None = None
+        self,
+        runbook: Runbook,
+        store: InsightsStore | None,
+        agent: Diagnoser | None = None,
+        user_dir: Path | None = None,
     ) -> None:
         self._runbook = runbook
         self._store = store
         self._agent = agent
+        self._user_dir = user_dir
+        self._seen = _files_of(user_dir)
+
+    def _current_runbook(self) -> Runbook:
+        if self._user_dir is None or (files := _files_of(self._user_dir)) == self._seen:
+            return self._runbook
+        self._seen = files
+        try:
+            self._runbook = load_runbook(self._user_dir)
+        except RunbookError as err:
+            log.error("runbook change ignored, the last good runbook stays: %s", err)
+        return self._runbook
 
     @activity.defn(name="diagnose_failure")
     async def diagnose_failure(self, report: FailureReport) -> Diagnosis:
         """The matching runbook entry and its next remedy (with the model and data it runs),
         the agent's remedy when nothing matches, or why the trial must escalate."""
         stats = await asyncio.to_thread(self._store.remedy_stats) if self._store else {}
-        diagnosis = choose(self._runbook, report, stats)
+        diagnosis = choose(self._current_runbook(), report, stats)
         if diagnosis.source != "none":
             return diagnosis
         if self._agent is None:
@@ -92,3 +116,10 @@ class RecoveryActivities:
         """Keep a remedy and its outcome (idempotent: keyed by campaign, trial, attempt)."""
         if self._store is not None:
             self._store.record_remedy(record.campaign_id, record.attempt)
+
+
+def _files_of(folder: Path | None) -> tuple[tuple[str, int], ...]:
+    """The folder's entries and their modification times: what a reload looks for."""
+    if folder is None or not folder.is_dir():
+        return ()
+    return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.glob("*.yaml")))

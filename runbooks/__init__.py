@@ -6,6 +6,7 @@ The shipped entries live in ``runbooks/patterns/*.yaml``, one pattern per file; 
 engineer's entries (``rea runbook add-from-escalation``) go in ``<data dir>/runbooks/``.
 """
 
+from runbooks.authoring import entry_from_escalation, entry_yaml
 from runbooks.loader import BUILTIN_DIR, Runbook, RunbookError, load_runbook
 from runbooks.matcher import RemedyStats, choose, signature_of
 from runbooks.remedies import NotApplicable, apply_remedy
@@ -18,6 +19,8 @@ __all__ = [
     "RunbookError",
     "apply_remedy",
     "choose",
+    "entry_from_escalation",
+    "entry_yaml",
     "load_runbook",
     "signature_of",
 ]
