@@ -13,13 +13,16 @@ from contracts import (
     CampaignRecord,
     CampaignStatus,
     Comparison,
+    Fp16Embeddings,
     GateDecision,
+    HalveBatchSize,
     Hypothesis,
     InsightQuery,
     LlmCall,
     ModelSpec,
     Plan,
     Provenance,
+    RemedyAttempt,
     TaskDescriptor,
     TrialRecord,
     TrialSpec,
@@ -266,5 +269,29 @@ def test_the_first_versions_trial_store_is_migrated_in_order(tmp_path: Path) -> 
     assert store.trials("c1") == records  # insertion order, not key order
     store.close()
     version = sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall()
-    assert version == [("0002",)]
+    assert version == [("0003",)]
     InsightsStore(f"sqlite:///{path}").close()  # opening again migrates nothing
+
+
+def test_remedies_are_upserted_per_attempt_and_counted_per_pattern(store: InsightsStore) -> None:
+    def attempt(n: int, kind: str, state: str) -> RemedyAttempt:
+        remedy = HalveBatchSize() if kind == "halve_batch_size" else Fp16Embeddings()
+        return RemedyAttempt(
+            trial_id="v-x~r0",
+            attempt=n,
+            pattern_id="host-oom",
+            remedy=remedy,
+            run_trial_id=f"v-x~r0~r{n}",
+            state=state,  # type: ignore[arg-type]
+        )
+
+    store.record_remedy("c1", attempt(1, "fp16_embeddings", "running"))
+    store.record_remedy("c1", attempt(1, "fp16_embeddings", "failed"))  # the same row, ended
+    store.record_remedy("c1", attempt(2, "halve_batch_size", "succeeded"))
+    store.record_remedy("c2", attempt(1, "fp16_embeddings", "running"))  # not finished: ignored
+
+    assert [(a.attempt, a.state) for a in store.remedies("c1")] == [(1, "failed"), (2, "succeeded")]
+    assert store.remedy_stats() == {
+        ("host-oom", "fp16_embeddings"): (1, 0),
+        ("host-oom", "halve_batch_size"): (1, 1),
+    }
