@@ -38,6 +38,8 @@ async def record(name: str) -> None:
     await ensure_search_attributes(env.client, env.client.namespace)
     fakes = FakeActivities()
     fakes.planning_may_finish.set()
+    # One diverged hypothesis, so the history holds a diagnosis and a remedy's linked trial.
+    fakes.diverge["v-wider-over-arch"] = "training diverged: loss is nan at step 3 (not finite)"
     queue = f"record-{uuid.uuid4()}"
     async with (
         Worker(
