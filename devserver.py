@@ -23,6 +23,7 @@ DYNAMIC_CONFIG = {"history.transferProcessorMaxPollRPS": "1000"}
 
 _SEARCH_ATTRIBUTE_TYPES = {
     SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.KEYWORD_LIST: "KeywordList",
     SearchAttributeIndexedValueType.DOUBLE: "Double",
     SearchAttributeIndexedValueType.INT: "Int",
     SearchAttributeIndexedValueType.BOOL: "Bool",

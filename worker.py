@@ -87,7 +87,7 @@ def orchestration_worker(
         else None
     )
     llm = LlmActivities(agent)
-    recovery = RecoveryActivities(runbook, store, agent)
+    recovery = RecoveryActivities(runbook, store, agent, user_dir=settings.runbook_dir)
     results = ResultActivities(store)
     evidence = EvidenceActivities()
     search = SearchActivities(settings.search_storage_url)
