@@ -62,6 +62,7 @@ def orchestration_worker(
 ) -> Worker:
     """Campaign workflows with planning, research-agent and bookkeeping activities."""
     from activities.agents.llm import LlmActivities, LlmAgent
+    from activities.preflight import PreflightActivities, production_ports
     from ranking_models.cost import estimate_seconds_range
     from ranking_models.tasks import describe_task, relative_cost
 
@@ -88,6 +89,7 @@ def orchestration_worker(
     )
     llm = LlmActivities(agent)
     recovery = RecoveryActivities(runbook, store, agent, user_dir=settings.runbook_dir)
+    preflight = PreflightActivities(production_ports(), settings.data_dir)
     results = ResultActivities(store)
     evidence = EvidenceActivities()
     search = SearchActivities(settings.search_storage_url)
@@ -102,6 +104,7 @@ def orchestration_worker(
             results.record_trial,
             results.record_campaign,
             recovery.diagnose_failure,
+            preflight.preflight_campaign,
             recovery.record_remedy,
             evidence.gate_hypotheses,
             evidence.model_footprint,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from temporalio import activity
 
+from activities import access
 from contracts import JobHandle, JobStatus, LaunchJobInput, TrialProgress, TrialResult, TrialSpec
 
 RUNNER = "local-process"
@@ -69,8 +70,16 @@ class LocalProcessRunner:
         return self._data_dir / "jobs" / spec.campaign_id / spec.trial_id / f"attempt-{attempt}"
 
     def run(self, spec: TrialSpec, attempt: int) -> JobHandle:
-        """Launch the job, or return the one already launched for this attempt (idempotent)."""
+        """Launch the job, or return the one already launched for this attempt (idempotent).
+
+        Raises:
+            ApplicationError: ``AccessDenied`` (non-retryable) for data or files outside the
+                trial's access scope; nothing is launched.
+        """
         folder = self.job_dir(spec, attempt)
+        access.check_read(spec.access, spec.dataset)
+        for path in (folder, checkpoint_dir(self._data_dir, spec)):
+            access.check_write(spec.access, path, self._data_dir)
         pid_file = folder / "pid"
         if not pid_file.exists():
             folder.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities import access
 from activities.jobs import checkpoint_dir
 from contracts import (
     DatasetRef,
@@ -81,8 +82,11 @@ class TrainingActivities:
 
         Raises:
             ApplicationError: typed by the trainer's error class (``BadSpecError``,
-                ``OutOfMemoryError``...), so retry policies and runbooks can match on it.
+                ``OutOfMemoryError``...), so retry policies and runbooks can match on it;
+                ``AccessDenied`` for data or checkpoints outside the trial's access scope.
         """
+        access.check_read(spec.access, spec.dataset)
+        access.check_write(spec.access, checkpoint_dir(self._data_dir, spec), self._data_dir)
         started = time.monotonic()
         asked_after = 0  # the last epoch whose value went to the pruner in this attempt
         pruned: list[PruneDecision] = []

@@ -987,6 +987,9 @@ class CampaignWorkflow:
         it failed)."""
         if not await self._wait_to_launch(spec):
             return None
+        if self._state.recovery == "runbook":
+            # What the trial may read and write goes with it: its activities enforce it.
+            spec = spec.model_copy(update={"access": self._request.access})
         self._add_trial(spec)
         result = await self._train_and_record(spec)
         if (

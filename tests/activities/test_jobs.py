@@ -2,13 +2,16 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from temporalio.exceptions import ApplicationError
 
 from activities.jobs import LocalProcessRunner
-from contracts import DatasetRef, JobHandle, JobStatus, ModelSpec, TrialSpec
+from contracts import AccessScope, DatasetRef, JobHandle, JobStatus, ModelSpec, TrialSpec
 
 
 def spec(trial_id: str = "t1", **model: object) -> TrialSpec:
@@ -87,3 +90,59 @@ def test_a_multi_device_job_trains_through_torchrun(runner: LocalProcessRunner) 
     assert status.state == "succeeded", (Path(job.details["job_dir"]) / "log.txt").read_text()
     assert status.result is not None and status.result.validation is not None
     assert status.result.device_hours == pytest.approx(2 * status.result.duration_s / 3600)
+
+
+def test_a_job_outside_its_access_scope_is_refused_and_nothing_launched(
+    runner: LocalProcessRunner, tmp_path: Path
+) -> None:
+    outside = spec("scoped").model_copy(
+        update={
+            "dataset": DatasetRef(path=str(tmp_path / "elsewhere")),
+            "access": AccessScope(read=[str(tmp_path / "data")]),
+        }
+    )
+    with pytest.raises(ApplicationError) as denied:
+        runner.run(outside, attempt=1)
+    assert denied.value.type == "AccessDenied" and "elsewhere" in str(denied.value)
+    assert not runner.job_dir(outside, 1).exists()
+
+
+def imported_size_bytes() -> int:
+    """Virtual size of a job process once it has imported what it trains with."""
+    code = (
+        "import activities.job_entry, ranking_models.trainer\n"
+        "print(open('/proc/self/status').read().split('VmSize:')[1].split()[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout) * 1024
+
+
+def test_an_allocation_past_the_jobs_memory_cap_fails_as_out_of_memory(tmp_path: Path) -> None:
+    capped = LocalProcessRunner(
+        tmp_path, "127.0.0.1:1", "default", memory_limit_bytes=imported_size_bytes() + 2**30
+    )
+    rows = {"max_table_rows": 8_000_000, "table_rows": {"item_id": 8_000_000}}
+    job = capped.run(spec("big", embedding_dim=32, **rows), attempt=1)
+
+    status = wait(capped, job, "done")
+
+    assert status.result is not None and status.result.error_type == "OutOfMemoryError"
+    assert "can't allocate memory" in status.result.error
+    # Under the same cap, a model that fits trains.
+    small = capped.run(spec("small", embedding_dim=8, **rows), attempt=1)
+    assert wait(capped, small, "done").state == "succeeded"
+
+
+def test_an_unexpected_error_is_a_failure_typed_by_its_class_with_the_traceback(
+    runner: LocalProcessRunner, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "checkpoints" / "campaign-jobs" / "blocked"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the checkpoint folder goes")
+    job = runner.run(spec("blocked"), attempt=1)
+
+    status = wait(runner, job, "done")
+
+    assert status.result is not None and status.result.state == "failed"
+    assert status.result.error_type == "FileExistsError"
+    assert "Traceback" in status.result.log_tail and "FileExistsError" in status.result.log_tail
