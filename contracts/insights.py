@@ -6,6 +6,7 @@ cost and how it interacted with other changes. The research agents read them, so
 experiment moves the next campaign's ranking.
 """
 
+import json
 import math
 from typing import Any
 
@@ -154,6 +155,8 @@ def change_key(baseline: ModelSpec, field: str, value: Any) -> str:
             if not math.isclose(ratio, 1.0, rel_tol=0.05):
                 parts.append(_ratio(ratio))
         return f"{field} {', '.join(parts) or 'reshaped'}"
+    if isinstance(value, dict):  # per-feature overrides, e.g. table_rows
+        return f"{field} → {json.dumps(value, sort_keys=True)}"
     if isinstance(value, bool | str) or old is None:
         return f"{field} → {value}"
     if isinstance(old, int | float) and old != 0 and value != 0:

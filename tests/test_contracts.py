@@ -33,3 +33,10 @@ def test_approvers_must_be_named() -> None:
 def test_budget_must_be_positive() -> None:
     with pytest.raises(ValidationError, match="device_hours"):
         Budget(device_hours=0)
+
+
+def test_a_change_of_per_feature_overrides_is_described_in_words() -> None:
+    from contracts import describe
+
+    change, _ = describe(ModelSpec(), {"table_rows": {"item_id": 512}})
+    assert change == 'table_rows → {"item_id": 512}'
