@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from contracts import Budget, CampaignRequest
+from contracts import Budget, CampaignRequest, ModelSpec, describe
 
 
 def request(**fields: object) -> CampaignRequest:
@@ -36,7 +36,5 @@ def test_budget_must_be_positive() -> None:
 
 
 def test_a_change_of_per_feature_overrides_is_described_in_words() -> None:
-    from contracts import describe
-
     change, _ = describe(ModelSpec(), {"table_rows": {"item_id": 512}})
     assert change == 'table_rows → {"item_id": 512}'
