@@ -487,6 +487,7 @@ async def follow(
         approver: When set, print the approve command once the plan waits for approval.
     """
     hinted = False
+    notified: set[tuple[str, int]] = set()  # escalations already shown: (trial, how many)
     with progress_display() as progress:
         campaign = progress.add_task("campaign", total=None)
         bars: dict[str, Any] = {}
@@ -498,9 +499,16 @@ async def follow(
             if approver and status.phase == "awaiting_approval" and not hinted:
                 hinted = True
                 progress.console.print(render_plan(status))
+                if status.preflight:
+                    progress.console.print(render_preflight(status.preflight))
                 progress.console.print(
                     f"Waiting for approval: {approve_command(handle.id, approver)}"
                 )
+            for escalation in status.open_escalations:
+                key = (escalation.trial_id, len(status.escalations))
+                if key not in notified:  # once per escalation: a notification, not a log
+                    notified.add(key)
+                    progress.console.print(render_escalation(handle.id, escalation), soft_wrap=True)
             finished = sum(1 for t in status.trials if t.state != "running")
             progress.update(
                 campaign,
