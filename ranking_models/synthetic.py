@@ -270,17 +270,30 @@ def load_synthetic(dataset: DatasetRef, *, max_table_rows: int) -> CtrDataset:
     Raises:
         BadDataError: A split would be empty.
     """
-    return _load(dataset, max_table_rows)
+    # Keyed by the fields that shape the data, not the ref: a ref holds lists
+    # (``exclude_files``), so it is not hashable.
+    return _load(
+        dataset.synthetic,
+        dataset.max_rows,
+        dataset.validation_fraction,
+        dataset.test_fraction,
+        max_table_rows,
+    )
 
 
 @functools.lru_cache(maxsize=8)
-def _load(dataset: DatasetRef, max_table_rows: int) -> CtrDataset:
-    spec = dataset.synthetic
-    n = min(spec.rows, dataset.max_rows) if dataset.max_rows else spec.rows
+def _load(
+    spec: SyntheticSpec,
+    max_rows: int,
+    validation_fraction: float,
+    test_fraction: float,
+    max_table_rows: int,
+) -> CtrDataset:
+    n = min(spec.rows, max_rows) if max_rows else spec.rows
     n_train, n_validation, _ = split_sizes(
         n,
-        dataset.validation_fraction,
-        dataset.test_fraction,
+        validation_fraction,
+        test_fraction,
         data="synthetic-criteo",
         fix="raise DatasetRef.synthetic.rows or DatasetRef.max_rows",
     )

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from contracts import DatasetRef, Metrics, ModelSpec, TrialProgress
+from kernels import FusedEmbeddingBagCollection
 from ranking_models import checkpoint, datasets, memory
 from ranking_models.checkpoint import LoopState
-from ranking_models.data import CtrDataset, Split, StreamingSplit
+from ranking_models.data import Batch, CtrDataset, Split, StreamingSplit
 from ranking_models.dlrm import build_model, dense_parameters, sparse_modules
 from ranking_models.errors import (
     BadDataError,
@@ -160,7 +161,7 @@ def train(
     memory.check_fits(model, data.schema, memory_limit_bytes)
     # Validation labels, not training ones: a streamed training split has none up front.
     base_rate_loss = base_rate_entropy(data.validation.labels)
-    with _out_of_memory_as_typed_error(model), _bad_ids_as_typed_error():
+    with typed_errors(model):
         net = build_model(model, data.schema, device=device)
         train_split = data.train.to(device)
         validation_split = data.validation.to(device)
@@ -221,23 +222,8 @@ def train(
                 if should_stop is not None and should_stop():
                     save()
                     raise TrainingCancelled(loop.step, tuple(loop.validation_history))
-                factor = lr_factor(model, loop.step, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = model.dense_lr * factor
-                for t in tables:
-                    t.set_learning_rate(model.sparse_lr * factor)
-                logits = net(batch.dense, batch.sparse).squeeze(1)  # (B,)
-                loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
-                value = loss.item()
-                if not math.isfinite(value) and not torch.isfinite(batch.dense).all():
-                    raise BadDataError(
-                        f"a training batch at step {loop.step + 1} has NaN or infinite "
-                        "dense features"
-                    )
-                if not torch.all((batch.labels == 0) | (batch.labels == 1)):
-                    raise BadDataError(
-                        f"a training batch at step {loop.step + 1} has labels other than 0 and 1"
-                    )
+                set_learning_rates(model, optimizer, tables, loop.step, total_steps)
+                loss, value = batch_loss(net, batch, step=loop.step + 1)
                 # Before backward: the fused kernel would write NaN into the tables.
                 _check_divergence(
                     loop,
@@ -246,11 +232,7 @@ def train(
                     divergence_patience,
                     base_rate_loss=base_rate_loss,
                 )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # also applies the sparse optimizer to the embedding rows
-                if model.grad_clip_norm > 0.0:
-                    nn.utils.clip_grad_norm_(dense_parameters(net), model.grad_clip_norm)
-                optimizer.step()
+                apply_gradients(model, net, optimizer, loss)
                 loop.step += 1
                 loop.epoch_loss_sum += value
                 window_loss += value
@@ -280,6 +262,73 @@ def train(
         validation_history=history,
         resumed_from_step=resumed_from,
     )
+
+
+def set_learning_rates(
+    model: ModelSpec,
+    optimizer: torch.optim.Optimizer,
+    tables: list[FusedEmbeddingBagCollection],
+    step: int,
+    total_steps: int,
+) -> None:
+    """Sets both learning rates for the step about to run (see ``optim.lr_factor``).
+
+    Args:
+        model: The spec (peak ``dense_lr`` and ``sparse_lr``, warmup and schedule).
+        optimizer: The dense optimizer.
+        tables: The fused embedding modules (see ``dlrm.sparse_modules``).
+        step: Steps already taken (0 for the first step).
+        total_steps: Steps of the whole run.
+    """
+    factor = lr_factor(model, step, total_steps)
+    for group in optimizer.param_groups:
+        group["lr"] = model.dense_lr * factor
+    for t in tables:
+        t.set_learning_rate(model.sparse_lr * factor)
+
+
+def batch_loss(net: nn.Module, batch: Batch, *, step: int) -> tuple[torch.Tensor, float]:
+    """Forward pass and binary cross-entropy of one training batch.
+
+    Args:
+        net: A model from ``build_model``, in train mode.
+        batch: B examples.
+        step: The step (1-based) this batch trains, named in errors.
+
+    Returns:
+        The loss tensor (for backward) and its value.
+
+    Raises:
+        BadDataError: The batch has NaN or infinite dense features (when the loss is not
+            finite), or labels other than 0 and 1.
+    """
+    logits = net(batch.dense, batch.sparse).squeeze(1)  # (B,)
+    loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+    value = loss.item()
+    # Only when the loss is not finite: the check reads the whole (B, num_dense) batch.
+    if not math.isfinite(value) and not torch.isfinite(batch.dense).all():
+        raise BadDataError(f"a training batch at step {step} has NaN or infinite dense features")
+    if not torch.all((batch.labels == 0) | (batch.labels == 1)):
+        raise BadDataError(f"a training batch at step {step} has labels other than 0 and 1")
+    return loss, value
+
+
+def apply_gradients(
+    model: ModelSpec, net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor
+) -> None:
+    """Backward (which also updates the embedding rows, fused), clipping, the dense step.
+
+    Args:
+        model: The spec (``grad_clip_norm``).
+        net: The model ``loss`` came from.
+        optimizer: The dense optimizer, its learning rate set.
+        loss: The batch's loss.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # also applies the sparse optimizer to the embedding rows
+    if model.grad_clip_norm > 0.0:
+        nn.utils.clip_grad_norm_(dense_parameters(net), model.grad_clip_norm)
+    optimizer.step()
 
 
 def check_data(data: CtrDataset) -> None:
@@ -396,6 +445,14 @@ def evaluate(net: nn.Module, split: Split, *, step: int = 0) -> Metrics:
     if not torch.isfinite(logits).all():
         raise DivergenceError(step, float("nan"))
     return compute_metrics(split.labels.cpu(), logits.cpu())
+
+
+@contextmanager
+def typed_errors(spec: ModelSpec) -> Iterator[None]:
+    """Turns allocation failures into ``OutOfMemoryError`` and ids outside their tables
+    into ``BadDataError``, around building and training ``spec``."""
+    with _out_of_memory_as_typed_error(spec), _bad_ids_as_typed_error():
+        yield
 
 
 @contextmanager

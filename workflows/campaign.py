@@ -342,6 +342,7 @@ class CampaignWorkflow:
             PreflightInput(campaign_id=self._id, request=self._request, plan=self._state.plan),
             result_type=PreflightReport,
             start_to_close_timeout=options.PREFLIGHT_TIMEOUT,
+            heartbeat_timeout=options.PREFLIGHT_HEARTBEAT,
             retry_policy=options.PLANNING_RETRY,
             summary="preflight checklist",
         )

@@ -65,6 +65,8 @@ DIAGNOSE_RETRY = RetryPolicy(
 )
 # The preflight checklist loads the data and runs one training step per planned spec.
 PREFLIGHT_TIMEOUT = timedelta(minutes=30)
+# It heartbeats after each item; one item (loading a large dataset's sample) takes minutes.
+PREFLIGHT_HEARTBEAT = timedelta(minutes=10)
 # Bookkeeping activities retry until they succeed; their writes are idempotent.
 BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 

@@ -105,6 +105,25 @@ def test_a_job_outside_its_access_scope_is_refused_and_nothing_launched(
         runner.run(outside, attempt=1)
     assert denied.value.type == "AccessDenied" and "elsewhere" in str(denied.value)
     assert not runner.job_dir(outside, 1).exists()
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_job_writing_outside_its_scope_is_refused_and_nothing_launched(
+    runner: LocalProcessRunner, tmp_path: Path
+) -> None:
+    # The runner's data dir (job folders, checkpoints) is not under the write scope.
+    scoped = spec("write-scoped").model_copy(
+        update={"access": AccessScope(write=[str(tmp_path / "elsewhere")])}
+    )
+    with pytest.raises(ApplicationError) as denied:
+        runner.run(scoped, attempt=1)
+    assert denied.value.type == "AccessDenied" and denied.value.non_retryable
+    assert str(runner.job_dir(scoped, 1)) in str(denied.value)
+    assert "CampaignRequest.access.write" in str(denied.value)
+    assert not (tmp_path / "jobs").exists()
+    # The scope that holds the data dir lets the same job launch.
+    allowed = scoped.model_copy(update={"access": AccessScope(write=[str(tmp_path)])})
+    assert wait(runner, runner.run(allowed, attempt=1), "done").state == "succeeded"
 
 
 def imported_size_bytes() -> int:

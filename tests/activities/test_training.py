@@ -9,6 +9,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.search import SearchActivities
 from activities.training import TrainingActivities
 from contracts import (
+    AccessScope,
     AskInput,
     DatasetRef,
     ModelSpec,
@@ -165,3 +166,44 @@ def test_a_resumed_trial_reports_every_epoch_once_at_its_own_step(tmp_path: Path
     assert result.epoch_values[2] == result.metric("ne")
     # Each epoch went to the pruner at its own step; the resumed epoch 2 once more, never as 1.
     assert [a.step for a in asked] == [1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("read", "write", "named"),
+    [("allowed", None, "elsewhere"), ("elsewhere", "out", "checkpoints/c1/t1")],
+    ids=["dataset outside read", "checkpoints outside write"],
+)
+def test_a_trial_outside_its_access_scope_is_refused_and_nothing_trained(
+    tmp_path: Path, read: str, write: str | None, named: str
+) -> None:
+    calls: list[object] = []
+
+    def trainer(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+
+    scope = AccessScope(read=[str(tmp_path / read)], write=[str(tmp_path / write)] if write else [])
+    spec = tiny_spec().model_copy(
+        update={"dataset": DatasetRef(path=str(tmp_path / "elsewhere")), "access": scope}
+    )
+    activities = TrainingActivities(train=trainer, data_dir=tmp_path)  # type: ignore[arg-type]
+
+    with pytest.raises(ApplicationError) as denied:
+        ActivityEnvironment().run(activities.train_trial, spec)
+
+    assert denied.value.type == "AccessDenied" and denied.value.non_retryable
+    assert str(tmp_path / named) in str(denied.value)
+    assert calls == [] and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_trial_without_a_scope_trains_as_before(tmp_path: Path) -> None:
+    # Trials of older versions carry no scope: nothing is refused.
+    calls: list[object] = []
+
+    def trainer(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        raise DivergenceError(1, float("nan"))
+
+    spec = tiny_spec().model_copy(update={"dataset": DatasetRef(path="/somewhere/else")})
+    activities = TrainingActivities(train=trainer, data_dir=tmp_path)  # type: ignore[arg-type]
+    assert ActivityEnvironment().run(activities.train_trial, spec).state == "diverged"
+    assert len(calls) == 1

@@ -103,13 +103,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+async def settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
+) -> Settings:
     shadow = tmp_path / "shadow" / "fbgemm_gpu"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text(SHADOW_FBGEMM)
     monkeypatch.setenv("PYTHONPATH", str(shadow.parent))
     return Settings(
-        data_dir=tmp_path / "data", job_memory_limit_gb=imported_size_gib() + HEADROOM_GIB
+        # Where finished jobs signal their campaign (else only the slow poll finds them).
+        temporal_address=dev_env.client.service_client.config.target_host,
+        data_dir=tmp_path / "data",
+        job_memory_limit_gb=imported_size_gib() + HEADROOM_GIB,
     )
 
 
