@@ -117,7 +117,7 @@ class LocalProcessRunner:
         result_file = folder / "result.json"
         if result_file.exists():
             result = TrialResult.model_validate_json(result_file.read_text())
-            return JobStatus(state=result.state, result=result)
+            return JobStatus.ended(result)
         progress = None
         if (folder / "progress.json").exists():
             progress = TrialProgress.model_validate_json((folder / "progress.json").read_text())

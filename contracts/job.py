@@ -39,6 +39,15 @@ class JobStatus(Record):
     message: str = ""
     log_tail: str = ""
 
+    @classmethod
+    def ended(cls, result: TrialResult) -> "JobStatus":
+        """The status of a job that wrote ``result``: a trial that diverged or was pruned
+        still ran its job to the end (the trial's state says how it went)."""
+        state: JobState = "succeeded"
+        if result.state in ("failed", "cancelled"):
+            state = result.state
+        return cls(state=state, result=result)
+
 
 class LaunchJobInput(Record):
     """Input of the ``launch_job`` activity: the trial, and which launch of it this is."""

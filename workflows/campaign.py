@@ -1365,7 +1365,7 @@ class CampaignWorkflow:
                 continue
             if trial_id in self._job_results:
                 result = self._job_results.pop(trial_id)
-                return JobStatus(state=result.state, result=result)
+                return JobStatus.ended(result)
             stopped: JobStatus = await _control_job(
                 "stop_job",
                 job,

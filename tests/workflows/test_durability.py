@@ -4,16 +4,22 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from contracts import (
     ApproveInput,
     Budget,
     CampaignResult,
+    CampaignStatus,
     ControlInput,
     ExtendBudgetInput,
     JobFinishedInput,
+    TrialResult,
 )
 from runbooks import load_runbook
 from tests.factories import APPROVER
@@ -279,3 +285,46 @@ async def test_spent_budget_stops_running_jobs_when_asked(
         first: "succeeded",
         second: "cancelled",
     }
+
+
+async def test_a_job_that_diverged_reports_by_signal_and_its_trial_is_remedied(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    budget = Budget(device_hours=100.0, max_parallel_trials=1)
+    handle = await start_approved(
+        time_skipping_env, queue, execution="local-process", budget=budget
+    )
+    await launched_jobs(fakes, 1)
+    job = fakes.launched[0]
+    diverged = TrialResult(
+        campaign_id=handle.id,
+        trial_id=job.trial_id,
+        state="diverged",
+        error="training diverged: loss is nan at step 2 (not finite)",
+        error_type="DivergenceError",
+        device_hours=0.1,
+    )
+    await handle.signal(
+        CampaignWorkflow.job_finished,
+        JobFinishedInput(trial_id=job.trial_id, job_id=job.job_id, result=diverged),
+    )
+    # Every other job (the remedy's linked trial among them) finishes once the campaign
+    # knows it was launched (a report before that is taken for a stale one and ignored).
+    finished = {0}
+    for _ in range(600):
+        status: CampaignStatus = await handle.query(CampaignWorkflow.status)
+        if status.remedies and status.remedies[0].state != "running":
+            break
+        launched = {t.job.job_id for t in status.trials if t.job is not None}
+        for index, other in enumerate(fakes.launched):
+            if index not in finished and other.job_id in launched:
+                await finish_job(handle, fakes, index)
+                finished.add(index)
+        await asyncio.sleep(0.05)
+    trials = {t.trial_id: t for t in status.trials}
+    assert trials[job.trial_id].state == "diverged"
+    [remedy] = status.remedies
+    assert (remedy.pattern_id, remedy.state) == ("nan-loss", "succeeded"), [
+        (t.trial_id, t.state) for t in status.trials
+    ]
+    assert trials[remedy.run_trial_id].remedy_of == job.trial_id
