@@ -219,14 +219,17 @@ class InsightsStore:
             ]
 
     def remedy_stats(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """(pattern id, remedy kind) -> (finished tries, successes), over every campaign."""
+        """(pattern id, remedy kind) -> (tries that ran to an end, successes), over every
+        campaign."""
         with Session(self._engine) as session:
             rows = session.execute(
                 select(
                     RemedyAttemptRow.pattern_id,
                     RemedyAttemptRow.remedy_kind,
                     RemedyAttemptRow.state,
-                ).where(RemedyAttemptRow.state != "running")
+                )
+                # Unfinished, or never run (the campaign stopped first): no evidence.
+                .where(RemedyAttemptRow.state.not_in(("running", "cancelled")))
             )
             stats: dict[tuple[str, str], tuple[int, int]] = {}
             for pattern, kind, state in rows:

@@ -1115,8 +1115,8 @@ class CampaignWorkflow:
                 summary=f"store remedy {attempt.attempt} of {spec.trial_id}",
             )
             if outcome is None or not recovery.needs_recovery(outcome):
-                same = outcome is not None and run.trial_id == spec.trial_id
-                return outcome if same and outcome else result
+                # A relaunch of the trial itself stands for it; a linked trial never does.
+                return outcome if outcome is not None and run.trial_id == spec.trial_id else result
             failed_spec, failed = run, outcome
         return result
 

@@ -289,6 +289,7 @@ def test_remedies_are_upserted_per_attempt_and_counted_per_pattern(store: Insigh
     store.record_remedy("c1", attempt(1, "fp16_embeddings", "failed"))  # the same row, ended
     store.record_remedy("c1", attempt(2, "halve_batch_size", "succeeded"))
     store.record_remedy("c2", attempt(1, "fp16_embeddings", "running"))  # not finished: ignored
+    store.record_remedy("c3", attempt(1, "fp16_embeddings", "cancelled"))  # never ran: ignored
 
     assert [(a.attempt, a.state) for a in store.remedies("c1")] == [(1, "failed"), (2, "succeeded")]
     assert store.remedy_stats() == {
