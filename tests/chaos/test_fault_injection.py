@@ -312,7 +312,9 @@ async def test_a_missing_dataset_blocks_the_plan_and_a_truncated_shard_is_skippe
 
     status = result.status
     store = InsightsStore(settings.database)
-    first = next(t for t in status.trials if t.state == "failed")
+    failed = [t for t in status.trials if t.state == "failed"]
+    assert failed, [(t.trial_id, t.state, t.error[:80]) for t in status.trials]
+    first = failed[0]
     rows = [
         ("dataset path missing", "(the plan)", "preflight: data", "approval refused", "no"),
         row(status, "truncated day file", first.trial_id),

@@ -10,10 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +20,8 @@ from temporalio.client import Client, WorkflowHandle
 
 from client import make_client
 from contracts import (
-    ApproveInput,
     Budget,
     CampaignResult,
-    CampaignStatus,
     DatasetRef,
     ModelSpec,
     TrialProgress,
@@ -35,9 +29,9 @@ from contracts import (
 from devserver import DevServer
 from settings import Settings
 from store import InsightsStore
-from tests.factories import APPROVER, campaign_request
+from tests.chaos.harness import Worker, start_approved, until
+from tests.factories import campaign_request
 from workflows.campaign import CampaignWorkflow
-from workflows.options import ORCHESTRATION_QUEUE
 
 pytestmark = pytest.mark.chaos
 
@@ -46,98 +40,9 @@ pytestmark = pytest.mark.chaos
 SLOW_TRIAL = ModelSpec(epochs=6, batch_size=256)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        temporal_address=f"127.0.0.1:{free_port()}", ui_port=free_port(), data_dir=tmp_path
-    )
-
-
-@pytest.fixture
-def server(settings: Settings) -> Iterator[DevServer]:
-    with DevServer(settings) as dev:
-        yield dev
-
-
-class Worker:
-    """`rea worker` as its own process, so that it can be SIGKILLed like a crashed host."""
-
-    def __init__(
-        self, settings: Settings, training_slots: int = 1, env: dict[str, str] | None = None
-    ) -> None:
-        self._env = os.environ | {
-            "REA_TEMPORAL_ADDRESS": settings.temporal_address,
-            "REA_DATA_DIR": str(settings.data_dir),
-            "REA_TRAINING_SLOTS": str(training_slots),
-            **(env or {}),
-        }
-        self._log = (settings.data_dir / "worker.log").open("ab")
-        self.process = self._spawn()
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        rea = Path(sys.executable).parent / "rea"
-        return subprocess.Popen(
-            [str(rea), "worker"], env=self._env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def kill_and_restart(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self.process = self._spawn()
-
-    async def restart_once_dead(self, timeout_s: float = 180) -> int:
-        """Wait for a fault injected into the worker to kill it; start a new one. Returns the
-        dead one's exit status."""
-        returncode = await asyncio.to_thread(self.process.wait, timeout_s)
-        self.process = self._spawn()
-        return returncode
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
-
-
-@pytest.fixture
-def worker(settings: Settings, server: DevServer) -> Iterator[Worker]:
-    worker = Worker(settings)
-    yield worker
-    worker.stop()
-
-
 async def start_campaign(client: Client, **overrides: object) -> WorkflowHandle:
     fields = {"baseline": SLOW_TRIAL, "dataset": {}} | overrides
-    handle = await client.start_workflow(
-        CampaignWorkflow.run,
-        campaign_request(**fields),
-        id=f"chaos-{uuid.uuid4()}",
-        task_queue=ORCHESTRATION_QUEUE,
-    )
-    await until(handle, lambda s: s.phase == "awaiting_approval")
-    await handle.execute_update(CampaignWorkflow.approve, ApproveInput(approver=APPROVER))
-    return handle
-
-
-async def until(handle: WorkflowHandle, done, timeout_s: float = 240) -> CampaignStatus:  # type: ignore[no-untyped-def]
-    """Poll the status query until ``done(status)``; survives a server that is restarting."""
-    for _ in range(int(timeout_s / 0.25)):
-        try:
-            status = await handle.query(CampaignWorkflow.status)
-            if done(status):
-                return status
-        except Exception:  # the server or every worker may be down for a moment
-            pass
-        await asyncio.sleep(0.25)
-    raise AssertionError("condition not reached")
+    return await start_approved(client, campaign_request(**fields))
 
 
 async def training_checkpointed(
