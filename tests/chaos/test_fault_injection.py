@@ -231,7 +231,8 @@ async def test_model_and_infrastructure_faults_are_remedied_or_escalated(
         handle,
         lambda s: (
             any(e.trial_id == stuck for e in s.open_escalations)
-            and all(t.state != "running" for t in s.trials if t.phase == "validation")
+            and all(t.state != "running" for t in s.trials if t.trial_id != stuck)
+            and any(r.trial_id == "baseline~r0" and r.state != "running" for r in s.remedies)
         ),
     )
     await killer
@@ -300,8 +301,8 @@ async def test_a_missing_dataset_blocks_the_plan_and_a_truncated_shard_is_skippe
     for day in range(3):
         lines = [criteo_line(day * 1000 + i) for i in range(1000)]
         text = "\n".join(lines) + "\n"
-        if day == 1:
-            text = text[: len(text) // 2]
+        if day == 1:  # the copy stopped in the middle of line 501
+            text = "\n".join(lines[:500]) + "\n" + lines[500][: len(lines[500]) // 3]
         (folder / f"day_{day}").write_text(text)
     report = await handle.execute_update(CampaignWorkflow.recheck_preflight, ControlInput())
     override = "" if report.passed else "day_1 is a known bad copy; the runbook skips it"
