@@ -26,9 +26,9 @@ def signature_of(result: TrialResult) -> Signature | None:
     if result.state == "diverged":
         if "nan" in error or "inf" in error or "not finite" in error:
             return "nan_loss"
-        if re.search(r"above [0-9.e+]+ x the reference loss [0-9.e+-]+\)", error) and (
-            "steps" not in error
-        ):
+        # One step far above the reference ("... reference loss 0.7)"), not a run that stayed
+        # above it ("... reference loss 0.7 for 20 steps)").
+        if re.search(r"above [0-9.e+]+ x the reference loss [0-9.e+-]+\)", error):
             return "loss_spike"
         return "divergence"
     values = result.epoch_values

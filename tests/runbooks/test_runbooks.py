@@ -84,8 +84,8 @@ def test_the_shipped_runbooks_cover_every_failure_class_the_issue_lists() -> Non
         (failure("OutOfMemoryError", "out of host memory with batch_size=512"), "host-oom", "fp16_embeddings"),  # noqa: E501
         (failure("OutOfMemoryError", "out of device memory with batch_size=512: CUDA out of memory"), "device-oom", "halve_batch_size"),  # noqa: E501
         (failure("", "training diverged: loss is nan at step 3 (not finite)", "diverged"), "nan-loss", "lower_lr"),  # noqa: E501
-        (failure("", "training diverged: loss is 460.8 at step 2 (above 100 x the reference loss 0.7058)", "diverged"), "loss-spike", "add_grad_clip"),  # noqa: E501
-        (failure("", "training diverged: loss is 9.1 at step 40 (above 10 x the reference loss 0.7 for 20 steps)", "diverged"), "divergence", "lower_lr"),  # noqa: E501
+        (failure("", "training diverged: loss is 460.8 at step 2 (above 100 x the reference loss 0.7058); lower dense_lr or sparse_lr, add lr_warmup_steps or grad_clip_norm", "diverged"), "loss-spike", "add_grad_clip"),  # noqa: E501
+        (failure("", "training diverged: loss is 9.1 at step 40 (above 10 x the reference loss 0.7 for 20 steps); lower dense_lr or sparse_lr, add lr_warmup_steps or grad_clip_norm", "diverged"), "divergence", "lower_lr"),  # noqa: E501
         (failure("JobLost", "job c/v-x~r0/1 exited without a result"), "job-lost", "resume_from_checkpoint"),  # noqa: E501
         (failure("TimeoutError", "activity Heartbeat timeout"), "worker-lost", "retry_elsewhere"),
         (failure("KernelUnavailableError", "kernels unavailable on this host: No module named fbgemm_gpu"), "kernel-unavailable", "retry_elsewhere"),  # noqa: E501
