@@ -19,7 +19,7 @@ TorchRec models on MovieLens and on Criteo-format files. Only the plan is chosen
   the approver overrides it, and the runbook skips the corrupt shard.
 
 Each test prints its rows of the table (pattern injected -> detected -> remedied -> trials
-lost); run with `make chaos` (about 6 minutes on 2 cores).
+lost); run with `make chaos` (about 4 minutes on 2 cores).
 """
 
 import asyncio
