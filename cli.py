@@ -421,23 +421,35 @@ async def show_pending_plan(handle: CampaignHandle) -> bool:
     if status.phase != "awaiting_approval":
         return False
     console.print(render_plan(status))
+    if status.preflight:
+        console.print(render_preflight(status.preflight))
     return True
 
 
 async def show_plan_and_next_step(handle: CampaignHandle, approver: str) -> None:
     if await show_pending_plan(handle):
-        console.print(f"Next: approve the plan with\n  {approve_command(handle.id, approver)}")
+        console.print(
+            f"Next: check again once fixed with\n  rea campaign preflight {handle.id}\nthen "
+            if not (await query_status(handle)).preflight_passed
+            else "Next: ",
+            end="",
+        )
+        console.print(f"approve the plan with\n  {approve_command(handle.id, approver)}")
 
 
 async def approve_when_planned(handle: CampaignHandle, approver: str) -> None:
     if not await show_pending_plan(handle):
         return
-    approval = await handle.execute_update(
-        CampaignWorkflow.approve,
-        ApproveInput(
-            approver=approver, comment="auto-approved by `rea campaign start --auto-approve`"
-        ),
-    )
+    try:
+        approval = await handle.execute_update(
+            CampaignWorkflow.approve,
+            ApproveInput(
+                approver=approver, comment="auto-approved by `rea campaign start --auto-approve`"
+            ),
+        )
+    except WorkflowUpdateFailedError as err:
+        # --auto-approve never overrides a failing checklist: that takes a person's reason.
+        raise fail(f"not approved: {err.cause}") from None
     console.print(f"Approved as {approval.approver} ({approval.device_hours:g} device-hours).")
 
 

@@ -443,6 +443,11 @@ class CampaignStatus(Record):
         return next((t for t in self.trials if t.trial_id == trial_id), None)
 
     @property
+    def preflight_passed(self) -> bool:
+        """No preflight checklist, or one where every item passed."""
+        return self.preflight is None or self.preflight.passed
+
+    @property
     def open_escalations(self) -> list[Escalation]:
         """Escalated trials still waiting for an engineer."""
         return [e for e in self.escalations if e.resolution is None]

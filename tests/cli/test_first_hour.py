@@ -193,14 +193,33 @@ def test_auto_approve_does_not_ask_for_approval(server: dict[str, str], tmp_path
 def test_planning_that_cannot_succeed_ends_the_campaign_with_the_field_named(
     server: dict[str, str], tmp_path: Path
 ) -> None:
+    bad = ModelSpec(epochs=1, table_rows={"no_such_feature": 8})
+    spec = write_campaign(tmp_path, "c", baseline=bad)
+    out = rea(server, "campaign", "start", str(spec), "--id", "bad-spec", "--no-watch")
+    assert_one_line_error(out, "campaign bad-spec failed", "no_such_feature")
+
+    status = rea(server, "campaign", "status", "bad-spec")
+    assert_one_line_error(status, "campaign bad-spec failed", "planning failed", "table_rows")
+    listed = rea(server, "campaign", "list")
+    assert any("bad-spec" in line and "failed" in line for line in listed.stdout.splitlines())
+
+
+@pytest.mark.e2e
+def test_a_broken_dataset_path_blocks_approval_with_the_path_named(
+    server: dict[str, str], tmp_path: Path
+) -> None:
     spec = write_campaign(tmp_path, "c", dataset=DatasetRef(path=str(tmp_path / "no-such-dir")))
     out = rea(server, "campaign", "start", str(spec), "--id", "bad-data", "--no-watch")
-    assert_one_line_error(out, "campaign bad-data failed", "no-such-dir")
+    assert out.returncode == 0, out.stderr
+    assert "FAILED" in out.stdout and "no-such-dir" in out.stdout
+    assert "rea campaign preflight bad-data" in out.stdout
 
-    status = rea(server, "campaign", "status", "bad-data")
-    assert_one_line_error(status, "campaign bad-data failed", "planning failed", "no-such-dir")
-    listed = rea(server, "campaign", "list")
-    assert any("bad-data" in line and "failed" in line for line in listed.stdout.splitlines())
+    approve = rea(server, "campaign", "approve", "bad-data", "--as", APPROVER)
+    assert_one_line_error(approve, "rejected", "preflight failed", "no-such-dir", "--override")
+    auto = rea(server, "campaign", "start", str(spec), "--id", "bad-auto", "--auto-approve")
+    assert_one_line_error(auto, "not approved", "preflight failed", "no-such-dir")
+    for campaign in ("bad-data", "bad-auto"):
+        assert rea(server, "campaign", "stop", campaign, "--by", APPROVER).returncode == 0
 
 
 @pytest.mark.e2e
