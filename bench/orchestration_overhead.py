@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 
 import devserver
 from activities.evidence import EvidenceActivities
+from activities.recovery import RecoveryActivities
 from activities.results import ResultActivities
 from activities.search import SearchActivities
 from client import make_client
@@ -34,11 +35,14 @@ from contracts import (
     Budget,
     CampaignRequest,
     Hypothesis,
+    PreflightInput,
+    PreflightReport,
     ProposalInput,
     Proposals,
     TrialResult,
     TrialSpec,
 )
+from runbooks import load_runbook
 from settings import Settings
 from store import InsightsStore
 from worker import WORKFLOW_RUNNER, ensure_search_attributes
@@ -98,6 +102,11 @@ async def measure(
         def propose_hypotheses_llm(inp: ProposalInput) -> Proposals:
             return Proposals(source="llm")
 
+        @activity.defn(name="preflight_campaign")
+        def preflight_campaign(inp: PreflightInput) -> PreflightReport:
+            return PreflightReport()  # measured here: launches, not the checklist
+
+        recovery = RecoveryActivities(load_runbook(), None)
         results = ResultActivities(InsightsStore(settings.database))
         # The gate and the search run once max_trials is reached (on no metrics: untested).
         evidence = EvidenceActivities()
@@ -111,6 +120,9 @@ async def measure(
                 activities=[
                     propose_hypotheses,
                     propose_hypotheses_llm,
+                    preflight_campaign,
+                    recovery.diagnose_failure,
+                    recovery.record_remedy,
                     results.record_trial,
                     results.record_campaign,
                     evidence.gate_hypotheses,

@@ -111,7 +111,7 @@ class DatasetRef(Spec):
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
-    exclude_files: list[str] = Field(default_factory=list)
+    exclude_files: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _fields_fit_the_name(self) -> "DatasetRef":

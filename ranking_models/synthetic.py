@@ -270,8 +270,8 @@ def load_synthetic(dataset: DatasetRef, *, max_table_rows: int) -> CtrDataset:
     Raises:
         BadDataError: A split would be empty.
     """
-    # Keyed by the fields that shape the data, not the ref: a ref holds lists
-    # (``exclude_files``), so it is not hashable.
+    # Keyed by the fields that shape generated data (not the whole ref: its other fields,
+    # such as Criteo exclusions, do not change it).
     return _load(
         dataset.synthetic,
         dataset.max_rows,

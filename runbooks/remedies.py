@@ -48,7 +48,7 @@ def apply_remedy(
         name = Path(found.group(1)).name
         if name in dataset.exclude_files or not Path(dataset.path).is_dir():
             raise NotApplicable(f"skip_corrupt_shard: {name} is not a shard of a folder")
-        return model, dataset.model_copy(update={"exclude_files": [*dataset.exclude_files, name]})
+        return model, dataset.model_copy(update={"exclude_files": (*dataset.exclude_files, name)})
     changes = _model_changes(remedy, model)
     if not changes or all(getattr(model, k, None) == v for k, v in changes.items()):
         raise NotApplicable(f"{remedy.kind}: changes nothing for this spec")

@@ -995,7 +995,7 @@ class CampaignWorkflow:
         result = await self._train_and_record(spec)
         if (
             self._state.recovery == "runbook"
-            and recovery.needs_recovery(result)
+            and recovery.needs_recovery(spec, result)
             and not self._halted()
         ):
             result = await self._recover(spec, result)
@@ -1114,7 +1114,7 @@ class CampaignWorkflow:
                 retry_policy=options.BOOKKEEPING_RETRY,
                 summary=f"store remedy {attempt.attempt} of {spec.trial_id}",
             )
-            if outcome is None or not recovery.needs_recovery(outcome):
+            if outcome is None or not recovery.needs_recovery(run, outcome):
                 # A relaunch of the trial itself stands for it; a linked trial never does.
                 return outcome if outcome is not None and run.trial_id == spec.trial_id else result
             failed_spec, failed = run, outcome

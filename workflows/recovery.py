@@ -21,7 +21,11 @@ NOT_DIAGNOSED_ERRORS: frozenset[str] = frozenset({"CancelledError"})
 ENGINEER = "engineer"
 
 
-def needs_recovery(result: TrialResult) -> bool:
+def needs_recovery(spec: TrialSpec, result: TrialResult) -> bool:
+    """Whether a finished run goes to the runbooks. A tuned trial that diverged does not: the
+    search asked for extreme values on purpose, and the study learns from the failure."""
+    if spec.search is not None and result.state == "diverged":
+        return False
     return result.state in RECOVERABLE and result.error_type not in NOT_DIAGNOSED_ERRORS
 
 

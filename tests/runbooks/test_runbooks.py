@@ -173,7 +173,7 @@ def test_skip_corrupt_shard_names_the_file_the_error_names(tmp_path: Path) -> No
         RUNBOOK, FailureReport(spec=failed, result=failure("BadDataError", error)), {}
     )
     assert diagnosis.pattern_id == "corrupt-shard"
-    assert diagnosis.dataset is not None and diagnosis.dataset.exclude_files == ["day_1"]
+    assert diagnosis.dataset is not None and diagnosis.dataset.exclude_files == ("day_1",)
     with pytest.raises(NotApplicable):  # MovieLens has no shards
         apply_remedy(diagnosis.remedy, spec(), failure("BadDataError", error))  # type: ignore[arg-type]
 
