@@ -26,8 +26,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -53,6 +51,7 @@ from contracts import (
 )
 from settings import Settings
 from store import InsightsStore
+from tests.activities.test_jobs import imported_size_bytes
 from tests.factories import APPROVER, campaign_request
 from worker import build_workers
 from workflows.campaign import CampaignWorkflow
@@ -87,21 +86,6 @@ sys.modules["fbgemm_gpu"] = importlib.import_module("fbgemm_gpu")
 """
 
 
-def imported_size_gib() -> float:
-    """Virtual size of a job process once it has imported everything it trains with."""
-    code = (
-        "import activities.job_entry, ranking_models.trainer\n"
-        "print(open('/proc/self/status').read().split('VmSize:')[1].split()[0])"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    return int(out.stdout.strip()) / 2**20
-
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
 @pytest.fixture
 async def settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
@@ -114,7 +98,7 @@ async def settings(
         # Where finished jobs signal their campaign (else only the slow poll finds them).
         temporal_address=dev_env.client.service_client.config.target_host,
         data_dir=tmp_path / "data",
-        job_memory_limit_gb=imported_size_gib() + HEADROOM_GIB,
+        job_memory_limit_gb=imported_size_bytes() / 2**30 + HEADROOM_GIB,
     )
 
 
