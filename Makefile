@@ -38,7 +38,7 @@ test-llm: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m real_llm tests/llm_real
 
 # Faults on the real stack (dev server, `rea worker` processes, real training), about 25 min
-# on 2 cores: tests/chaos/test_faults.py (7 min; also part of `make test`), and, only here,
+# on 2 cores, none of it in `make test`: tests/chaos/test_faults.py (7 min),
 # test_fault_injection.py (about 4 min) and test_campaign_chaos.py: one whole campaign under
 # 20 worker SIGKILLs, 10 server restarts and 5 job kills (about 10 min; 628 s measured). It
 # prints trials lost, duplicate runs and whether the ledger equals the recorded spends;
