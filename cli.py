@@ -8,7 +8,10 @@ import asyncio
 import contextlib
 import json
 import secrets
+import shlex
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +51,7 @@ from contracts import (
     ExtendBudgetInput,
     Insight,
     InsightQuery,
+    JobFinishedInput,
     LaunchProposal,
     ModelSpec,
     Plan,
@@ -85,6 +89,8 @@ PUBLIC_MODELS: list[type[BaseModel]] = [
     ResolveTrialInput,
     RunbookEntry,
     ControlInput,
+    ExtendBudgetInput,
+    JobFinishedInput,
     TrialSpec,
     LaunchProposal,
 ]
@@ -303,17 +309,56 @@ def worker(
 
 @app.command()
 def up() -> None:
-    """Run the dev server and a worker with every role, and keep them running."""
-    from worker import run_workers
-
+    """Run the dev server and a worker with every role (and the Slack app when Slack is
+    configured), and keep them running."""
     settings = load_settings()
     with dev_server(settings):
+        slack = f", Slack app on port {settings.slack_port}" if settings.slack_configured else ""
         console.print(
-            f"openrea is up: Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}\n"
-            "Start a campaign in another shell: rea campaign start"
+            f"openrea is up: Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}"
+            f"{slack}\nStart a campaign in another shell: rea campaign start"
         )
         with contextlib.suppress(KeyboardInterrupt):
-            run(run_workers(settings))
+            run(_workers_and_slack(settings))
+
+
+async def _workers_and_slack(settings: Settings) -> None:
+    """The workers, and beside them the Slack app when its token and secret are set."""
+    from worker import run_workers
+
+    if not settings.slack_configured:
+        await run_workers(settings)
+        return
+    from integrations.slack import run_slack_app
+
+    client = await make_client(settings)
+    slack = asyncio.create_task(run_slack_app(settings, client))
+    try:
+        await run_workers(settings, client=client)
+    finally:
+        slack.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await slack
+
+
+@app.command()
+def slack() -> None:
+    """Run the Slack app: approve, reject, extend budgets and answer escalated trials from
+    Slack's buttons (Slack sends them to port REA_SLACK_PORT, path /slack/events)."""
+    from integrations.slack import missing_settings, run_slack_app
+
+    settings = load_settings()
+    if missing := missing_settings(settings):
+        raise fail(
+            f"{' and '.join(missing)} not set: the Slack app needs the bot token and the "
+            "signing secret of your Slack app (see README, Slack)"
+        )
+
+    async def main() -> None:
+        await run_slack_app(settings, await make_client(settings))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(main())
 
 
 @contextlib.asynccontextmanager
@@ -543,8 +588,10 @@ async def follow(
         raise fail(await why_closed(handle) or f"campaign {handle.id} ended")
     result = await handle.result()
     console.print(render_result(result))
-    for line in write_charts(result.status, settings.data_dir / "reports" / f"{handle.id}.png"):
-        console.print(line)
+    from report import write_report
+
+    report = write_report(result.status, settings.data_dir / "reports")
+    console.print(f"Report: {report}", soft_wrap=True)
     console.print(f"Web UI: {settings.workflow_url(handle.id)}", soft_wrap=True)
 
 
@@ -854,22 +901,25 @@ def campaign_watch(campaign_id: str) -> None:
 @campaign_app.command("report")
 def campaign_report(
     campaign_id: str,
-    out: Annotated[Path | None, typer.Option(help="PNG path (default: data dir).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the report (default: data dir/reports).")
+    ] = None,
 ) -> None:
-    """Plot a campaign's trials (validation metric vs baseline) and its evidence (gains with
-    their intervals) to PNGs."""
+    """Write a self-contained HTML report of a campaign (summary, progress, timeline,
+    hypotheses, budget, failures, proposal, evidence) with its PNG charts beside it."""
+    from report import write_report
+
     settings = load_settings()
+    folder = out or settings.data_dir / "reports"
+    if folder.exists() and not folder.is_dir():
+        raise fail(f"--out {folder} is a file; pass a folder (it gets {campaign_id}.html)")
 
     async def main() -> CampaignStatus:
         client = await make_client(settings)
         return await query_status(campaign_handle(client, campaign_id))
 
     status = run(main())
-    lines = write_charts(status, out or settings.data_dir / "reports" / f"{campaign_id}.png")
-    if not lines:
-        raise fail(f"campaign {campaign_id} has no finished trial to plot yet")
-    for line in lines:
-        console.print(line)
+    console.print(f"Report: {write_report(status, folder)}", soft_wrap=True)
 
 
 def write_charts(status: CampaignStatus, path: Path) -> list[str]:
@@ -919,6 +969,40 @@ def campaign_list(limit: Annotated[int, typer.Option(help="At most this many.")]
         return table
 
     console.print(run(main()))
+
+
+# ---- TensorBoard ---------------------------------------------------------------------------
+
+
+@app.command("tensorboard")
+def tensorboard_command(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign (workflow id).")],
+    open_: Annotated[
+        bool, typer.Option("--open", help="Run TensorBoard on it now (Ctrl-C stops it).")
+    ] = False,
+) -> None:
+    """Print the TensorBoard command for a campaign's trials (one run per trial).
+
+    Trials write loss per step and validation NE/AUC/log loss per epoch as they train, so
+    TensorBoard shows a running campaign too.
+    """
+    from activities.telemetry import tensorboard_root
+
+    folder = tensorboard_root(load_settings().data_dir).resolve() / campaign_id
+    if not folder.is_dir():
+        raise fail(
+            f"campaign {campaign_id!r} has no TensorBoard events yet: {folder} does not exist "
+            "(its trials write there once they train; check the id and --data-dir)"
+        )
+    # The one installed beside this Python (the tensorboard package ships it), else PATH's.
+    binary = Path(sys.executable).with_name("tensorboard")
+    command = [str(binary) if binary.exists() else "tensorboard", "--logdir", str(folder)]
+    console.print(shlex.join(command), soft_wrap=True, markup=False, highlight=False)
+    if open_:
+        with contextlib.suppress(KeyboardInterrupt):
+            code = subprocess.run(command, check=False).returncode
+            if code:
+                raise typer.Exit(code)
 
 
 # ---- one trial, schema ---------------------------------------------------------------------

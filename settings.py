@@ -13,6 +13,17 @@ class Settings(BaseSettings):
     ``REA_NAMESPACE``, ``REA_DATA_DIR``, ``REA_UI_PORT``, ``REA_TRAINING_SLOTS``,
     ``REA_SEARCH_STORAGE``, ``REA_DATABASE_URL``, ``REA_LLM_BASE_URL``, ``REA_LLM_MODEL``,
     ``REA_LLM_API_KEY``, ``REA_LLM_TIMEOUT_S``, ``REA_JOB_MEMORY_LIMIT_GB``.
+
+    Observability (see ``activities/telemetry.py``): ``REA_OTLP_ENDPOINT``,
+    ``REA_TRACE_CONSOLE``, ``REA_TRACE_FILE``.
+
+    Slack approvals (``rea slack``; ``rea up`` runs it too once the token and signing secret
+    are set): ``REA_SLACK_BOT_TOKEN`` (the bot's ``xoxb-`` token; empty: notifications are
+    only logged), ``REA_SLACK_SIGNING_SECRET`` (verifies that requests come from Slack),
+    ``REA_SLACK_CHANNEL`` (where campaigns post), ``REA_SLACK_API_URL`` (the Web API, default
+    ``https://slack.com/api/``), ``REA_SLACK_USERS`` (JSON mapping Slack user ids to approver
+    names, e.g. ``{"U01":"alice@example.com"}``; a click by anyone else changes nothing) and
+    ``REA_SLACK_PORT`` (where Slack's requests arrive, default 3000, path ``/slack/events``).
     """
 
     model_config = SettingsConfigDict(env_prefix="REA_", frozen=True)
@@ -24,7 +35,17 @@ class Settings(BaseSettings):
     training_slots: int = Field(
         default=1, ge=1, description="Trials one training worker runs at once."
     )
-    trace_console: bool = Field(default=False, description="Print OpenTelemetry spans to stderr.")
+    trace_console: bool = Field(
+        default=False, description="Print OpenTelemetry spans and metrics to stderr."
+    )
+    trace_file: bool = Field(
+        default=False, description="Append OpenTelemetry spans to <data_dir>/traces.jsonl."
+    )
+    otlp_endpoint: str = Field(
+        default="",
+        description="OTLP collector for spans and metrics, e.g. http://localhost:4317 (gRPC; "
+        "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf for HTTP, e.g. http://localhost:4318).",
+    )
     search_storage: str = Field(
         default="",
         description="SQLAlchemy URL of exploitation's Optuna studies (e.g. "
@@ -54,6 +75,31 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(
         default=60.0, gt=0.0, le=600.0, description="Limit of one LLM call (Temporal retries)."
     )
+
+    slack_bot_token: str = Field(default="", description="Slack bot token (xoxb-...).")
+    slack_signing_secret: str = Field(
+        default="", description="The Slack app's signing secret (request verification)."
+    )
+    slack_channel: str = Field(default="", description="Channel id or name campaigns post to.")
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Slack Web API base URL (ends with /)."
+    )
+    slack_users: dict[str, str] = Field(
+        default_factory=dict,
+        description='Slack user id -> approver name, e.g. {"U01": "alice@example.com"}.',
+    )
+    slack_port: int = Field(default=3000, ge=1, le=65535)
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url_ends_with_slash(cls, url: str) -> str:
+        # slack_sdk joins method names onto the base URL: without the slash, calls 404.
+        return url if url.endswith("/") else url + "/"
+
+    @property
+    def slack_configured(self) -> bool:
+        """The Slack app can run: it has a bot token and a signing secret."""
+        return bool(self.slack_bot_token and self.slack_signing_secret)
 
     @field_validator("temporal_address")
     @classmethod

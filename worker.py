@@ -20,7 +20,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities import telemetry
 from activities.evidence import EvidenceActivities
+from activities.notify import NotifyActivities, slack_web_client
 from activities.planning import PlanningActivities
 from activities.recovery import RecoveryActivities
 from activities.results import ResultActivities
@@ -93,6 +95,7 @@ def orchestration_worker(
     results = ResultActivities(store)
     evidence = EvidenceActivities()
     search = SearchActivities(settings.search_storage_url)
+    notify = notify_activities(settings)
     return Worker(
         client,
         task_queue=task_queue,
@@ -111,10 +114,21 @@ def orchestration_worker(
             search.ask,
             search.tell,
             search.should_prune,
+            notify.notify_slack,
         ],
         activity_executor=ThreadPoolExecutor(max_workers=4),
         workflow_runner=WORKFLOW_RUNNER,
     )
+
+
+def notify_activities(settings: Settings) -> NotifyActivities:
+    """Slack notifications: posted with the bot token, or only logged without one."""
+    client = (
+        slack_web_client(settings.slack_bot_token, settings.slack_api_url)
+        if settings.slack_bot_token
+        else None
+    )
+    return NotifyActivities(client, settings.slack_channel, web_ui=settings.workflow_url)
 
 
 def training_worker(client: Client, settings: Settings, task_queue: str = TRAINING_QUEUE) -> Worker:
@@ -195,19 +209,6 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
                 raise
 
 
-def configure_tracing(settings: Settings) -> None:
-    """Install an OpenTelemetry tracer provider; spans go to stderr when asked."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-
-    provider = TracerProvider(resource=Resource.create({"service.name": "openrea"}))
-    if settings.trace_console:
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    trace.set_tracer_provider(provider)
-
-
 async def run_workers(
     settings: Settings, roles: Sequence[Role] = ROLES, client: Client | None = None
 ) -> None:
@@ -218,7 +219,7 @@ async def run_workers(
     the SDK's own tasks instead, as ``asyncio.run`` does on an interrupt, can leave a worker
     waiting for them for ever.)
     """
-    configure_tracing(settings)
+    telemetry.setup(settings)
     client = client or await make_client(settings)
     await ensure_search_attributes(client, settings.namespace)
     workers = build_workers(client, settings, roles)

@@ -24,6 +24,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+
+from activities import telemetry
 from activities.jobs import write_json_atomically
 from client import exit_without_finalizing, make_client
 from contracts import JobFinishedInput, TrialProgress, TrialResult, TrialSpec
@@ -36,6 +39,7 @@ from ranking_models.errors import (
 from settings import Settings
 
 log = logging.getLogger("openrea.job")
+tracer = trace.get_tracer("openrea.job")
 
 
 def run_job(folder: Path) -> TrialResult:
@@ -86,6 +90,7 @@ def run_job(folder: Path) -> TrialResult:
                 on_progress=on_progress,
                 should_stop=stop.is_set,
                 checkpoint_dir=Path(job["checkpoint_dir"]),
+                tensorboard_dir=Path(job["tensorboard_dir"]) if "tensorboard_dir" in job else None,
             )
     except TrainingCancelled:
         result = TrialResult(**common, state="cancelled", duration_s=time.monotonic() - started)
@@ -147,7 +152,15 @@ async def report(folder: Path, result: TrialResult) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     folder = Path(sys.argv[1])
-    result = run_job(folder)
+    # REA_* telemetry settings and the data dir come from the launching worker's environment.
+    telemetry.setup(Settings())
+    spec = TrialSpec.model_validate(json.loads((folder / "job.json").read_text())["spec"])
+    # A child of the launch_job activity's span when the worker handed over TRACEPARENT.
+    with tracer.start_as_current_span(
+        "job", context=telemetry.context_from_env(), attributes=telemetry.trial_attributes(spec)
+    ):
+        result = run_job(folder)
+        telemetry.end_trial(spec, result)
     try:
         asyncio.run(report(folder, result))
     except Exception:  # the campaign's poll fallback will read result.json

@@ -23,9 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from opentelemetry import trace
 from temporalio import activity
 
-from activities import access
+from activities import access, telemetry
 from contracts import JobHandle, JobStatus, LaunchJobInput, TrialProgress, TrialResult, TrialSpec
 
 RUNNER = "local-process"
@@ -87,11 +88,15 @@ class LocalProcessRunner:
                 "spec": spec.model_dump(mode="json"),
                 "job_id": f"{spec.campaign_id}/{spec.trial_id}/{attempt}",
                 "checkpoint_dir": str(checkpoint_dir(self._data_dir, spec)),
+                "tensorboard_dir": str(telemetry.tensorboard_dir(self._data_dir, spec)),
                 "temporal_address": self._address,
                 "namespace": self._namespace,
                 "memory_limit_bytes": self._memory_limit_bytes,
             }
             write_json_atomically(folder / "job.json", json.dumps(job, indent=1))
+            # The job's spans join the launch's trace (TRACEPARENT), and its telemetry
+            # settings (REA_*) are the worker's, data dir included.
+            env = {**os.environ, "REA_DATA_DIR": str(self._data_dir), **telemetry.trace_env()}
             with (folder / "log.txt").open("ab") as log:
                 # A session of its own: the job outlives the worker that launched it.
                 process = subprocess.Popen(
@@ -100,6 +105,7 @@ class LocalProcessRunner:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     cwd=Path(__file__).resolve().parent.parent,
+                    env=env,
                 )
             launched = {"pid": process.pid, "start_ticks": _start_ticks(process.pid)}
             write_json_atomically(pid_file, json.dumps(launched))
@@ -189,12 +195,20 @@ class JobActivities:
     @activity.defn(name="launch_job")
     def launch_job(self, inp: LaunchJobInput) -> JobHandle:
         """Launch a trial as an external job (idempotent per campaign, trial and attempt)."""
+        telemetry.record_queue_latency()
+        telemetry.start_trial(inp.spec)
         return self._runner.run(inp.spec, inp.attempt)
 
     @activity.defn(name="poll_job")
     def poll_job(self, job: JobHandle) -> JobStatus:
         """Where a job stands; the fallback for a job that never signalled."""
-        return self._runner.poll(job)
+        telemetry.record_queue_latency()
+        status = self._runner.poll(job)
+        span = trace.get_current_span()
+        span.set_attributes({"rea.trial_id": job.trial_id, "rea.job_state": status.state})
+        if status.result is not None:
+            span.set_attributes(telemetry.result_attributes(status.result))
+        return status
 
     @activity.defn(name="stop_job")
     def stop_job(self, job: JobHandle) -> JobStatus:

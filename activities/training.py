@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from activities import access
+from activities import access, telemetry
 from activities.jobs import checkpoint_dir
 from contracts import (
     DatasetRef,
@@ -40,6 +40,7 @@ class Trainer(Protocol):
         on_progress: Callable[[TrialProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         checkpoint_dir: Path | None = None,
+        tensorboard_dir: Path | None = None,
     ) -> Outcome: ...
 
 
@@ -73,7 +74,9 @@ class TrainingActivities:
 
         Progress goes out as heartbeat details (visible in the Web UI). Checkpoints go under
         the data dir, so a retry after a worker died resumes from the last one; cancellation
-        is noticed before the next step, after a checkpoint.
+        is noticed before the next step, after a checkpoint. TensorBoard scalars go under
+        ``<data_dir>/tensorboard/<campaign>/<trial>``; the activity's span carries the trial
+        and its outcome (``activities.telemetry``).
 
         A diverged run returns state ``diverged``, with the error and no metrics. An
         exploitation trial (``spec.search``) reports each epoch's validation metric to its
@@ -85,6 +88,8 @@ class TrainingActivities:
                 ``OutOfMemoryError``...), so retry policies and runbooks can match on it;
                 ``AccessDenied`` for data or checkpoints outside the trial's access scope.
         """
+        telemetry.record_queue_latency()
+        telemetry.start_trial(spec)
         access.check_read(spec.access, spec.dataset)
         access.check_write(spec.access, checkpoint_dir(self._data_dir, spec), self._data_dir)
         started = time.monotonic()
@@ -129,6 +134,7 @@ class TrainingActivities:
                         bool(pruned) or activity.is_cancelled() or activity.is_worker_shutdown()
                     ),
                     checkpoint_dir=checkpoint_dir(self._data_dir, spec),
+                    tensorboard_dir=telemetry.tensorboard_dir(self._data_dir, spec),
                 )
         except TrainingCancelled as err:
             if pruned:
@@ -152,6 +158,8 @@ class TrainingActivities:
             # An outcome, not an error: the run finished (and is charged) without a model.
             return self._result(spec, started, state="diverged", error=str(err), steps=err.step)
         except TrainingError as err:
+            # Counted per attempt: Temporal may retry it (no result, so no cost, is recorded).
+            telemetry.TRIALS.add(1, {"state": "failed", "phase": spec.phase})
             raise ApplicationError(str(err), type=type(err).__name__) from err
         return self._result(
             spec,
@@ -168,10 +176,11 @@ class TrainingActivities:
 
     def _result(self, spec: TrialSpec, started: float, **fields: Any) -> TrialResult:
         duration = time.monotonic() - started
-        return TrialResult(
+        result = TrialResult(
             campaign_id=spec.campaign_id,
             trial_id=spec.trial_id,
             duration_s=duration,
             device_hours=duration * self._devices / 3600.0,
             **fields,
         )
+        return telemetry.end_trial(spec, result)

@@ -45,7 +45,7 @@ from contracts import (
 from runbooks import load_runbook
 from settings import Settings
 from store import InsightsStore
-from worker import WORKFLOW_RUNNER, ensure_search_attributes
+from worker import WORKFLOW_RUNNER, ensure_search_attributes, notify_activities
 from workflows.campaign import CampaignWorkflow
 from workflows.options import TRAINING_QUEUE
 
@@ -111,6 +111,7 @@ async def measure(
         # The gate and the search run once max_trials is reached (on no metrics: untested).
         evidence = EvidenceActivities()
         search = SearchActivities(settings.search_storage_url)
+        notify = notify_activities(settings)  # no Slack token here: notifications only log
         queue = f"bench-{uuid.uuid4()}"
         async with (
             Worker(
@@ -128,6 +129,7 @@ async def measure(
                     evidence.gate_hypotheses,
                     search.ask,
                     search.tell,
+                    notify.notify_slack,
                 ],
                 activity_executor=ThreadPoolExecutor(4),
                 workflow_runner=WORKFLOW_RUNNER,

@@ -51,6 +51,14 @@ from contracts.insights import (
 from contracts.job import JobFinishedInput, JobHandle, JobState, JobStatus, LaunchJobInput
 from contracts.ledger import Ledger, PhaseLedger
 from contracts.model import LOWER_IS_BETTER, Metric, ModelSpec
+from contracts.notify import (
+    ACTION_ID_PREFIX,
+    Notification,
+    NotificationKind,
+    NotificationResult,
+    SlackAction,
+    SlackActionKind,
+)
 from contracts.preflight import AccessScope, PreflightCheck, PreflightItem, PreflightReport
 from contracts.provenance import Provenance, Source
 from contracts.runbook import (
@@ -99,6 +107,7 @@ from contracts.trial import (
 )
 
 __all__ = [
+    "ACTION_ID_PREFIX",
     "DEFAULT_ACTION_SPACE",
     "LOWER_IS_BETTER",
     "PLACEMENT_REMEDIES",
@@ -151,6 +160,9 @@ __all__ = [
     "Metrics",
     "ModelRisks",
     "ModelSpec",
+    "Notification",
+    "NotificationKind",
+    "NotificationResult",
     "Phase",
     "PhaseLedger",
     "PhasePlan",
@@ -185,6 +197,8 @@ __all__ = [
     "ShrinkEmbeddings",
     "Signature",
     "SkipCorruptShard",
+    "SlackAction",
+    "SlackActionKind",
     "Source",
     "SwitchOptimizer",
     "TaskDescriptor",

@@ -18,7 +18,7 @@ from torch import nn
 
 from contracts import DatasetRef, Metrics, ModelSpec, TrialProgress
 from kernels import FusedEmbeddingBagCollection
-from ranking_models import checkpoint, datasets, memory
+from ranking_models import checkpoint, datasets, memory, summaries
 from ranking_models.checkpoint import LoopState
 from ranking_models.data import Batch, CtrDataset, Split, StreamingSplit
 from ranking_models.dlrm import build_model, dense_parameters, sparse_modules
@@ -92,6 +92,7 @@ def train(
     divergence_factor: float = 10.0,
     divergence_patience: int = 20,
     memory_limit_bytes: int | None = None,
+    tensorboard_dir: Path | None = None,
 ) -> TrainOutcome:
     """Trains ``model`` on the train split, scoring validation every epoch and test at the end.
 
@@ -130,6 +131,9 @@ def train(
         memory_limit_bytes: Memory the model may use (see ``memory.check_fits``);
             None: ``memory.memory_limit_bytes()``, the host's RAM or
             ``$REA_MEMORY_LIMIT_GB``.
+        tensorboard_dir: Folder for TensorBoard scalars (each step's loss, each epoch's
+            validation metrics, the test metrics at the end); None: none written. Training
+            also runs in a "train" span with one "epoch" span per finished epoch.
 
     Returns:
         Validation and test metrics, steps, wall time, the last epoch's mean loss and the
@@ -161,7 +165,13 @@ def train(
     memory.check_fits(model, data.schema, memory_limit_bytes)
     # Validation labels, not training ones: a streamed training split has none up front.
     base_rate_loss = base_rate_entropy(data.validation.labels)
-    with typed_errors(model):
+    with (
+        summaries.tracer.start_as_current_span(
+            "train", attributes={"rea.seed": model.seed, "rea.epochs": model.epochs}
+        ) as span,
+        typed_errors(model),
+        summaries.ScalarLog(tensorboard_dir) as scalars,
+    ):
         net = build_model(model, data.schema, device=device)
         train_split = data.train.to(device)
         validation_split = data.validation.to(device)
@@ -177,6 +187,7 @@ def train(
             )
         loop = restored or LoopState(step=0, epoch_generator_state=generator.get_state())
         resumed_from = saved_step = loop.step
+        scalars.resume_at(loop.step)
 
         def report(epoch: int, train_loss: float) -> None:
             if on_progress is None:
@@ -216,6 +227,7 @@ def train(
             # batches already trained on are skipped below.
             generator.set_state(loop.epoch_generator_state)
             net.train()
+            epoch_started = summaries.now_ns()
             window_loss, window_steps = 0.0, 0
             batches = train_split.batches(model.batch_size, generator=generator)
             for batch in itertools.islice(batches, done_in_epoch, None):
@@ -234,6 +246,7 @@ def train(
                 )
                 apply_gradients(model, net, optimizer, loss)
                 loop.step += 1
+                scalars.add("train/loss", value, loop.step)
                 loop.epoch_loss_sum += value
                 window_loss += value
                 window_steps += 1
@@ -245,6 +258,11 @@ def train(
                     metrics = evaluate(net, validation_split, step=loop.step)
                     _check_validation(loop, metrics, divergence_factor)
                     loop.validation_history.append(metrics.model_dump())
+                    scalars.add("train/epoch_loss", loop.last_epoch_loss, loop.step)
+                    scalars.add_metrics("validation", metrics, loop.step)
+                    summaries.epoch_span(
+                        epoch_started, epoch, loop.step, loop.last_epoch_loss, metrics
+                    )
                     net.train()
                 if loop.step % checkpoint_every == 0 or loop.step == total_steps:
                     save()
@@ -253,6 +271,8 @@ def train(
                     window_loss, window_steps = 0.0, 0
         history = tuple(Metrics.model_validate(m) for m in loop.validation_history)
         test = evaluate(net, data.test.to(device), step=loop.step)
+        scalars.add_metrics("test", test, loop.step)
+        span.set_attributes({"rea.steps": loop.step, "rea.resumed_from_step": resumed_from})
     return TrainOutcome(
         validation=history[-1],
         test=test,

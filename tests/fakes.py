@@ -21,6 +21,8 @@ from contracts import (
     JobState,
     JobStatus,
     LaunchJobInput,
+    Notification,
+    NotificationResult,
     Plan,
     PlanningInput,
     PreflightInput,
@@ -109,6 +111,12 @@ class FakeActivities:
     launched: list[JobHandle] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     polls: int = 0
+    # Slack notifications the campaign asked for (the real activity is tested in
+    # tests/integrations); each attempt raises notify_error when set.
+    notifications: list[Notification] = field(default_factory=list)
+    notify_error: str | None = None
+    # The real notify_slack activity instead of the fake (against a fake Slack Web API).
+    slack: Callable[..., object] | None = None
     # Exploitation trials (Optuna numbers) pruned after their first epoch, charged half.
     prune: set[int] = field(default_factory=set)
     # The Optuna studies of exploitation (a throwaway SQLite file).
@@ -182,6 +190,13 @@ class FakeActivities:
         def record_remedy(record: RemedyRecord) -> None:
             self.remedies.append(record)
 
+        @activity.defn(name="notify_slack")
+        def notify_slack(notification: Notification) -> NotificationResult:
+            if self.notify_error is not None:
+                raise ApplicationError(self.notify_error, type="SlackApiError")
+            self.notifications.append(notification)
+            return NotificationResult(sent=True, channel="C-fake", ts=str(len(self.notifications)))
+
         # The gate, the search and the diagnosis are the real activities: numpy, scipy, an
         # SQLite study and the shipped runbooks.
         evidence = EvidenceActivities()
@@ -190,6 +205,7 @@ class FakeActivities:
         return [
             preflight_campaign,
             record_remedy,
+            self.slack or notify_slack,
             diagnosis.diagnose_failure,
             plan_campaign,
             propose_hypotheses,

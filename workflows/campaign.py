@@ -43,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         LaunchJobInput,
         Ledger,
         ModelRisks,
+        Notification,
+        NotificationResult,
         PhaseLedger,
         Plan,
         PlanningInput,
@@ -114,6 +116,9 @@ class CampaignWorkflow:
         self._halting = False
         # recheck_preflight is running: approval waits for its report.
         self._rechecking = False
+        # The approved budget at which "budget exhausted" was last posted: trials waiting
+        # together for an extension post it once, and again only after an extension.
+        self._exhaustion_posted_at: float | None = None
 
     @workflow.run
     async def run(
@@ -365,6 +370,20 @@ class CampaignWorkflow:
 
     async def _await_approval(self, plan: Plan) -> None:
         self._ask_for_approval(plan)
+        if not self._stopping:
+            await self._notify(
+                Notification(
+                    campaign_id=self._id,
+                    kind="plan_awaiting_approval",
+                    goal=self._request.goal,
+                    approvers=self._request.approvers,
+                    hypotheses=[f"{h.id}: {h.title}" for h in plan.hypotheses],
+                    estimated_device_hours=plan.estimated_device_hours,
+                    budget_device_hours=plan.budget_device_hours
+                    or self._request.budget.device_hours,
+                    preflight=self._state.preflight,
+                )
+            )
         await workflow.wait_condition(
             lambda: self._state.approval is not None or self._stopping,
             timeout_summary="waiting for an engineer to approve the plan",
@@ -688,6 +707,37 @@ class CampaignWorkflow:
             ),
         )
         self._set(proposal=proposal)
+        await self._notify(
+            Notification(
+                campaign_id=self._id,
+                kind="launch_proposal",
+                goal=self._request.goal,
+                approvers=self._request.approvers,
+                proposal=proposal,
+            )
+        )
+
+    async def _notify(self, notification: Notification) -> None:
+        """Tell the engineers in Slack; a notification that fails is logged and forgotten,
+        never a reason for the campaign to fail or wait long (see ``options.NOTIFY_RETRY``)."""
+        if not workflow.patched("notifications"):
+            return
+        try:
+            await workflow.execute_activity(
+                "notify_slack",
+                notification,
+                result_type=NotificationResult,
+                start_to_close_timeout=options.NOTIFY_TIMEOUT,
+                retry_policy=options.NOTIFY_RETRY,
+                summary=f"notify: {notification.kind}",
+            )
+        except ActivityError as err:
+            workflow.logger.warning(
+                "%s: the %s notification failed: %s",
+                self._id,
+                notification.kind,
+                _error_message(err),
+            )
 
     def _update_leader(self) -> None:
         """Best and baseline as the gates see them: means over the gate's seeds, and only a
@@ -1179,6 +1229,15 @@ class CampaignWorkflow:
             f"`rea campaign resolve {self._id} {spec.trial_id} --retry|--skip|--stop`.",
         )
         self._publish()
+        await self._notify(
+            Notification(
+                campaign_id=self._id,
+                kind="trial_escalated",
+                goal=self._request.goal,
+                approvers=self._request.approvers,
+                escalation=escalation,
+            )
+        )
 
         def answered() -> bool:
             return all(
@@ -1277,6 +1336,23 @@ class CampaignWorkflow:
             f"device-hours spent; extend_budget to run {spec.trial_id} and the rest",
         )
         self._publish()
+        if self._exhaustion_posted_at != ledger.approved:
+            self._exhaustion_posted_at = ledger.approved
+            approval = self._state.approval
+            await self._notify(
+                Notification(
+                    campaign_id=self._id,
+                    kind="budget_exhausted",
+                    goal=self._request.goal,
+                    approvers=self._request.approvers,
+                    budget_device_hours=ledger.approved,
+                    ledger=ledger,
+                    # The button adds the originally approved amount again.
+                    extend_by_device_hours=approval.device_hours
+                    if approval
+                    else self._request.budget.device_hours,
+                )
+            )
         try:
             await workflow.wait_condition(
                 lambda: self._stopping or policy.can_afford(estimate, self._state.ledger),

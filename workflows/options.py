@@ -67,6 +67,16 @@ DIAGNOSE_RETRY = RetryPolicy(
 PREFLIGHT_TIMEOUT = timedelta(minutes=30)
 # It heartbeats after each item; one item (loading a large dataset's sample) takes minutes.
 PREFLIGHT_HEARTBEAT = timedelta(minutes=10)
+# Slack notifications: a message is worth a few quick tries, never a campaign's progress.
+# The workflow awaits them only where it waits for a person anyway (and at the end), catches
+# the failure and goes on: at most about 3 x 15 s + 3 s is what a Slack outage costs.
+NOTIFY_TIMEOUT = timedelta(seconds=15)
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+    non_retryable_error_types=["SlackConfigError"],
+)
 # Bookkeeping activities retry until they succeed; their writes are idempotent.
 BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 

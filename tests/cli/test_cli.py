@@ -85,6 +85,7 @@ def test_embedded_auto_approved_campaign_runs_to_a_result_table(tmp_path: Path) 
     assert "baseline" in out.stdout and "Web UI: http://127.0.0.1:" in out.stdout
     assert (tmp_path / "data" / "temporal.db").exists()
     assert (tmp_path / "data" / "results.sqlite").exists()
+    assert "Report: " in out.stdout and list((tmp_path / "data" / "reports").glob("*.html"))
     # Nothing is left running: the embedded server's port is free again.
     host, port = env["REA_TEMPORAL_ADDRESS"].split(":")
     with socket.socket() as sock:

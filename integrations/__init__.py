@@ -1,0 +1,1 @@
+"""Front ends other than the CLI that turn people's actions into Temporal updates."""
