@@ -316,6 +316,10 @@ class TrialRecord(Record):
 class TrialSummary(Record):
     """A trial as the campaign's state remembers it: small, so that a campaign of thousands of
     trials fits in one payload (specs follow from the plan; full records are in the store).
+
+    ``launched_at`` and ``ended_at`` are the campaign's clock (workflow time) when the trial
+    was launched and when its result was kept: the report's timeline. Campaigns started
+    before they existed leave them empty.
     """
 
     trial_id: str
@@ -333,6 +337,8 @@ class TrialSummary(Record):
     error_type: str = ""
     job: JobHandle | None = None
     remedy_of: str = ""
+    launched_at: datetime | None = None
+    ended_at: datetime | None = None
 
     def metric(self, name: str) -> float | None:
         """The validation value of ``name``, or None when the trial has none."""
@@ -342,10 +348,11 @@ class TrialSummary(Record):
         """The test value of ``name``, or None when the trial has none."""
         return None if self.test is None else getattr(self.test, name)
 
-    def finished(self, result: TrialResult) -> "TrialSummary":
-        """This summary updated with a finished trial's result."""
+    def finished(self, result: TrialResult, ended_at: datetime | None = None) -> "TrialSummary":
+        """This summary updated with a finished trial's result (kept at ``ended_at``)."""
         return self.model_copy(
             update={
+                "ended_at": ended_at,
                 "state": result.state,
                 "validation": result.validation,
                 "test": result.test,

@@ -4,7 +4,7 @@ best-so-far vs compute, timeline, budget burn."""
 import textwrap
 from pathlib import Path
 
-from contracts import LOWER_IS_BETTER, CampaignStatus
+from contracts import LOWER_IS_BETTER, CampaignStatus, TrialSummary
 
 PHASE_COLOURS = {
     "baseline": "#7f7f7f",
@@ -178,12 +178,12 @@ OUTCOME_STYLE = {
 
 
 def plot_timeline(status: CampaignStatus, path: Path) -> Path:
-    """Write a PNG with one horizontal bar per trial in launch order, as long as it ran,
-    coloured by phase and hatched by outcome; a remedy trial is tied to the trial it fixes.
+    """Write a PNG with one horizontal bar per trial, from its launch to its result on the
+    campaign's clock, coloured by phase and hatched by outcome; a remedy trial is tied to the
+    trial it fixes.
 
-    The campaign state keeps each trial's duration but not its start time (nor does the
-    insights database), so trials are laid out by launch order, not on a clock; the axis says
-    so.
+    Campaigns started before trials kept their launch time (``TrialSummary.launched_at``)
+    are drawn in launch order, each bar as long as the trial ran; the axis says which.
 
     Raises:
         ValueError: when no trial has been launched yet.
@@ -194,12 +194,13 @@ def plot_timeline(status: CampaignStatus, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.0, 0.28 * len(trials) + 1.6))
     row = {t.trial_id: i for i, t in enumerate(trials)}
-    minutes = [t.duration_s / 60 for t in trials]
+    starts, minutes, axis_label = _timeline_spans(trials)
     for i, t in enumerate(trials):
         hatch, edge = OUTCOME_STYLE.get(t.state, ("", "black"))
         ax.barh(
             i,
             max(minutes[i], 0.02 * max([*minutes, 1.0])),  # a run not yet timed stays visible
+            left=starts[i],
             color=PHASE_COLOURS.get(t.phase, "#333"),
             hatch=hatch,
             edgecolor=edge,
@@ -208,8 +209,8 @@ def plot_timeline(status: CampaignStatus, path: Path) -> Path:
         if t.remedy_of in row:
             ax.annotate(
                 "",
-                xy=(0, i),
-                xytext=(0, row[t.remedy_of]),
+                xy=(starts[i], i),
+                xytext=(starts[row[t.remedy_of]], row[t.remedy_of]),
                 arrowprops={
                     "arrowstyle": "->",
                     "color": "#d62728",
@@ -218,7 +219,7 @@ def plot_timeline(status: CampaignStatus, path: Path) -> Path:
             )
     ax.set_yticks(range(len(trials)), [t.trial_id for t in trials], fontsize=7)
     ax.set_ylim(len(trials) - 0.5, -0.5)  # first launched on top, no empty margin
-    ax.set_xlabel("minutes run (bars in launch order: no start times are recorded)")
+    ax.set_xlabel(axis_label)
     handles = [
         plt.Rectangle((0, 0), 1, 1, color=c, label=p)
         for p, c in PHASE_COLOURS.items()
@@ -230,6 +231,24 @@ def plot_timeline(status: CampaignStatus, path: Path) -> Path:
     ]
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
+
+
+def _timeline_spans(trials: list[TrialSummary]) -> tuple[list[float], list[float], str]:
+    """Each trial's start and length in minutes, and the x axis label: on the campaign's clock
+    when every trial kept its launch time, else from zero by duration (launch order)."""
+    launched = [t.launched_at for t in trials]
+    if all(launched):
+        first = min(t for t in launched if t is not None)
+        starts = [((t.launched_at or first) - first).total_seconds() / 60 for t in trials]
+        lengths = [
+            ((t.ended_at - t.launched_at).total_seconds() / 60)
+            if t.ended_at and t.launched_at
+            else t.duration_s / 60
+            for t in trials
+        ]
+        return starts, lengths, "minutes since the first launch (launch to result)"
+    lengths = [t.duration_s / 60 for t in trials]
+    return [0.0] * len(trials), lengths, "minutes run (launch order: no launch times recorded)"
 
 
 def plot_budget(status: CampaignStatus, path: Path) -> Path:

@@ -1063,6 +1063,7 @@ class CampaignWorkflow:
                     seed=spec.model.seed,
                     estimated_device_hours=spec.estimated_device_hours,
                     remedy_of=spec.remedy_of,
+                    launched_at=workflow.now(),
                 ),
             ],
         )
@@ -1460,7 +1461,8 @@ class CampaignWorkflow:
         charged = result.device_hours
         if self._state.recovery == "runbook":
             result = result.model_copy(update={"device_hours": trial.device_hours + charged})
-        trials = [trial.finished(result) if t is trial else t for t in self._state.trials]
+        ended = trial.finished(result, ended_at=workflow.now())
+        trials = [ended if t is trial else t for t in self._state.trials]
         self._set(
             trials=trials,
             ledger=self._state.ledger.change(

@@ -27,13 +27,13 @@ from report import SECTIONS, write_report
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-HISTORY = Path(__file__).parents[1] / "histories" / "campaign_v6.json"
+HISTORY = Path(__file__).parents[1] / "histories" / "campaign_v7.json"
 CHROMIUM = Path("/usr/bin/chromium")
 XSS = "<script>alert(1)</script>"
 
 
 def recorded_status() -> CampaignStatus:
-    """The final status of a real campaign (the replayed ``campaign_v6`` history's result):
+    """The final status of a real campaign (the replayed ``campaign_v7`` history's result):
     evidence protocol, a diverged trial remedied, gates with intervals, a launch proposal."""
     events = json.loads(HISTORY.read_text())["events"]
     payload = events[-1]["workflowExecutionCompletedEventAttributes"]["result"]["payloads"][0]
@@ -239,3 +239,28 @@ def test_rea_campaign_report_writes_the_page_into_out(
     (tmp_path / "file").write_text("")
     result = runner.invoke(cli.app, ["campaign", "report", "c", "--out", str(tmp_path / "file")])
     assert result.exit_code == 2 and "pass a folder" in result.output
+
+
+def test_the_timeline_uses_the_campaigns_clock_and_falls_back_to_launch_order() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from report.charts import _timeline_spans
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    timed = [
+        TrialSummary(
+            trial_id="a",
+            phase="baseline",
+            launched_at=t0,
+            ended_at=t0 + timedelta(minutes=30),
+            duration_s=600.0,
+        ),
+        TrialSummary(trial_id="b", phase="validation", launched_at=t0 + timedelta(minutes=5)),
+    ]
+    starts, lengths, label = _timeline_spans(timed)
+    # Launch to result (30 min, queueing included), not the 10 minutes of compute; a trial
+    # still running is as long as it has run (0 here).
+    assert (starts, lengths) == ([0.0, 5.0], [30.0, 0.0]) and "since the first launch" in label
+    untimed = [t.model_copy(update={"launched_at": None}) for t in timed]
+    starts, lengths, label = _timeline_spans(untimed)
+    assert (starts, lengths) == ([0.0, 0.0], [10.0, 0.0]) and "launch order" in label
