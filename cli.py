@@ -922,23 +922,6 @@ def campaign_report(
     console.print(f"Report: {write_report(status, folder)}", soft_wrap=True)
 
 
-def write_charts(status: CampaignStatus, path: Path) -> list[str]:
-    """Write the trials chart at ``path`` and, once a gate has tested something, the evidence
-    chart beside it; one line per chart written (none when there is nothing to plot)."""
-    from report import plot_campaign, plot_evidence
-
-    lines = []
-    if any(t.validation for t in status.trials):
-        lines.append(f"Chart: {plot_campaign(status, path)}")
-    try:
-        evidence = plot_evidence(status, path.with_name(f"{path.stem}-evidence.png"))
-    except ValueError:
-        pass  # no comparison could be tested (fewer than two paired seeds)
-    else:
-        lines.append(f"Evidence chart: {evidence}")
-    return lines
-
-
 @campaign_app.command("list")
 def campaign_list(limit: Annotated[int, typer.Option(help="At most this many.")] = 20) -> None:
     """List campaigns, newest first, with phase and best metric."""

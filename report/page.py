@@ -1,4 +1,4 @@
-"""A campaign's report as one self-contained HTML page: the figures of ``report.py`` embedded
+"""A campaign's report as one self-contained HTML page: the figures of ``report.charts`` embedded
 as data URIs, inline CSS, no script, so the file opens alone (mailed, attached to a review).
 
 Every string that comes from the campaign (hypothesis titles, errors, LLM text) is escaped:

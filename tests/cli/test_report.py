@@ -68,8 +68,8 @@ def test_evidence_plot_draws_every_tested_comparison(tmp_path: Path) -> None:
 
 
 def test_charts_are_written_for_what_there_is(tmp_path: Path) -> None:
-    from cli import write_charts
     from contracts import Comparison, GateDecision
+    from report import write_report
 
     untested = GateDecision(
         metric="ne",
@@ -84,6 +84,9 @@ def test_charts_are_written_for_what_there_is(tmp_path: Path) -> None:
         trials=[finished("baseline~r0", "baseline", 0.92)],
         decisions={"validation": untested},
     )
-    # A gate that could test nothing (too few seeds ran) leaves only the trials chart.
-    assert write_charts(status, tmp_path / "c.png") == [f"Chart: {tmp_path / 'c.png'}"]
-    assert write_charts(CampaignStatus(campaign_id="c"), tmp_path / "none.png") == []
+    # A gate that could test nothing (too few seeds ran) draws no evidence chart.
+    write_report(status, tmp_path / "some")
+    assert (tmp_path / "some" / "c.png").exists()
+    assert not (tmp_path / "some" / "c-evidence.png").exists()
+    write_report(CampaignStatus(campaign_id="c"), tmp_path / "none")
+    assert list((tmp_path / "none").glob("*.png")) == []
