@@ -1,6 +1,7 @@
 """Settings shared by the CLI, the worker and the tests: environment (REA_*) or flags."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +14,10 @@ class Settings(BaseSettings):
     ``REA_NAMESPACE``, ``REA_DATA_DIR``, ``REA_UI_PORT``, ``REA_TRAINING_SLOTS``,
     ``REA_SEARCH_STORAGE``, ``REA_DATABASE_URL``, ``REA_LLM_BASE_URL``, ``REA_LLM_MODEL``,
     ``REA_LLM_API_KEY``, ``REA_LLM_TIMEOUT_S``, ``REA_JOB_MEMORY_LIMIT_GB``.
+
+    Job backend (``activities/backends``): ``REA_JOB_BACKEND`` (``local`` or ``slurm``),
+    ``REA_SLURM_PARTITION``, ``REA_SLURM_DEVICE``, ``REA_SLURM_TIME_MARGIN``,
+    ``REA_SLURM_MIN_TIME_MINUTES``, ``REA_SLURM_PYTHON``.
 
     Observability (see ``activities/telemetry.py``): ``REA_OTLP_ENDPOINT``,
     ``REA_TRACE_CONSOLE``, ``REA_TRACE_FILE``.
@@ -64,6 +69,31 @@ class Settings(BaseSettings):
         ge=0.0,
         description="Address-space cap of each training job, in GiB (0: none); an allocation "
         "past it fails as out of memory in that job alone.",
+    )
+    job_backend: Literal["local", "slurm"] = Field(
+        default="local",
+        description="Where trials that run as jobs run: local processes on the jobs worker's "
+        "host, or Slurm batch jobs (sbatch through TorchX; SLURM_CONF as for Slurm's tools).",
+    )
+    slurm_partition: str = Field(
+        default="", description="Slurm partition of training jobs; empty: the default one."
+    )
+    slurm_device: Literal["cpu", "gpu"] = Field(
+        default="cpu",
+        description="What one of a trial's devices is on the cluster: a core or a GPU.",
+    )
+    slurm_time_margin: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="A job's time limit is its trial's estimated wall time times this.",
+    )
+    slurm_min_time_minutes: int = Field(
+        default=10, ge=1, description="No job's time limit is below this many minutes."
+    )
+    slurm_python: str = Field(
+        default="",
+        description="The interpreter on the cluster's nodes, with openrea installed; empty: "
+        "the jobs worker's own (the nodes share its filesystem).",
     )
     llm_base_url: str = Field(
         default="",

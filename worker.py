@@ -152,26 +152,20 @@ def training_worker(client: Client, settings: Settings, task_queue: str = TRAINI
 
 
 def jobs_worker(client: Client, settings: Settings, task_queue: str = JOBS_QUEUE) -> Worker:
-    """Launch, poll and stop trials running as local processes on this host.
+    """Launch, poll and stop trials running as jobs on the backend ``REA_JOB_BACKEND`` names.
 
-    These activities manage this host's processes: with several job hosts, give each its own
-    queue (one worker per host), as with any host-bound resource.
+    With the local backend these activities manage this host's processes: with several job
+    hosts, give each its own queue (one worker per host), as with any host-bound resource.
+    With Slurm any host that can run sbatch and sacct (and sees the data dir) will do.
     """
-    from activities.jobs import JobActivities, LocalProcessRunner
+    from activities.backends import make_runner
+    from activities.jobs import JobActivities
 
-    limit = settings.job_memory_limit_gb
-    jobs = JobActivities(
-        LocalProcessRunner(
-            settings.data_dir,
-            settings.temporal_address,
-            settings.namespace,
-            memory_limit_bytes=int(limit * 2**30) if limit else None,
-        )
-    )
+    jobs = JobActivities(make_runner(settings))
     return Worker(
         client,
         task_queue=task_queue,
-        activities=[jobs.launch_job, jobs.poll_job, jobs.stop_job],
+        activities=[jobs.launch_job, jobs.poll_job, jobs.settle_job, jobs.stop_job],
         activity_executor=ThreadPoolExecutor(max_workers=4),
     )
 

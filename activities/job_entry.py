@@ -1,9 +1,12 @@
-"""A job's process: `python -m activities.job_entry JOB_DIR` (launched by LocalProcessRunner).
+"""A job's process: `python -m activities.job_entry JOB_DIR` (launched by a job backend).
 
 Trains the trial in JOB_DIR/job.json (with checkpoints; through torchrun when it asks for
 several devices), writes result.json, then signals the campaign. SIGTERM means stop: the
-trainer checkpoints and the job reports itself cancelled. If the signal cannot be sent, the
-campaign's poll fallback reads result.json instead.
+trainer checkpoints and the job reports itself cancelled. Under a scheduler a SIGTERM that
+openrea did not ask for (no ``stop_requested`` file: a time limit, a preemption, someone's
+scancel) checkpoints and exits 143 without a result, so that the scheduler's record says how
+the job ended (and a requeued job runs on). If the signal cannot be sent, the campaign's
+poll fallback reads result.json instead.
 
 Every way the job can end is a result the runbooks can read: kernels that fail to load are a
 ``KernelUnavailableError``, an unexpected exception is a failure typed by its class with the
@@ -27,9 +30,10 @@ from typing import Any
 from opentelemetry import trace
 
 from activities import telemetry
-from activities.jobs import write_json_atomically
+from activities.backends.folder import STOP_REQUESTED, write_json_atomically
 from client import exit_without_finalizing, make_client
 from contracts import JobFinishedInput, TrialProgress, TrialResult, TrialSpec
+from contracts.job import LOCAL_RUNNER
 from ranking_models.errors import (
     DivergenceError,
     KernelUnavailableError,
@@ -42,7 +46,8 @@ log = logging.getLogger("openrea.job")
 tracer = trace.get_tracer("openrea.job")
 
 
-def run_job(folder: Path) -> TrialResult:
+def run_job(folder: Path) -> TrialResult | None:
+    """Train the job's trial; its result, or None when its scheduler stopped it."""
     job = json.loads((folder / "job.json").read_text())
     spec = TrialSpec.model_validate(job["spec"])
     stop = threading.Event()
@@ -93,6 +98,13 @@ def run_job(folder: Path) -> TrialResult:
                 tensorboard_dir=Path(job["tensorboard_dir"]) if "tensorboard_dir" in job else None,
             )
     except TrainingCancelled:
+        if (
+            job.get("runner", LOCAL_RUNNER) != LOCAL_RUNNER
+            and not (folder / STOP_REQUESTED).exists()
+        ):
+            # The scheduler's SIGTERM (time limit, preemption, someone's scancel): the
+            # checkpoint is written; the scheduler's own record says how the job ended.
+            return None
         result = TrialResult(**common, state="cancelled", duration_s=time.monotonic() - started)
     except TrainingError as err:
         result = TrialResult(
@@ -160,6 +172,10 @@ def main() -> None:
         "job", context=telemetry.context_from_env(), attributes=telemetry.trial_attributes(spec)
     ):
         result = run_job(folder)
+        if result is None:
+            log.warning("stopped by the scheduler; checkpointed, no result reported")
+            exit_without_finalizing(128 + signal.SIGTERM)
+            return
         telemetry.end_trial(spec, result)
     try:
         asyncio.run(report(folder, result))

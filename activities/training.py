@@ -9,7 +9,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities import access, telemetry
-from activities.jobs import checkpoint_dir
+from activities.backends.folder import checkpoint_dir
 from contracts import (
     DatasetRef,
     Metrics,

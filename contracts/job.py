@@ -11,12 +11,16 @@ from contracts.trial import TrialProgress, TrialResult, TrialSpec
 # rebooted, the process was killed): only the poll fallback can notice that.
 JobState = Literal["running", "succeeded", "failed", "cancelled", "lost"]
 
+# The local backend's name in handles: its jobs charge their own wall time; every other
+# backend's jobs are charged what their scheduler accounted.
+LOCAL_RUNNER = "local-process"
+
 
 class JobHandle(Record):
     """Enough to find a job again from any worker, after any restart.
 
     Attributes:
-        runner: Which runner launched it (``local-process``...).
+        runner: Which backend launched it (``local-process``, ``slurm``).
         job_id: The runner's id for the job.
         trial_id: The trial it trains.
         attempt: 1 for the first launch; a relaunch resumes from the job's checkpoint.
@@ -31,13 +35,29 @@ class JobHandle(Record):
 
 
 class JobStatus(Record):
-    """What polling a job tells: its state, progress and, once finished, its result."""
+    """What polling a job tells: its state, progress and, once finished, its result.
+
+    Attributes:
+        state: Where the job stands, the same for every backend.
+        progress: The trainer's last progress report.
+        result: What the job wrote when it ended (None: it ended without one, or runs on).
+        message: Why it ended so, in words (Slurm's state and exit code...).
+        error_type: The failure's type for the runbooks when the job left no result
+            (``JobLost``: resume from the checkpoint; ``JobTimeout``, ``JobFailed``...).
+        log_tail: The end of the job's stdout and stderr.
+        scheduler_state: The backend's own word for the state (Slurm's ``PENDING``...).
+        device_hours: What the scheduler accounted for the job (elapsed time times the
+            devices or cores it held); None: the backend keeps no accounts.
+    """
 
     state: JobState
     progress: TrialProgress | None = None
     result: TrialResult | None = None
     message: str = ""
+    error_type: str = ""
     log_tail: str = ""
+    scheduler_state: str = ""
+    device_hours: float | None = None
 
     @classmethod
     def ended(cls, result: TrialResult) -> "JobStatus":

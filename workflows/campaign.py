@@ -65,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         TrialSpec,
         TrialSummary,
     )
+    from contracts.job import LOCAL_RUNNER
     from workflows import options, phases, planner, policy, recovery
 
 # The first versions' phases (protocol "single-seed"), kept for the campaigns they started.
@@ -1418,8 +1419,10 @@ class CampaignWorkflow:
                 trial_id=spec.trial_id,
                 state=policy.TRIAL_STATE_OF_JOB[status.state],
                 error=status.message or f"job {job.job_id} ended {status.state} without a result",
-                error_type="JobLost" if status.state == "lost" else "",
+                # Backends name the failure; older histories' statuses leave it empty.
+                error_type=status.error_type or ("JobLost" if status.state == "lost" else ""),
                 log_tail=status.log_tail,
+                device_hours=status.device_hours or 0.0,
             )
 
     async def _wait_for_job(self, job: JobHandle) -> JobStatus:
@@ -1442,7 +1445,13 @@ class CampaignWorkflow:
                 continue
             if trial_id in self._job_results:
                 result = self._job_results.pop(trial_id)
-                return JobStatus.ended(result)
+                if job.runner == LOCAL_RUNNER:
+                    return JobStatus.ended(result)  # a local job charges its own wall time
+                # A scheduler's job is charged what the scheduler accounted once it has ended.
+                settled: JobStatus = await _control_job(
+                    "settle_job", job, JobStatus, f"settle {trial_id} (scheduler's accounts)"
+                )
+                return settled
             stopped: JobStatus = await _control_job(
                 "stop_job",
                 job,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.jobs import LocalProcessRunner
+from activities.backends.local import LocalProcessRunner
 from contracts import AccessScope, DatasetRef, JobHandle, JobStatus, ModelSpec, TrialSpec
 
 

@@ -28,7 +28,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from typer.testing import CliRunner
 
 from activities import telemetry
-from activities.jobs import LocalProcessRunner
+from activities.backends.local import LocalProcessRunner
 from activities.training import TrainingActivities
 from cli import app
 from contracts import DatasetRef, ModelSpec, TrialResult, TrialSpec
