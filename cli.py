@@ -21,6 +21,7 @@ import typer
 from pydantic import BaseModel, Field, ValidationError
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from temporalio.client import (
@@ -62,6 +63,7 @@ from contracts import (
     RunbookEntry,
     TrialProgress,
     TrialSpec,
+    TrialSummary,
 )
 from contracts.base import Spec
 from settings import Settings
@@ -408,6 +410,10 @@ def campaign_start(
     """
     request = load_json(spec, CampaignRequest, "campaign spec")
     settings = load_settings()
+    if settings.job_backend != "local" and "execution" not in request.model_fields_set:
+        # A cluster backend is configured: trials go to it unless the spec says otherwise.
+        request = request.model_copy(update={"execution": "job"})
+        console.print(f"Trials run as {settings.job_backend} jobs (REA_JOB_BACKEND).")
     workflow_id = campaign_id or new_campaign_id()
 
     async def go(client: Client) -> None:
@@ -636,6 +642,9 @@ def campaign_status(
     console.print(render_summary(status))
     for escalation in status.open_escalations:
         console.print(render_escalation(status.campaign_id, escalation), soft_wrap=True)
+    for trial in status.trials:
+        if trial.state == "failed" and trial.log_tail:
+            console.print(render_failure(trial), soft_wrap=True)
     for line in retrying:
         console.print(f"[yellow]retrying[/] {line}")
 
@@ -1305,6 +1314,7 @@ def render_plan(status: CampaignStatus) -> Table:
         table.caption = (
             f"{phases}. Estimated {hours_range(plan.estimated_device_hours, plan.estimated_device_hours_high)} "  # noqa: E501
             f"device-hours in all ({hours_range(plan.estimated_device_hours_per_trial, plan.estimated_device_hours_per_trial_high)} a trial)"  # noqa: E501
+            + (f", trials on {plan.compute_target}" if plan.compute_target else "")
             + (
                 ". 'kept ≥': the smallest budget (device-hours) that still tests it"
                 if plan.kept_down_to
@@ -1481,6 +1491,18 @@ def describe_best(status: CampaignStatus) -> str:
 
 def metric_name(metric: str) -> str:
     return "log loss" if metric == "logloss" else metric.upper()
+
+
+def render_failure(trial: TrialSummary, lines: int = 10) -> str:
+    """A failed trial's error and the end of its job's log (stdout and stderr)."""
+    tail = trial.log_tail.splitlines()[-lines:]
+    return "\n".join(
+        [
+            f"[red]{trial.trial_id} failed[/] ({trial.error_type or 'error'}): "
+            f"{escape(trial.error)}",
+            *(f"  | {escape(line)}" for line in tail),
+        ]
+    )
 
 
 def render_trials(status: CampaignStatus, wide: bool = False) -> Table:

@@ -98,22 +98,25 @@ class SlurmCluster:
         self._wait(self._node_idle, "slurmd (node idle)", timeout_s)
         return self
 
-    def stop(self) -> None:
-        """Stop the daemons of this folder (those its pid files name)."""
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the daemons of this folder (those its pid files name): SIGTERM to all at
+        once, SIGKILL to those still there after ``timeout_s``."""
+        pids = []
         for daemon in DAEMONS:
             pid_file = self.root / f"{daemon}.pid"
-            if not pid_file.exists():
-                continue
             try:
                 pid = int(pid_file.read_text().split()[0])
                 os.kill(pid, signal.SIGTERM)
-                for _ in range(100):
-                    os.kill(pid, 0)
-                    time.sleep(0.1)
-                os.kill(pid, signal.SIGKILL)
-            except (ValueError, IndexError, ProcessLookupError):
+                pids.append(pid)
+            except (OSError, ValueError, IndexError):
                 pass
             pid_file.unlink(missing_ok=True)
+        deadline = time.monotonic() + timeout_s
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if _running(pid)]
+            time.sleep(0.1)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
 
     def __enter__(self) -> "SlurmCluster":
         return self.start()
@@ -215,6 +218,18 @@ def _which(name: str) -> str:
         if folder and (Path(folder) / name).exists():
             return str(Path(folder) / name)
     return ""
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A daemon started here is our child only in this process: reap it if it is a zombie.
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
 
 
 def _port_open(port: int) -> bool:

@@ -77,6 +77,7 @@ def orchestration_worker(
         store=store,
         describe_task=describe_task,
         relative_cost=relative_cost,
+        jobs_run_on=describe_job_backend(settings),
     )
     agent = (
         LlmAgent(
@@ -149,6 +150,17 @@ def training_worker(client: Client, settings: Settings, task_queue: str = TRAINI
         max_concurrent_activities=settings.training_slots,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
+
+
+def describe_job_backend(settings: Settings) -> str:
+    """Where trials that run as jobs go, as the plan says it (the estimate assumes it)."""
+    if settings.job_backend == "slurm":
+        partition = settings.slurm_partition or "the default partition"
+        return (
+            f"Slurm, {partition} (one {settings.slurm_device} per device), "
+            "assumed as fast as the planning host"
+        )
+    return "local processes on the jobs worker's host (measured on the planning host)"
 
 
 def jobs_worker(client: Client, settings: Settings, task_queue: str = JOBS_QUEUE) -> Worker:

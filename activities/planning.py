@@ -137,6 +137,7 @@ class PlanningActivities:
         describe_task: The task's descriptor.
         relative_cost: A candidate's cost over the baseline's.
         agent: The knowledge-based research agent.
+        jobs_run_on: Where trials that run as jobs go (``describe_job_backend``).
     """
 
     def __init__(
@@ -146,8 +147,10 @@ class PlanningActivities:
         describe_task: TaskDescriber | None = None,
         relative_cost: RelativeCost | None = None,
         agent: KnowledgeAgent | None = None,
+        jobs_run_on: str = "",
     ) -> None:
         self._estimate_seconds = estimate_seconds
+        self._jobs_run_on = jobs_run_on
         self._store = store
         self._describe_task = describe_task
         self._relative_cost = relative_cost
@@ -206,6 +209,7 @@ class PlanningActivities:
                 "insights": insights,
                 "estimated_device_hours_per_trial": typical_s / 3600.0,
                 "estimated_device_hours_per_trial_high": max(high_s, typical_s) / 3600.0,
+                "jobs_run_on": self._jobs_run_on,
             }
         )
 

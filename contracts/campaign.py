@@ -36,9 +36,10 @@ CampaignPhase = Literal[
 # kept only so that campaigns started by them replay and finish as they began.
 Protocol = Literal["single-seed", "evidence"]
 # in-worker: a training worker runs the trial as a heartbeating activity.
-# local-process: the trial runs as its own process on this host, holding no worker; it
-# signals the campaign when done, and a slow poll notices a job that died silently.
-Execution = Literal["in-worker", "local-process"]
+# job: the trial runs as its own job, holding no worker, on the jobs worker's backend (a
+# local process, or a Slurm batch job: REA_JOB_BACKEND); it signals the campaign when done,
+# and a slow poll notices a job that died silently. local-process: the same, its first name.
+Execution = Literal["in-worker", "job", "local-process"]
 
 
 class Budget(Spec):
@@ -82,7 +83,7 @@ class CampaignRequest(Spec):
         heartbeat_timeout_s: How long an in-worker trainer may be silent before it is
             presumed dead and its trial retried (from its last checkpoint) elsewhere.
         devices_per_trial: Devices each trial trains on (multi-device trials run as
-            local-process jobs through torchrun).
+            jobs through torchrun).
         seeds: Seeds per arm wherever evidence is weighed: the baseline and every promoted
             hypothesis run with this many seeds, paired by seed, and the final confirmation
             uses this many fresh ones. Seed noise cannot be measured with fewer than 2.
@@ -118,10 +119,8 @@ class CampaignRequest(Spec):
 
     @model_validator(mode="after")
     def _multi_device_runs_as_jobs(self) -> "CampaignRequest":
-        if self.devices_per_trial > 1 and self.execution != "local-process":
-            raise ValueError(
-                "devices_per_trial > 1 needs execution 'local-process' (trials launch torchrun)"
-            )
+        if self.devices_per_trial > 1 and self.execution == "in-worker":
+            raise ValueError("devices_per_trial > 1 needs execution 'job' (trials launch torchrun)")
         return self
 
     @field_validator("approvers")
@@ -191,6 +190,8 @@ class Plan(Record):
         notes: What the planner wants a person to know (a source that failed, revisions).
         budget_device_hours: The budget a revision planned for; approval grants it unless
             the approver names other hours (None: the request's budget).
+        compute_target: Where the estimate assumes trials run (a Slurm partition, the
+            training workers); empty for plans made before it was said.
     """
 
     hypotheses: list[Hypothesis]
@@ -202,6 +203,7 @@ class Plan(Record):
     kept_down_to: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     budget_device_hours: float | None = None
+    compute_target: str = ""
 
     @property
     def estimated_device_hours(self) -> float:
@@ -319,7 +321,8 @@ class TrialSummary(Record):
 
     ``launched_at`` and ``ended_at`` are the campaign's clock (workflow time) when the trial
     was launched and when its result was kept: the report's timeline. Campaigns started
-    before they existed leave them empty.
+    before they existed leave them empty. ``log_tail`` is a failed trial's last log lines
+    (its job's stdout and stderr).
     """
 
     trial_id: str
@@ -339,6 +342,7 @@ class TrialSummary(Record):
     remedy_of: str = ""
     launched_at: datetime | None = None
     ended_at: datetime | None = None
+    log_tail: str = ""
 
     def metric(self, name: str) -> float | None:
         """The validation value of ``name``, or None when the trial has none."""
@@ -360,6 +364,8 @@ class TrialSummary(Record):
                 "duration_s": result.duration_s,
                 "error": result.error,
                 "error_type": result.error_type,
+                # Only a failure's: what an engineer reads first, kept small.
+                "log_tail": result.log_tail if result.state == "failed" else "",
                 "job": None,
             }
         )

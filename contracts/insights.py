@@ -101,6 +101,8 @@ class Proposals(Record):
         estimated_device_hours_per_trial: The baseline trial's typical cost (only the source
             that estimates cost sets it).
         estimated_device_hours_per_trial_high: Its high end.
+        jobs_run_on: Where trials that run as jobs go, which the estimate assumes as fast as
+            the host that measured it (e.g. ``Slurm partition gpu``).
     """
 
     source: Source
@@ -111,6 +113,7 @@ class Proposals(Record):
     insights: list[Insight] = Field(default_factory=list)
     estimated_device_hours_per_trial: float = 0.0
     estimated_device_hours_per_trial_high: float = 0.0
+    jobs_run_on: str = ""
 
 
 class ProposalInput(Spec):

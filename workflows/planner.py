@@ -165,8 +165,16 @@ def build_plan(
             kept_down_to=kept_down_to,
             notes=plan_notes,
             budget_device_hours=budget_device_hours,
+            compute_target=compute_target(request, costed),
         ),
     )
+
+
+def compute_target(request: CampaignRequest, costed: Proposals | None) -> str:
+    """Where the plan's estimate assumes trials run."""
+    if request.execution == "in-worker":
+        return "training workers (measured on the planning host)"
+    return costed.jobs_run_on if costed and costed.jobs_run_on else ""
 
 
 def revise(request: CampaignRequest, plan: Plan, revision: RevisePlanInput) -> Plan:

@@ -1,0 +1,476 @@
+"""Worker capacity: how many concurrent campaigns and trials one orchestration worker holds.
+
+    python -m bench.worker_capacity [--quick] [--campaigns 1,5,20,50] [--trials 24]
+
+For each number of concurrent campaigns, on a fresh dev server (SQLite, `rea up`'s tuned
+config): ONE orchestration worker in its own process (the real CampaignWorkflow with the real
+bookkeeping activities: record_trial into the insights database, the gate, the Optuna search,
+diagnosis, notifications; planning and preflight are answered by trivial fakes), and the
+job-control activities in a second process on the jobs queue. Trials run as
+``local-process`` jobs that cost nothing: ``launch_job`` returns at once and, ``--job-seconds``
+later, the "job" signals ``job_finished`` as a real job's process does; ``poll_job`` (the
+workflow's slow fallback) reports the result once it is due. So only orchestration is
+measured.
+
+Prints per configuration: trials completed per minute, workflow-task latency (history event
+timestamps, WorkflowTaskScheduled -> Completed), the orchestration worker's peak RSS
+(VmHWM) and its CPU seconds per trial, history events per trial (all runs of each campaign)
+and the ``status`` query's JSON bytes per trial. Figures only, nothing asserted: all
+processes share this machine's cores, so throughput is a floor for the worker, not its limit.
+"""
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+import devserver
+from bench.orchestration_overhead import free_port, proposals_of
+from client import make_client
+from contracts import (
+    ApproveInput,
+    Budget,
+    CampaignRequest,
+    CampaignResult,
+    JobFinishedInput,
+    JobHandle,
+    JobStatus,
+    LaunchJobInput,
+    Metrics,
+    PreflightInput,
+    PreflightReport,
+    ProposalInput,
+    Proposals,
+    TrialResult,
+    TrialSpec,
+)
+from contracts.job import LOCAL_RUNNER
+from settings import Settings
+from workflows.campaign import CampaignWorkflow
+from workflows.options import JOBS_QUEUE
+
+FULL_SWEEP = (1, 5, 20, 50)
+QUICK_SWEEP = (1,)
+# A trial's estimate in the plan and its charge: small, so the budget never binds.
+TRIAL_DEVICE_HOURS = 0.001
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ---- the processes under test ------------------------------------------------------------
+
+
+def trial_result(spec: TrialSpec) -> TrialResult:
+    """A succeeded trial with metrics, as a real job reports (sizes the payloads alike)."""
+    ne = 0.95 + 0.001 * (spec.model.seed % 7)
+    return TrialResult(
+        campaign_id=spec.campaign_id,
+        trial_id=spec.trial_id,
+        state="succeeded",
+        validation=Metrics(ne=ne, auc=1 - ne / 2, logloss=ne * 0.6, examples=1000),
+        test=Metrics(ne=ne + 0.01, auc=1 - ne / 2, logloss=ne * 0.6, examples=1000),
+        duration_s=TRIAL_DEVICE_HOURS * 3600,
+        device_hours=TRIAL_DEVICE_HOURS,
+        steps=10,
+    )
+
+
+def orchestration_activities(settings: Settings, trials: int) -> list[Callable[..., object]]:
+    """The orchestration queue's activities: real bookkeeping, trivial planning."""
+    from activities.evidence import EvidenceActivities
+    from activities.recovery import RecoveryActivities
+    from activities.results import ResultActivities
+    from activities.search import SearchActivities
+    from runbooks import load_runbook
+    from store import InsightsStore
+    from worker import notify_activities
+
+    @activity.defn(name="propose_hypotheses")
+    def propose_hypotheses(inp: ProposalInput) -> Proposals:
+        return proposals_of(trials).model_copy(
+            update={
+                "estimated_device_hours_per_trial": TRIAL_DEVICE_HOURS,
+                "estimated_device_hours_per_trial_high": TRIAL_DEVICE_HOURS,
+            }
+        )
+
+    @activity.defn(name="propose_hypotheses_llm")
+    def propose_hypotheses_llm(inp: ProposalInput) -> Proposals:
+        return Proposals(source="llm")
+
+    @activity.defn(name="preflight_campaign")
+    def preflight_campaign(inp: PreflightInput) -> PreflightReport:
+        return PreflightReport()
+
+    results = ResultActivities(InsightsStore(settings.database))
+    recovery = RecoveryActivities(load_runbook(), None)
+    evidence = EvidenceActivities()
+    search = SearchActivities(settings.search_storage_url)
+    notify = notify_activities(settings)  # no Slack token: notifications only log
+    return [
+        propose_hypotheses,
+        propose_hypotheses_llm,
+        preflight_campaign,
+        results.record_trial,
+        results.record_campaign,
+        recovery.diagnose_failure,
+        recovery.record_remedy,
+        evidence.gate_hypotheses,
+        evidence.model_footprint,
+        search.ask,
+        search.tell,
+        search.should_prune,
+        notify.notify_slack,
+    ]
+
+
+class InstantJobs:
+    """Job control whose jobs end ``seconds`` after launch and report by signal."""
+
+    def __init__(self, client: Client, seconds: float) -> None:
+        self.client = client
+        self.seconds = seconds
+        self.due: dict[str, tuple[float, TrialResult]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @activity.defn(name="launch_job")
+    async def launch_job(self, inp: LaunchJobInput) -> JobHandle:
+        spec = inp.spec
+        job = JobHandle(
+            runner=LOCAL_RUNNER,
+            job_id=f"{spec.campaign_id}/{spec.trial_id}/{inp.attempt}",
+            trial_id=spec.trial_id,
+            attempt=inp.attempt,
+        )
+        result = trial_result(spec)
+        self.due[job.job_id] = (time.monotonic() + self.seconds, result)
+        task = asyncio.create_task(self._finish(spec.campaign_id, job, result))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return job
+
+    async def _finish(self, campaign_id: str, job: JobHandle, result: TrialResult) -> None:
+        await asyncio.sleep(self.seconds)
+        finished = JobFinishedInput(trial_id=job.trial_id, job_id=job.job_id, result=result)
+        try:
+            await self.client.get_workflow_handle(campaign_id).signal("job_finished", finished)
+        except Exception as err:  # the poll fallback finds the result: as a real job's
+            print(f"signal failed: {err}", file=sys.stderr)
+
+    @activity.defn(name="poll_job")
+    async def poll_job(self, job: JobHandle) -> JobStatus:
+        due, result = self.due.get(job.job_id, (0.0, None))
+        if result is None:
+            return JobStatus(state="lost")
+        if time.monotonic() < due:
+            return JobStatus(state="running")
+        print(f"late: {job.job_id} found by the poll fallback", file=sys.stderr)
+        return JobStatus.ended(result)
+
+    @activity.defn(name="settle_job")
+    async def settle_job(self, job: JobHandle) -> JobStatus:
+        _, result = self.due[job.job_id]
+        return JobStatus.ended(result)
+
+    @activity.defn(name="stop_job")
+    async def stop_job(self, job: JobHandle) -> JobStatus:
+        return JobStatus(state="cancelled")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Run one worker process (``--serve orchestration|jobs``) until SIGTERM."""
+    from worker import WORKFLOW_RUNNER
+
+    settings = Settings(temporal_address=args.address, data_dir=Path(args.data_dir))
+    client = await make_client(settings)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    if args.serve == "orchestration":
+        worker = Worker(
+            client,
+            task_queue=args.queue,
+            workflows=[CampaignWorkflow],
+            activities=orchestration_activities(settings, args.trials),
+            activity_executor=ThreadPoolExecutor(max_workers=4),
+            workflow_runner=WORKFLOW_RUNNER,
+        )
+    else:
+        jobs = InstantJobs(client, args.job_seconds)
+        worker = Worker(
+            client,
+            task_queue=JOBS_QUEUE,
+            activities=[jobs.launch_job, jobs.poll_job, jobs.settle_job, jobs.stop_job],
+            max_concurrent_activities=200,
+        )
+    async with worker:
+        print("ready", flush=True)
+        await stop.wait()
+
+
+# ---- the driver ---------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    campaigns: int
+    trials: int
+    trials_per_min: float
+    wft_p50_ms: float
+    wft_p99_ms: float
+    rss_idle_mib: float
+    rss_peak_mib: float
+    cpu_ms_per_trial: float
+    events_per_trial: float
+    status_bytes_per_trial: float
+    summary_bytes: float
+    late_jobs: int
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def cpu_seconds(pid: int) -> float:
+    # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def spawn(role: str, args: argparse.Namespace, settings: Settings, queue: str, log: Path):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.worker_capacity",
+        "--serve",
+        role,
+        "--address",
+        settings.temporal_address,
+        "--data-dir",
+        str(settings.data_dir),
+        "--queue",
+        queue,
+        "--trials",
+        str(args.trials),
+        "--job-seconds",
+        str(args.job_seconds),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log.open("w"),
+    )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+    except TimeoutError:
+        line = b""
+    if line.strip() != b"ready":
+        process.kill()
+        raise RuntimeError(f"{role} worker did not start:\n{log.read_text()[-3000:]}")
+    return process
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def run_campaign(client: Client, queue: str, trials: int, parallel: int) -> WorkflowHandle:
+    request = CampaignRequest(
+        execution="local-process",
+        budget=Budget(device_hours=1000.0, max_parallel_trials=parallel, max_trials=trials),
+        approvers=["bench"],
+        max_hypotheses=trials - 1,
+    )
+    handle = await client.start_workflow(
+        CampaignWorkflow.run, request, id=f"capacity-{uuid.uuid4()}", task_queue=queue
+    )
+    while (await handle.query(CampaignWorkflow.status)).phase != "awaiting_approval":
+        await asyncio.sleep(0.2)
+    return handle
+
+
+async def history_figures(client: Client, handle: WorkflowHandle) -> tuple[int, list[float]]:
+    """Events over all runs of a campaign, and its workflow tasks' latencies (seconds)."""
+    events = 0
+    latencies: list[float] = []
+    run_id: str | None = handle.first_execution_run_id or handle.result_run_id
+    while run_id:
+        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        scheduled: dict[int, float] = {}
+        run_id = None
+        for event in history.events:
+            events += 1
+            at = event.event_time.ToDatetime().timestamp()
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+                scheduled[event.event_id] = at
+            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                attrs = event.workflow_task_completed_event_attributes
+                latencies.append(at - scheduled[attrs.scheduled_event_id])
+            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+                run_id = (
+                    event.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                )
+    return events, latencies
+
+
+def steady_rate(ended: list[datetime], elapsed: float) -> float:
+    """Trials ended per minute between the 10th and the 90th percentile of their end times.
+
+    The middle of the run: neither the start nor a few stragglers (a job found by the slow
+    poll fallback) count. Few trials: all of them over the whole run."""
+    times = sorted(e.timestamp() for e in ended)
+    if len(times) < 20:
+        return len(times) / elapsed * 60
+    low, high = int(len(times) * 0.1), int(len(times) * 0.9)
+    return (high - low) / max(times[high] - times[low], 1e-9) * 60
+
+
+def percentile(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+async def measure(args: argparse.Namespace, campaigns: int, root: Path) -> Figures:
+    settings = Settings(
+        temporal_address=f"127.0.0.1:{free_port()}",
+        ui_port=free_port(),
+        data_dir=root / f"c{campaigns}",
+    )
+    settings.data_dir.mkdir(parents=True)
+    server = devserver.DevServer(settings, log=settings.data_dir / "server.log")
+    server.start()
+    queue = f"capacity-{uuid.uuid4()}"
+    processes = []
+    try:
+        client = await make_client(settings)
+        orchestration = await spawn(
+            "orchestration", args, settings, queue, settings.data_dir / "orchestration.log"
+        )
+        processes.append(orchestration)
+        processes.append(await spawn("jobs", args, settings, queue, settings.data_dir / "jobs.log"))
+        pid = orchestration.pid
+        handles = await asyncio.gather(
+            *(run_campaign(client, queue, args.trials, args.parallel) for _ in range(campaigns))
+        )
+        rss_idle = proc_status_kib(pid, "VmRSS")
+        cpu_before = cpu_seconds(pid)
+        started = time.monotonic()
+        await asyncio.gather(
+            *(
+                h.execute_update(CampaignWorkflow.approve, ApproveInput(approver="bench"))
+                for h in handles
+            )
+        )
+        results: list[CampaignResult] = await asyncio.gather(*(h.result() for h in handles))
+        elapsed = time.monotonic() - started
+        cpu = cpu_seconds(pid) - cpu_before
+        rss_peak = proc_status_kib(pid, "VmHWM")
+        statuses = [await h.query(CampaignWorkflow.status) for h in handles]
+        histories = [await history_figures(client, h) for h in handles]
+    finally:
+        for process in processes:
+            await stop(process)
+        server.stop()
+    summaries = [t for r in results for t in r.status.trials]
+    trials = len(summaries)
+    latencies = [x for _, lat in histories for x in lat]
+    late = (settings.data_dir / "jobs.log").read_text().count("late: ")
+    return Figures(
+        campaigns=campaigns,
+        trials=trials,
+        trials_per_min=steady_rate([t.ended_at for t in summaries if t.ended_at], elapsed),
+        wft_p50_ms=percentile(latencies, 50) * 1000,
+        wft_p99_ms=percentile(latencies, 99) * 1000,
+        rss_idle_mib=rss_idle / 1024,
+        rss_peak_mib=rss_peak / 1024,
+        cpu_ms_per_trial=cpu / max(trials, 1) * 1000,
+        events_per_trial=sum(n for n, _ in histories) / max(trials, 1),
+        status_bytes_per_trial=sum(len(s.model_dump_json().encode()) for s in statuses)
+        / max(trials, 1),
+        summary_bytes=statistics.fmean(len(t.model_dump_json().encode()) for t in summaries),
+        late_jobs=late,
+    )
+
+
+HEADER = (
+    f"{'campaigns':>9}{'trials':>8}{'trials/min':>12}{'wft p50':>10}{'wft p99':>10}"
+    f"{'RSS idle':>10}{'RSS peak':>10}{'CPU/trial':>11}{'events/trial':>14}"
+    f"{'status B/trial':>16}{'summary B':>11}{'late':>6}"
+)
+
+
+def row(f: Figures) -> str:
+    return (
+        f"{f.campaigns:>9}{f.trials:>8}{f.trials_per_min:>12.0f}{f.wft_p50_ms:>8.1f}ms"
+        f"{f.wft_p99_ms:>8.1f}ms{f.rss_idle_mib:>7.0f}MiB{f.rss_peak_mib:>7.0f}MiB"
+        f"{f.cpu_ms_per_trial:>9.1f}ms{f.events_per_trial:>14.1f}"
+        f"{f.status_bytes_per_trial:>16.0f}{f.summary_bytes:>11.0f}{f.late_jobs:>6}"
+    )
+
+
+async def main(argv: list[str] | None = None) -> list[Figures]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="One campaign, few trials.")
+    parser.add_argument(
+        "--campaigns", default=None, help="Comma-separated sweep (default 1,5,20,50)."
+    )
+    parser.add_argument("--trials", type=int, default=None, help="Trials per campaign.")
+    parser.add_argument("--parallel", type=int, default=4, help="Trials at once per campaign.")
+    parser.add_argument("--job-seconds", type=float, default=1.0, help="Each job's duration.")
+    parser.add_argument("--serve", choices=("orchestration", "jobs"), help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--queue", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.trials is None:
+        args.trials = 8 if args.quick else 24
+    if args.serve:
+        await serve(args)
+        return []
+    sweep = (
+        tuple(int(n) for n in args.campaigns.split(","))
+        if args.campaigns
+        else (QUICK_SWEEP if args.quick else FULL_SWEEP)
+    )
+    print(
+        f"{args.trials} trials per campaign, {args.parallel} at once, "
+        f"jobs of {args.job_seconds:g} s; one orchestration worker process"
+    )
+    print(HEADER, flush=True)
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for campaigns in sweep:
+            figures.append(await measure(args, campaigns, Path(tmp)))
+            print(row(figures[-1]), flush=True)
+    print(
+        "wft: workflow task scheduled -> completed; RSS: the orchestration worker's VmRSS "
+        "before approval and its peak (VmHWM); CPU/trial: its user+system time; late: jobs "
+        "found by the poll fallback instead of their signal; trials/min: ends per minute between "
+        "the 10th and 90th percentile end; summary B: one TrialSummary's JSON"
+    )
+    return figures
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
