@@ -71,8 +71,11 @@ def campaign_jobs(campaign_id: str) -> list[list[str]]:
 
 
 def accounted_hours(jobs: list[list[str]]) -> float:
-    cores = [int(dict(kv.split("=") for kv in tres.split(","))["cpu"]) for *_, tres in jobs]
-    return sum(int(elapsed) * n for (_, _, elapsed, _), n in zip(jobs, cores)) / 3600
+    """Elapsed seconds times cores held, summed, in hours (what the ledger must charge)."""
+    total = 0
+    for _, _, elapsed, tres in jobs:
+        total += int(elapsed) * int(dict(kv.split("=") for kv in tres.split(","))["cpu"])
+    return total / 3600
 
 
 def partition(state: str) -> None:
