@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-llm chaos schema clean bench-agent bench-warm
+.PHONY: demo test test-llm chaos slurm slurm-down schema clean bench-agent bench-warm
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,17 @@ test-llm: $(STAMP)
 # CHAOS_SEED=n reseeds its faults.
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m chaos -s
+
+# A single-node Slurm cluster under .rea/slurm (munged, slurmdbd with MariaDB accounting,
+# slurmctld, slurmd; root and Debian's slurm packages), for REA_JOB_BACKEND=slurm:
+#   make slurm && export SLURM_CONF=$PWD/.rea/slurm/slurm.conf
+# `make slurm-down` stops it. The Slurm tests start their own (tests/slurm).
+slurm: $(STAMP)
+	@command -v slurmctld >/dev/null || apt-get install -y -q slurmctld slurmd slurm-client slurmdbd munge >/dev/null
+	$(BIN)/python -m slurmdev up .rea/slurm
+
+slurm-down: $(STAMP)
+	$(BIN)/python -m slurmdev down .rea/slurm
 
 schema: $(STAMP)
 	$(BIN)/rea schema
