@@ -150,14 +150,17 @@ def _tail(text: str, lines: int = 20) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-async def report(folder: Path, result: TrialResult) -> None:
+async def report(folder: Path, result: TrialResult | None) -> None:
+    """Signal the campaign that the job ended: its result, or None when its scheduler stopped
+    it (the campaign then asks the scheduler)."""
     job = json.loads((folder / "job.json").read_text())
+    spec = TrialSpec.model_validate(job["spec"])
     settings = Settings(temporal_address=job["temporal_address"], namespace=job["namespace"])
     client = await make_client(settings)
-    handle = client.get_workflow_handle(result.campaign_id)
+    handle = client.get_workflow_handle(spec.campaign_id)
     await handle.signal(
         "job_finished",
-        JobFinishedInput(trial_id=result.trial_id, job_id=job["job_id"], result=result),
+        JobFinishedInput(trial_id=spec.trial_id, job_id=job["job_id"], result=result),
     )
 
 
@@ -172,16 +175,15 @@ def main() -> None:
         "job", context=telemetry.context_from_env(), attributes=telemetry.trial_attributes(spec)
     ):
         result = run_job(folder)
-        if result is None:
-            log.warning("stopped by the scheduler; checkpointed, no result reported")
-            exit_without_finalizing(128 + signal.SIGTERM)
-            return
-        telemetry.end_trial(spec, result)
+        if result is not None:
+            telemetry.end_trial(spec, result)
+        else:
+            log.warning("stopped by the scheduler: checkpointed; its record says how it ended")
     try:
         asyncio.run(report(folder, result))
-    except Exception:  # the campaign's poll fallback will read result.json
-        log.exception("could not signal the campaign; it will find result.json when it polls")
-    exit_without_finalizing(0)
+    except Exception:  # the campaign's poll fallback will find out
+        log.exception("could not signal the campaign; it will find out when it polls")
+    exit_without_finalizing(0 if result is not None else 128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ class JobActivities:
 
     @activity.defn(name="settle_job")
     def settle_job(self, job: JobHandle) -> JobStatus:
-        """The final status of a job that has reported its result: once the scheduler has
-        accounted it, with the charge the scheduler accounted."""
-        return self._runner.wait_accounted(job)
+        """The final status of a job that said it ended, once its scheduler has a record of
+        it: with the charge the scheduler accounted."""
+        return self._runner.settle(job)
 
     @activity.defn(name="stop_job")
     def stop_job(self, job: JobHandle) -> JobStatus:

@@ -64,7 +64,7 @@ from settings import Settings
 from workflows.campaign import CampaignWorkflow
 from workflows.options import JOBS_QUEUE
 
-FULL_SWEEP = (1, 5, 20, 50)
+FULL_SWEEP = (1, 5, 20, 50, 100)
 QUICK_SWEEP = (1,)
 # A trial's estimate in the plan and its charge: small, so the budget never binds.
 TRIAL_DEVICE_HOURS = 0.001
@@ -437,7 +437,7 @@ async def main(argv: list[str] | None = None) -> list[Figures]:
     )
     parser.add_argument("--trials", type=int, default=None, help="Trials per campaign.")
     parser.add_argument("--parallel", type=int, default=4, help="Trials at once per campaign.")
-    parser.add_argument("--job-seconds", type=float, default=1.0, help="Each job's duration.")
+    parser.add_argument("--job-seconds", type=float, default=5.0, help="Each job's duration.")
     parser.add_argument("--serve", choices=("orchestration", "jobs"), help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)

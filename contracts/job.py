@@ -77,8 +77,13 @@ class LaunchJobInput(Record):
 
 
 class JobFinishedInput(Record):
-    """The ``job_finished`` signal a job sends its campaign when it ends."""
+    """The ``job_finished`` signal a job sends its campaign when it ends.
+
+    ``result`` is None when its scheduler stopped it (a time limit, a preemption, someone's
+    scancel): the campaign then asks the scheduler how the job ended, at once rather than at
+    its next fallback poll.
+    """
 
     trial_id: str
     job_id: str
-    result: TrialResult
+    result: TrialResult | None = None

@@ -109,7 +109,9 @@ class CampaignWorkflow:
         )
         self._stopping = bool(self._state.stop_reason)
         self._running: dict[str, workflow.ActivityHandle[TrialResult] | None] = {}
-        self._job_results: dict[str, TrialResult] = {}
+        # What jobs reported by signal, by trial: a result, or None from a job its scheduler
+        # stopped.
+        self._job_results: dict[str, TrialResult | None] = {}
         self._launched_this_run = 0
         self._draining = False
         self._budget_closed = False
@@ -1445,12 +1447,15 @@ class CampaignWorkflow:
                 continue
             if trial_id in self._job_results:
                 result = self._job_results.pop(trial_id)
-                if job.runner == LOCAL_RUNNER:
+                if job.runner == LOCAL_RUNNER and result is not None:
                     return JobStatus.ended(result)  # a local job charges its own wall time
-                # A scheduler's job is charged what the scheduler accounted once it has ended.
+                # A scheduler's job: its final state and the charge the scheduler accounted.
                 settled: JobStatus = await _control_job(
-                    "settle_job", job, JobStatus, f"settle {trial_id} (scheduler's accounts)"
+                    "settle_job", job, JobStatus, f"settle {trial_id} (scheduler's record)"
                 )
+                if settled.state == "running":  # requeued by its scheduler: it runs again
+                    polls = 0
+                    continue
                 return settled
             stopped: JobStatus = await _control_job(
                 "stop_job",
@@ -1631,7 +1636,7 @@ async def _control_job(
     summary: str,
     timeout: timedelta = options.JOB_CONTROL_TIMEOUT,
 ) -> Any:
-    """Run a job-control activity (launch, poll, stop) on the jobs queue."""
+    """Run a job-control activity (launch, poll, settle, stop) on the jobs queue."""
     return await workflow.execute_activity(
         name,
         arg,

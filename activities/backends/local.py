@@ -113,8 +113,8 @@ class LocalProcessRunner:
             log_tail=jobs.log_tail(folder / "log.txt"),
         )
 
-    def wait_accounted(self, job: JobHandle, timeout_s: float = 60.0) -> JobStatus:
-        """A local job keeps its own accounts (its wall time times its devices)."""
+    def settle(self, job: JobHandle, timeout_s: float = 60.0) -> JobStatus:
+        """A local job's final status is its folder's (it charges its own wall time)."""
         return self.poll(job)
 
     def stop(self, job: JobHandle, timeout_s: float = 600.0) -> JobStatus:

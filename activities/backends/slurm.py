@@ -78,6 +78,9 @@ ENDED_WITHOUT_RESULT: dict[str, tuple[JobState, str]] = {
     "SPECIAL_EXIT": ("failed", "JobFailed"),
 }
 
+# How often stop() repeats its SIGTERM while the job runs on.
+RESIGNAL_S = 5.0
+
 SACCT_FIELDS = "JobID,State,ExitCode,DerivedExitCode,ElapsedRaw,AllocTRES,Partition"
 
 
@@ -284,27 +287,42 @@ class SlurmRunner:
 
     def stop(self, job: JobHandle, timeout_s: float = 600.0) -> JobStatus:
         """Ask the job to checkpoint and exit (SIGTERM to its step), wait for it, cancel it
-        outright if it does not end, and report its state."""
+        outright if it does not end, and report its state.
+
+        The signal is sent again every few seconds: a job whose step had not started yet
+        when it was first sent (sbatch's script still starting srun) gets it then.
+        """
         slurm_id = job.details["slurm_job_id"]
-        record = self.query(slurm_id)
-        if record is not None and record.state in ACTIVE:
-            (Path(job.details["job_dir"]) / jobs.STOP_REQUESTED).touch()
-            if record.state == "RUNNING":
-                _slurm(["scancel", "--signal=TERM", slurm_id], check=False)
-            else:  # pending or suspended: there is no trainer to checkpoint
-                _slurm(["scancel", slurm_id], check=False)
-        if not self._wait_ended(job, timeout_s):
-            _slurm(["scancel", slurm_id], check=False)
-            self._wait_ended(job, 60)
+        (Path(job.details["job_dir"]) / jobs.STOP_REQUESTED).touch()
+        deadline = time.monotonic() + timeout_s
+        signalled = 0.0
+        while time.monotonic() < deadline:
+            record = self.query(slurm_id)
+            if record is None or record.state not in ACTIVE:
+                return jobs.stopped(self.poll(job))
+            if time.monotonic() - signalled >= RESIGNAL_S:
+                if record.state == "RUNNING":
+                    _slurm(["scancel", "--signal=TERM", slurm_id], check=False)
+                else:  # pending or suspended: there is no trainer to checkpoint
+                    _slurm(["scancel", slurm_id], check=False)
+                signalled = time.monotonic()
+            if activity.in_activity():
+                activity.heartbeat()
+            time.sleep(0.5)
+        _slurm(["scancel", slurm_id], check=False)
+        self._wait_ended(job, 60)
         return jobs.stopped(self.poll(job))
 
-    def wait_accounted(self, job: JobHandle, timeout_s: float = 60.0) -> JobStatus:
-        """The status once Slurm has accounted a job that has reported its result (it exits
-        right after); after ``timeout_s`` the result stands with the job's own charge."""
+    def settle(self, job: JobHandle, timeout_s: float = 60.0) -> JobStatus:
+        """The status once Slurm has a final record of a job that said it ended (it exits
+        right after its signal). A job Slurm requeued is running again; one Slurm has not
+        accounted after ``timeout_s`` stands on its own result and charge."""
         if self._wait_ended(job, timeout_s):
             return self.poll(job)
+        status = self.poll(job)
         result = jobs.read_result(Path(job.details["job_dir"]))
-        assert result is not None, "wait_accounted is for jobs that reported a result"
+        if result is None:
+            return status
         return JobStatus.ended(result).model_copy(
             update={"message": "Slurm had not accounted the job yet: charged its own wall time"}
         )

@@ -69,6 +69,9 @@ def long_jobs(runner: SlurmRunner, data_dir: Path) -> dict[str, JobHandle]:
     jobs = {"timeout": short.run(spec("timeout", epochs=LONG), attempt=1)}
     for name in ("cancelled-outside", "killed", "stopped"):
         jobs[name] = runner.run(spec(name, epochs=LONG), attempt=1)
+    jobs["requeued"] = runner.run(spec("requeued", epochs=40), attempt=1)
+    two = spec("two-devices").model_copy(update={"devices": 2})
+    jobs["two-devices"] = runner.run(two, attempt=1)
     return jobs
 
 
@@ -198,3 +201,57 @@ def test_a_job_slurm_no_longer_knows_is_lost(runner: SlurmRunner) -> None:
 
     assert status.state == "lost" and status.error_type == "JobLost"
     assert "vanished" in status.message
+
+
+def test_a_multi_device_trial_is_one_job_running_torchrun_on_its_cores(
+    runner: SlurmRunner, long_jobs: dict[str, JobHandle]
+) -> None:
+    job = long_jobs["two-devices"]
+
+    status = wait(runner, job, "done", timeout_s=300)
+
+    assert status.state == "succeeded", logs(job)
+    elapsed, tres = (
+        slurm_out(
+            "sacct",
+            "-X",
+            "-n",
+            "-P",
+            "-j",
+            job.details["slurm_job_id"],
+            "-o",
+            "ElapsedRaw,AllocTRES",
+        )
+        .strip()
+        .split("|")
+    )
+    assert "cpu=2" in tres  # one job holding both processes' cores
+    assert status.device_hours == int(elapsed) * 2 / 3600
+
+
+def test_a_requeued_job_runs_again_and_resumes_from_its_checkpoint(
+    runner: SlurmRunner, long_jobs: dict[str, JobHandle]
+) -> None:
+    job = long_jobs["requeued"]
+    slurm_id = job.details["slurm_job_id"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # until it has checkpointed
+        progress = runner.poll(job).progress
+        if progress is not None and progress.checkpoint_step > 0:
+            break
+        time.sleep(0.5)
+    # What preemption or a node failure does to a job submitted with --requeue; Slurm holds
+    # a requeued job back for a while (BeginTime), which the test skips.
+    subprocess.run(["scontrol", "requeue", slurm_id], check=True)
+    time.sleep(1.0)
+    subprocess.run(["scontrol", "update", f"JobId={slurm_id}", "StartTime=now"], check=True)
+
+    status = wait(runner, job, "done", timeout_s=300)
+
+    assert status.state == "succeeded", logs(job)
+    assert status.result is not None and status.result.resumed_from_step > 0
+    runs = slurm_out("sacct", "-X", "-D", "-n", "-P", "-j", slurm_id, "-o", "State,ElapsedRaw")
+    states = [line.split("|")[0] for line in runs.splitlines()]
+    assert states == ["REQUEUED", "COMPLETED"]
+    elapsed = sum(int(line.split("|")[1]) for line in runs.splitlines())
+    assert status.device_hours == elapsed / 3600  # both runs charged
