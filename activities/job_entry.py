@@ -33,7 +33,7 @@ from activities import telemetry
 from activities.backends.folder import STOP_REQUESTED, write_json_atomically
 from client import exit_without_finalizing, make_client
 from contracts import JobFinishedInput, TrialProgress, TrialResult, TrialSpec
-from contracts.job import LOCAL_RUNNER
+from contracts.job import SCHEDULER_RUNNERS
 from ranking_models.errors import (
     DivergenceError,
     KernelUnavailableError,
@@ -98,10 +98,7 @@ def run_job(folder: Path) -> TrialResult | None:
                 tensorboard_dir=Path(job["tensorboard_dir"]) if "tensorboard_dir" in job else None,
             )
     except TrainingCancelled:
-        if (
-            job.get("runner", LOCAL_RUNNER) != LOCAL_RUNNER
-            and not (folder / STOP_REQUESTED).exists()
-        ):
+        if job.get("runner") in SCHEDULER_RUNNERS and not (folder / STOP_REQUESTED).exists():
             # The scheduler's SIGTERM (time limit, preemption, someone's scancel): the
             # checkpoint is written; the scheduler's own record says how the job ended.
             return None

@@ -11,9 +11,12 @@ from contracts.trial import TrialProgress, TrialResult, TrialSpec
 # rebooted, the process was killed): only the poll fallback can notice that.
 JobState = Literal["running", "succeeded", "failed", "cancelled", "lost"]
 
-# The local backend's name in handles: its jobs charge their own wall time; every other
-# backend's jobs are charged what their scheduler accounted.
+# The local backend's name in handles.
 LOCAL_RUNNER = "local-process"
+# Backends whose jobs are charged what their scheduler accounted (and whose final state the
+# scheduler knows): the campaign settles such a job with its backend once it reports. Jobs of
+# other backends (local processes) charge their own wall time.
+SCHEDULER_RUNNERS = frozenset({"slurm"})
 
 
 class JobHandle(Record):

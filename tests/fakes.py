@@ -111,6 +111,12 @@ class FakeActivities:
     launched: list[JobHandle] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     polls: int = 0
+    # The backend the fake jobs claim ("slurm": the campaign settles them with settle_job),
+    # and what settle_job answers per (trial, attempt); absent: the job's result, charged
+    # settled_hours.
+    runner: str = "fake"
+    settled: dict[tuple[str, int], JobStatus] = field(default_factory=dict)
+    settled_hours: float = 0.25
     # Slack notifications the campaign asked for (the real activity is tested in
     # tests/integrations); each attempt raises notify_error when set.
     notifications: list[Notification] = field(default_factory=list)
@@ -270,7 +276,7 @@ class FakeActivities:
         def launch_job(inp: LaunchJobInput) -> JobHandle:
             self.specs[inp.spec.trial_id] = inp.spec
             handle = JobHandle(
-                runner="fake",
+                runner=self.runner,
                 job_id=f"{inp.spec.trial_id}/{inp.attempt}",
                 trial_id=inp.spec.trial_id,
                 attempt=inp.attempt,
@@ -288,4 +294,12 @@ class FakeActivities:
             self.stopped.append(job.trial_id)
             return JobStatus(state="cancelled")
 
-        return [launch_job, poll_job, stop_job]
+        @activity.defn(name="settle_job")
+        def settle_job(job: JobHandle) -> JobStatus:
+            if (job.trial_id, job.attempt) in self.settled:
+                return self.settled[(job.trial_id, job.attempt)]
+            result = self.result(self.specs[job.trial_id].campaign_id, job.trial_id)
+            charged = result.model_copy(update={"device_hours": self.settled_hours})
+            return JobStatus.ended(charged).model_copy(update={"device_hours": self.settled_hours})
+
+        return [launch_job, poll_job, settle_job, stop_job]

@@ -65,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
         TrialSpec,
         TrialSummary,
     )
-    from contracts.job import LOCAL_RUNNER
+    from contracts.job import SCHEDULER_RUNNERS
     from workflows import options, phases, planner, policy, recovery
 
 # The first versions' phases (protocol "single-seed"), kept for the campaigns they started.
@@ -1447,7 +1447,7 @@ class CampaignWorkflow:
                 continue
             if trial_id in self._job_results:
                 result = self._job_results.pop(trial_id)
-                if job.runner == LOCAL_RUNNER and result is not None:
+                if job.runner not in SCHEDULER_RUNNERS and result is not None:
                     return JobStatus.ended(result)  # a local job charges its own wall time
                 # A scheduler's job: its final state and the charge the scheduler accounted.
                 settled: JobStatus = await _control_job(

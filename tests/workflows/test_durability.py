@@ -19,6 +19,7 @@ from contracts import (
     ControlInput,
     ExtendBudgetInput,
     JobFinishedInput,
+    JobStatus,
     TrialResult,
 )
 from runbooks import load_runbook
@@ -94,6 +95,44 @@ async def test_a_job_that_dies_silently_is_relaunched_and_resumes(
         ("baseline~r0", 2),
     ]
     assert result.status.trials[0].state == "succeeded"
+
+
+async def test_a_scheduler_job_is_charged_its_accounts_and_a_timeout_resumes_at_once(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.runner = "slurm"
+    fakes.settled[("baseline~r0", 1)] = JobStatus(
+        state="failed",
+        error_type="JobTimeout",
+        message="Slurm job 7 TIMEOUT",
+        log_tail="*** JOB 7 CANCELLED DUE TO TIME LIMIT ***",
+        device_hours=0.5,
+    )
+    budget = Budget(device_hours=100.0, max_parallel_trials=1, max_trials=1)
+    handle = await start_approved(time_skipping_env, queue, execution="job", budget=budget)
+
+    await launched_jobs(fakes, 1)
+    first = fakes.launched[0]
+    # Slurm stopped it at its time limit: the job says so, without a result.
+    await handle.signal(
+        CampaignWorkflow.job_finished,
+        JobFinishedInput(trial_id=first.trial_id, job_id=first.job_id, result=None),
+    )
+    await launched_jobs(fakes, 2)
+    await finish_job(handle, fakes, 1)
+    result: CampaignResult = await handle.result()
+
+    status = result.status
+    assert [(j.trial_id, j.attempt) for j in fakes.launched] == [
+        ("baseline~r0", 1),
+        ("baseline~r0", 2),
+    ]
+    assert fakes.polls == 0  # woken by the job's word, not by the fallback poll
+    assert [r.pattern_id for r in status.remedies] == ["job-timeout"]
+    assert status.trials[0].state == "succeeded"
+    # Both runs charged what the scheduler accounted: 0.5 for the timeout, 0.25 for the rest.
+    assert status.ledger.spent == pytest.approx(0.75)
+    assert status.trials[0].device_hours == pytest.approx(0.75)
 
 
 async def test_a_job_lost_on_every_attempt_is_relaunched_by_the_runbook_then_escalated(
