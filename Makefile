@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-llm chaos slurm slurm-down schema clean bench-agent bench-warm
+.PHONY: demo test test-llm chaos slurm slurm-down schema clean bench-agent bench-warm bench-capacity
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -70,3 +70,8 @@ bench-warm: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .rea
+
+# How many concurrent campaigns and trials one orchestration worker holds: 1, 5, 20 and 50
+# campaigns of cheap fake jobs on a dev server (about 4 minutes on 2 cores; docs/deploy.md).
+bench-capacity: $(STAMP)
+	$(BIN)/python -m bench.worker_capacity

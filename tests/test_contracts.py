@@ -18,8 +18,10 @@ def test_unknown_fields_are_rejected_by_name() -> None:
 
 
 def test_multi_device_trials_need_the_job_runner() -> None:
-    with pytest.raises(ValidationError, match="local-process"):
+    with pytest.raises(ValidationError, match="execution 'job'"):
         request(devices_per_trial=2)
+    assert request(devices_per_trial=2, execution="job").devices_per_trial == 2
+    # The first name of execution "job", still accepted for the requests written with it.
     assert request(devices_per_trial=2, execution="local-process").devices_per_trial == 2
 
 

@@ -5,7 +5,7 @@ from bench import worker_capacity
 
 async def test_benchmark_measures_one_campaign(capsys) -> None:  # type: ignore[no-untyped-def]
     [figures] = await worker_capacity.main(["--quick"])
-    assert figures.campaigns == 1 and figures.trials > 0
+    assert figures.campaigns == 1 and figures.trials > 0 and figures.runs >= 1
     for value in (
         figures.trials_per_min,
         figures.wft_p50_ms,
