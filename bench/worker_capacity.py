@@ -13,10 +13,14 @@ workflow's slow fallback) reports the result once it is due. So only orchestrati
 measured.
 
 Prints per configuration: trials completed per minute, workflow-task latency (history event
-timestamps, WorkflowTaskScheduled -> Completed), the orchestration worker's peak RSS
-(VmHWM) and its CPU seconds per trial, history events per trial (all runs of each campaign)
-and the ``status`` query's JSON bytes per trial. Figures only, nothing asserted: all
-processes share this machine's cores, so throughput is a floor for the worker, not its limit.
+timestamps, WorkflowTaskScheduled -> Completed), the orchestration worker's RSS (once the
+campaigns wait for approval, and its peak, VmHWM), its and the dev server's CPU time per
+trial, history events per trial (all runs of each campaign), the ``status`` query's JSON bytes
+per trial and one TrialSummary's, the most runs (continue-as-new) of a campaign, and the jobs
+that only the poll fallback found ("late": a job that ends before its campaign has seen its
+launch is ignored as stale, so keep ``--job-seconds`` above the workflow-task latency).
+Figures only, nothing asserted: all processes share this machine's cores, so throughput is a
+floor for the worker, not its limit. The results are in docs/deploy.md.
 """
 
 import argparse
@@ -265,7 +269,9 @@ def dev_server_pid() -> int:
     raise RuntimeError("no dev server among this process's children")
 
 
-async def spawn(role: str, args: argparse.Namespace, settings: Settings, queue: str, log: Path):
+async def spawn(
+    role: str, args: argparse.Namespace, settings: Settings, queue: str, log: Path
+) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -169,7 +169,7 @@ class SlurmRunner:
         partition: The partition jobs go to; empty: the cluster's default.
         device_kind: What one of a trial's devices is on this cluster: a core or a GPU.
         time_margin: The time limit is the trial's estimated wall time times this.
-        min_time_minutes: The time limit is never below this (Slurm counts in minutes).
+        min_time_minutes: The time limit is never below this.
         memory_limit_bytes: Memory each job asks for (``--mem``); None: the default.
         python: The interpreter on the cluster's nodes, with openrea installed; empty: the
             worker's own (a shared filesystem or the same image on every node).
@@ -183,7 +183,7 @@ class SlurmRunner:
         partition: str = "",
         device_kind: Literal["cpu", "gpu"] = "cpu",
         time_margin: float = 2.0,
-        min_time_minutes: int = 10,
+        min_time_minutes: float = 10,
         memory_limit_bytes: int | None = None,
         python: str = "",
     ) -> None:
@@ -203,10 +203,12 @@ class SlurmRunner:
     def job_dir(self, spec: TrialSpec, attempt: int) -> Path:
         return jobs.job_dir(self._data_dir, spec, attempt)
 
-    def time_limit_minutes(self, spec: TrialSpec) -> int:
-        """The trial's estimated wall time with the margin, in whole minutes."""
+    def time_limit_s(self, spec: TrialSpec) -> int:
+        """The trial's estimated wall time with the margin, in whole minutes (at least the
+        minimum), as seconds."""
         wall_minutes = spec.estimated_device_hours / spec.devices * 60
-        return max(self._min_time_minutes, math.ceil(wall_minutes * self._time_margin))
+        minutes = math.ceil(wall_minutes * self._time_margin)
+        return max(math.ceil(self._min_time_minutes * 60), minutes * 60)
 
     def run(self, spec: TrialSpec, attempt: int) -> JobHandle:
         """Submit the job, or return the one already submitted for this attempt (idempotent:
@@ -243,7 +245,7 @@ class SlurmRunner:
                 "slurm_job_id": id_file.read_text().strip(),
                 "job_name": name,
                 "partition": self._partition,
-                "time_limit_minutes": self.time_limit_minutes(spec),
+                "time_limit_s": self.time_limit_s(spec),
             },
         )
 
@@ -361,6 +363,8 @@ class SlurmRunner:
             env={
                 "REA_DATA_DIR": str(self._data_dir),
                 "PYTHONPATH": str(jobs.PROJECT_ROOT),
+                # One thread per allocated core: each device is one process on one core.
+                **({"OMP_NUM_THREADS": "1"} if self._device_kind == "cpu" else {}),
                 **telemetry.trace_env(),
             },
             resource=specs.Resource(
@@ -371,7 +375,7 @@ class SlurmRunner:
         )
         app = specs.AppDef(name=name, roles=[role])
         cfg: dict[str, str] = {
-            "time": str(self.time_limit_minutes(spec)),
+            "time": "{}:{:02d}".format(*divmod(self.time_limit_s(spec), 60)),  # minutes:seconds
             "comment": f"openrea {spec.campaign_id} {spec.trial_id}",
         }
         if self._partition:

@@ -1,15 +1,19 @@
 """Slurm's records mapped to trial outcomes (no cluster needed: sacct's output as text)."""
 
+from pathlib import Path
+
 import pytest
 
 from activities.backends.slurm import (
     ACTIVE,
     ENDED_WITHOUT_RESULT,
     SlurmRecord,
+    SlurmRunner,
     allocated_devices,
     parse_sacct,
     status_of,
 )
+from contracts import DatasetRef, ModelSpec, TrialSpec
 
 
 def test_a_cancelled_state_with_its_uid_is_read_as_cancelled() -> None:
@@ -80,3 +84,19 @@ def test_waiting_and_ended_states_do_not_overlap() -> None:
 )
 def test_the_charge_counts_gpus_when_held_else_cores(tres: str, devices: int) -> None:
     assert allocated_devices(tres) == devices
+
+
+def test_the_time_limit_is_the_estimate_with_its_margin_in_whole_minutes(tmp_path: Path) -> None:
+    runner = SlurmRunner(tmp_path, "127.0.0.1:1", "default", time_margin=2.0, min_time_minutes=10)
+    hour = TrialSpec(
+        campaign_id="c",
+        trial_id="t",
+        phase="baseline",
+        model=ModelSpec(),
+        dataset=DatasetRef(),
+        estimated_device_hours=1.0,
+        devices=2,
+    )
+
+    assert runner.time_limit_s(hour) == 60 * 60  # 30 minutes of wall time on 2 devices, twice
+    assert runner.time_limit_s(hour.model_copy(update={"estimated_device_hours": 0.01})) == 600

@@ -63,13 +63,22 @@ def runner(data_dir: Path) -> SlurmRunner:
 
 
 @pytest.fixture(scope="module")
-def long_jobs(runner: SlurmRunner, data_dir: Path) -> dict[str, JobHandle]:
-    # Trials estimated at nothing get the smallest time limit: one minute here.
-    short = SlurmRunner(data_dir, "127.0.0.1:1", "default", min_time_minutes=1)
-    jobs = {"timeout": short.run(spec("timeout", epochs=LONG), attempt=1)}
+def sleeper(data_dir: Path) -> str:
+    """Stands in for the interpreter: a job that runs, idle, until Slurm stops it."""
+    script = data_dir / "sleeper"
+    script.write_text("#!/bin/sh\nexec sleep 600\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.fixture(scope="module")
+def long_jobs(runner: SlurmRunner, data_dir: Path, sleeper: str) -> dict[str, JobHandle]:
+    # Trials estimated at nothing get the smallest time limit: 15 s here (Slurm checks time
+    # limits every 30 s). What runs past it matters not, so it idles rather than take a core.
+    short = SlurmRunner(data_dir, "127.0.0.1:1", "default", min_time_minutes=0.25, python=sleeper)
+    jobs = {"timeout": short.run(spec("timeout"), attempt=1)}
     for name in ("cancelled-outside", "killed", "stopped"):
         jobs[name] = runner.run(spec(name, epochs=LONG), attempt=1)
-    jobs["requeued"] = runner.run(spec("requeued", epochs=40), attempt=1)
     two = spec("two-devices").model_copy(update={"devices": 2})
     jobs["two-devices"] = runner.run(two, attempt=1)
     return jobs
@@ -80,7 +89,7 @@ def test_a_trial_runs_as_a_slurm_job_and_is_charged_what_slurm_accounted(
 ) -> None:
     job = runner.run(spec("ok"), attempt=1)
     assert runner.run(spec("ok"), attempt=1) == job  # a retried launch submits nothing
-    assert job.runner == "slurm" and job.details["time_limit_minutes"] == 10  # the minimum
+    assert job.runner == "slurm" and job.details["time_limit_s"] == 600  # the minimum
 
     status = wait(runner, job, "done")
 
@@ -94,12 +103,15 @@ def test_a_trial_runs_as_a_slurm_job_and_is_charged_what_slurm_accounted(
     assert status.result.device_hours == status.device_hours == int(accounted[1]) / 3600
 
 
-def test_a_launch_retried_after_sbatch_finds_the_submitted_job(runner: SlurmRunner) -> None:
-    job = runner.run(spec("crash-after-sbatch", epochs=LONG), attempt=1)
+def test_a_launch_retried_after_sbatch_finds_the_submitted_job(
+    data_dir: Path, sleeper: str
+) -> None:
+    runner = SlurmRunner(data_dir, "127.0.0.1:1", "default", python=sleeper)
+    job = runner.run(spec("crash-after-sbatch"), attempt=1)
     # The activity died between sbatch and writing the id: the retry must not submit again.
     (Path(job.details["job_dir"]) / "slurm_job_id").unlink()
 
-    again = runner.run(spec("crash-after-sbatch", epochs=LONG), attempt=1)
+    again = runner.run(spec("crash-after-sbatch"), attempt=1)
 
     assert again.details["slurm_job_id"] == job.details["slurm_job_id"]
     assert runner.stop(again).state == "cancelled"
@@ -152,19 +164,6 @@ def test_a_job_that_exits_non_zero_fails_with_its_exit_code_and_log(
     assert "/nonexistent/python3" in status.log_tail  # srun's execve error, from stderr
 
 
-def test_a_job_past_its_time_limit_fails_as_a_timeout(
-    runner: SlurmRunner, long_jobs: dict[str, JobHandle]
-) -> None:
-    job = long_jobs["timeout"]
-
-    status = wait(runner, job, "done", timeout_s=240)
-
-    assert status.state == "failed" and status.error_type == "JobTimeout", logs(job)
-    assert status.scheduler_state == "TIMEOUT"
-    assert "DUE TO TIME LIMIT" in status.log_tail
-    assert status.device_hours is not None and status.device_hours >= 60 / 3600
-
-
 def test_stop_makes_the_job_checkpoint_and_report_cancelled(
     runner: SlurmRunner, long_jobs: dict[str, JobHandle]
 ) -> None:
@@ -178,6 +177,19 @@ def test_stop_makes_the_job_checkpoint_and_report_cancelled(
     assert (Path(job.details["job_dir"]) / STOP_REQUESTED).exists()
     checkpoints = Path(job.details["job_dir"]).parents[3] / "checkpoints" / "campaign-slurm"
     assert any((checkpoints / "stopped").rglob("*"))
+
+
+def test_a_job_past_its_time_limit_fails_as_a_timeout(
+    runner: SlurmRunner, long_jobs: dict[str, JobHandle]
+) -> None:
+    job = long_jobs["timeout"]
+
+    status = wait(runner, job, "done", timeout_s=240)
+
+    assert status.state == "failed" and status.error_type == "JobTimeout", logs(job)
+    assert status.scheduler_state == "TIMEOUT"
+    assert "DUE TO TIME LIMIT" in status.log_tail  # slurmstepd's word, in the job's stderr
+    assert status.device_hours is not None and status.device_hours >= 15 / 3600
 
 
 def test_a_pending_job_is_cancelled_at_once(runner: SlurmRunner) -> None:
@@ -230,23 +242,25 @@ def test_a_multi_device_trial_is_one_job_running_torchrun_on_its_cores(
 
 
 def test_a_requeued_job_runs_again_and_resumes_from_its_checkpoint(
-    runner: SlurmRunner, long_jobs: dict[str, JobHandle]
+    runner: SlurmRunner,
 ) -> None:
-    job = long_jobs["requeued"]
+    # 19 steps an epoch: a checkpoint at step 200, then 180 steps to go after the requeue.
+    job = runner.run(spec("requeued", epochs=20), attempt=1)
     slurm_id = job.details["slurm_job_id"]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # until it has checkpointed
         progress = runner.poll(job).progress
         if progress is not None and progress.checkpoint_step > 0:
             break
-        time.sleep(0.5)
-    # What preemption or a node failure does to a job submitted with --requeue; Slurm holds
-    # a requeued job back for a while (BeginTime), which the test skips.
+        time.sleep(0.2)
+    # What preemption or a node failure does to a job submitted with --requeue. Slurm then
+    # holds the job back for a while (BeginTime), which the test skips once it is pending.
     subprocess.run(["scontrol", "requeue", slurm_id], check=True)
-    time.sleep(1.0)
+    while runner.poll(job).scheduler_state != "PENDING" and time.monotonic() < deadline:
+        time.sleep(0.2)
     subprocess.run(["scontrol", "update", f"JobId={slurm_id}", "StartTime=now"], check=True)
 
-    status = wait(runner, job, "done", timeout_s=300)
+    status = wait(runner, job, "done", timeout_s=180)
 
     assert status.state == "succeeded", logs(job)
     assert status.result is not None and status.result.resumed_from_step > 0
