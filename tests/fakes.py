@@ -115,6 +115,9 @@ class FakeActivities:
     # and what settle_job answers per (trial, attempt); absent: the job's result, charged
     # settled_hours.
     runner: str = "fake"
+    # launch_job waits for this before it returns, when set (a job that reports before the
+    # campaign has seen its launch).
+    launch_gate: threading.Event | None = None
     settled: dict[tuple[str, int], JobStatus] = field(default_factory=dict)
     settled_hours: float = 0.25
     # Slack notifications the campaign asked for (the real activity is tested in
@@ -282,6 +285,8 @@ class FakeActivities:
                 attempt=inp.attempt,
             )
             self.launched.append(handle)
+            if self.launch_gate is not None:
+                self.launch_gate.wait(timeout=30)
             return handle
 
         @activity.defn(name="poll_job")

@@ -112,6 +112,8 @@ class CampaignWorkflow:
         # What jobs reported by signal, by trial: a result, or None from a job its scheduler
         # stopped.
         self._job_results: dict[str, TrialResult | None] = {}
+        # Reports that came before their launch was seen, by job id (see job_finished).
+        self._early_job_reports: dict[str, TrialResult | None] = {}
         self._launched_this_run = 0
         self._draining = False
         self._budget_closed = False
@@ -1011,10 +1013,19 @@ class CampaignWorkflow:
 
     @workflow.signal
     def job_finished(self, finished: JobFinishedInput) -> None:
-        """An external job reports its result (stale reports of earlier launches are ignored)."""
+        """An external job reports its result (stale reports of earlier launches are ignored).
+
+        A report can arrive before the campaign has seen its launch complete (a job that
+        ends within moments, a busy worker): it is kept by job id until the launch is seen,
+        rather than dropped for the fallback poll to find a minute later.
+        """
         trial = self._state.trial(finished.trial_id)
-        if trial is not None and trial.job is not None and trial.job.job_id == finished.job_id:
+        if trial is None:
+            return
+        if trial.job is not None and trial.job.job_id == finished.job_id:
             self._job_results[finished.trial_id] = finished.result
+        elif workflow.patched("early-job-reports"):
+            self._early_job_reports[finished.job_id] = finished.result
 
     def _request_stop(self, reason: str) -> None:
         if self._stopping:
@@ -1404,6 +1415,8 @@ class CampaignWorkflow:
                 f"launch {spec.trial_id} (attempt {attempt})",
             )
             self._update_trial(spec.trial_id, job=job)
+            if job.job_id in self._early_job_reports:  # it reported before its launch was seen
+                self._job_results[spec.trial_id] = self._early_job_reports.pop(job.job_id)
             self._show_details()
             status = await self._wait_for_job(job)
             if (

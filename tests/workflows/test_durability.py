@@ -1,6 +1,7 @@
 """Hibernate-and-wake, the budget guardrails and continue-as-new, in simulated weeks."""
 
 import asyncio
+import threading
 from datetime import timedelta
 
 import pytest
@@ -133,6 +134,22 @@ async def test_a_scheduler_job_is_charged_its_accounts_and_a_timeout_resumes_at_
     # Both runs charged what the scheduler accounted: 0.5 for the timeout, 0.25 for the rest.
     assert status.ledger.spent == pytest.approx(0.75)
     assert status.trials[0].device_hours == pytest.approx(0.75)
+
+
+async def test_a_job_that_reports_before_its_launch_is_seen_is_not_left_to_the_poll(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.launch_gate = threading.Event()
+    budget = Budget(device_hours=100.0, max_parallel_trials=1, max_trials=1)
+    handle = await start_approved(time_skipping_env, queue, execution="job", budget=budget)
+
+    await launched_jobs(fakes, 1)  # submitted, but launch_job has not returned yet
+    await finish_job(handle, fakes, 0)
+    fakes.launch_gate.set()
+    result: CampaignResult = await handle.result()
+
+    assert result.status.trials[0].state == "succeeded"
+    assert fakes.polls == 0  # the early report was kept, not left for the fallback poll
 
 
 async def test_a_job_lost_on_every_attempt_is_relaunched_by_the_runbook_then_escalated(
