@@ -394,7 +394,7 @@ class SlurmRunner:
 
     def _find(self, name: str) -> str:
         """The id of a job already submitted under ``name`` (the newest), or ''."""
-        out = _slurm(["sacct", "-X", "-P", "-n", "--name", name, "-S", "2000-01-01", "-o", "JobID"])
+        out = _slurm(["sacct", "-X", "-P", "-n", "--name", name, "-S", "now-2days", "-o", "JobID"])
         ids = [line.strip() for line in out.splitlines() if line.strip()]
         if not ids:
             queued = _slurm(["squeue", "-h", "--name", name, "-o", "%i"], check=False)
