@@ -1493,6 +1493,13 @@ def metric_name(metric: str) -> str:
     return "log loss" if metric == "logloss" else metric.upper()
 
 
+def trial_state(trial: TrialSummary) -> str:
+    """The trial's state; a running Slurm job's id with it (``squeue -j ID`` says more)."""
+    if trial.state == "running" and trial.job is not None and trial.job.runner == "slurm":
+        return f"running (Slurm job {trial.job.details.get('slurm_job_id', '?')})"
+    return trial.state
+
+
 def render_failure(trial: TrialSummary, lines: int = 10) -> str:
     """A failed trial's error and the end of its job's log (stdout and stderr)."""
     tail = trial.log_tail.splitlines()[-lines:]
@@ -1525,7 +1532,7 @@ def render_trials(status: CampaignStatus, wide: bool = False) -> Table:
         best = bool(status.best_trial_id) and status.best_trial_id in (t.trial_id, t.arm)
         row = [
             f"[bold green]{t.trial_id} *[/]" if best else t.trial_id,
-            t.state,
+            trial_state(t),
             f"{getattr(t.validation, metric):.5g}" if t.validation else "",
             f"{getattr(t.test, metric):.5g}" if t.test else "",
         ]

@@ -224,3 +224,45 @@ def test_the_leading_change_is_shown_with_its_gate_interval() -> None:
         },
     )
     assert "gate interval [+0.40%, +1.60%]" in render_summary(status)
+
+
+def test_a_failed_trial_shows_its_error_and_the_end_of_its_job_log() -> None:
+    from rich.console import Console
+
+    from cli import render_failure
+    from contracts import TrialResult, TrialSummary
+
+    log = "\n".join(f"line {i}" for i in range(30)) + "\n[bold]not markup[/]"
+    failed = TrialSummary(trial_id="v-a~r1", phase="validation").finished(
+        TrialResult(
+            campaign_id="c",
+            trial_id="v-a~r1",
+            state="failed",
+            error="Slurm job 7 FAILED with exit code 2",
+            error_type="JobFailed",
+            log_tail=log,
+        )
+    )
+    console = Console(width=100, record=True)
+    console.print(render_failure(failed), soft_wrap=True)
+    text = console.export_text()
+
+    assert "v-a~r1 failed (JobFailed): Slurm job 7 FAILED with exit code 2" in text
+    assert "| line 29" in text and "| line 20" not in text  # the last 10 lines
+    assert "[bold]not markup[/]" in text  # log text is shown as written
+    # A trial that did not fail keeps no log tail in the campaign's state.
+    ok = TrialSummary(trial_id="b", phase="baseline").finished(
+        TrialResult(campaign_id="c", trial_id="b", state="succeeded", log_tail="noise")
+    )
+    assert ok.log_tail == ""
+
+
+def test_a_running_slurm_trial_shows_its_job_id() -> None:
+    from cli import trial_state
+    from contracts import JobHandle, TrialSummary
+
+    job = JobHandle(runner="slurm", job_id="c/t/1", trial_id="t", details={"slurm_job_id": "42"})
+    running = TrialSummary(trial_id="t", phase="baseline", job=job)
+
+    assert trial_state(running) == "running (Slurm job 42)"
+    assert trial_state(running.model_copy(update={"job": None})) == "running"
