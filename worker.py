@@ -166,9 +166,10 @@ def describe_job_backend(settings: Settings) -> str:
 def jobs_worker(client: Client, settings: Settings, task_queue: str = JOBS_QUEUE) -> Worker:
     """Launch, poll and stop trials running as jobs on the backend ``REA_JOB_BACKEND`` names.
 
-    With the local backend these activities manage this host's processes: with several job
-    hosts, give each its own queue (one worker per host), as with any host-bound resource.
-    With Slurm any host that can run sbatch and sacct (and sees the data dir) will do.
+    With the local backend these activities manage this host's processes, and polls and
+    stops must reach the host that launched the job: run one jobs worker (the queue is
+    shared; per-host queues are not built). With Slurm any number of hosts that can run
+    sbatch and sacct (and see the data dir) will do.
     """
     from activities.backends import make_runner
     from activities.jobs import JobActivities
