@@ -118,6 +118,20 @@ class SlurmCluster:
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
 
+    def destroy(self) -> None:
+        """Stop the daemons and drop the cluster's accounting database (tests' clusters)."""
+        self.stop()
+        subprocess.run(
+            [
+                "mariadb",
+                "-uroot",
+                "-h127.0.0.1",
+                "-e",
+                f"DROP DATABASE IF EXISTS {_database_name(self.root)}",
+            ],
+            capture_output=True,
+        )
+
     def __enter__(self) -> "SlurmCluster":
         return self.start()
 

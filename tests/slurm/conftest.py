@@ -27,7 +27,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     previous = os.environ.get("SLURM_CONF")
     os.environ.update(cluster.env)
     yield cluster
-    cluster.stop()
+    cluster.destroy()
     if previous is None:
         os.environ.pop("SLURM_CONF", None)
     else:

@@ -244,8 +244,9 @@ def test_a_multi_device_trial_is_one_job_running_torchrun_on_its_cores(
 def test_a_requeued_job_runs_again_and_resumes_from_its_checkpoint(
     runner: SlurmRunner,
 ) -> None:
-    # 19 steps an epoch: a checkpoint at step 200, then 180 steps to go after the requeue.
-    job = runner.run(spec("requeued", epochs=20), attempt=1)
+    # 19 steps an epoch: a checkpoint every 200 steps, 760 in all, so that the requeue
+    # comes well before the end.
+    job = runner.run(spec("requeued", epochs=40), attempt=1)
     slurm_id = job.details["slurm_job_id"]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # until it has checkpointed
