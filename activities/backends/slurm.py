@@ -6,8 +6,8 @@ Batch through TorchX's other schedulers. Three gaps of TorchX 0.7.0 are handled 
 
 - Its ``describe`` asserts on the state ``CANCELLED by 0`` that ``sacct`` prints for a
   cancelled job, and its states lose what a trial needs (timeout vs node failure vs exit
-  code), so status comes from our own ``sacct`` query (``-X`` for the allocation, ``-D`` for
-  every run of a requeued job) and ``DerivedExitCode`` for a step killed by a signal.
+  code), so status comes from our own ``sacct`` query (``-D``: every run of a requeued job,
+  each with its steps, whose ExitCode tells a step killed by a signal).
 - Its status carries no exit code: ``sacct`` gives ``ExitCode`` and the charge (elapsed time
   times the cores or GPUs allocated, summed over requeued runs).
 - ``schedule`` with a ``job_dir`` appends to ``./.torchxslurmjobdirs`` in the worker's
@@ -110,24 +110,32 @@ class SlurmRecord:
 
 
 def parse_sacct(text: str) -> SlurmRecord | None:
-    """``sacct -X -D -P -n -o SACCT_FIELDS`` output: one line per run, the last one current."""
+    """``sacct -D -P -n -o SACCT_FIELDS`` output: a line per run of the job (the last one
+    current), each followed by its steps' lines (``<id>.batch``, ``<id>.0``...).
+
+    A step killed by a signal shows it in its own ExitCode (``0:9``); the job's
+    DerivedExitCode says it too, but is sometimes recorded after the job's end, so both are
+    read.
+    """
     rows = [line.split("|") for line in text.splitlines() if line.strip()]
-    if not rows:
+    runs = [row for row in rows if "." not in row[0]]
+    if not runs:
         return None
+    last_steps = rows[rows.index(runs[-1]) + 1 :]
     elapsed = device_seconds = 0
-    for row in rows:
+    for row in runs:
         run_s = int(row[4] or 0)
         elapsed += run_s
         device_seconds += run_s * allocated_devices(row[5])
-    job_id, raw_state, exit_code, derived, _, _, partition = rows[-1][:7]
+    job_id, raw_state, exit_code, derived, _, _, partition = runs[-1][:7]
     code, _, sig = exit_code.partition(":")
-    _, _, derived_sig = derived.partition(":")
+    signals = [sig, derived.partition(":")[2], *(s[2].partition(":")[2] for s in last_steps)]
     return SlurmRecord(
         slurm_id=job_id,
         state=raw_state.split()[0] if raw_state else "",
         raw_state=raw_state,
         exit_code=int(code or 0),
-        signal=int(sig or 0) or int(derived_sig or 0),
+        signal=max(int(s or 0) for s in signals),
         elapsed_s=elapsed,
         device_seconds=device_seconds,
         partition=partition,
@@ -332,7 +340,7 @@ class SlurmRunner:
     def query(self, slurm_id: str) -> SlurmRecord | None:
         """Slurm's record of the job: accounting first, the controller's queue for a job
         the accounting has not recorded yet; None when neither knows it."""
-        out = _slurm(["sacct", "-X", "-D", "-P", "-n", "-j", slurm_id, "-o", SACCT_FIELDS])
+        out = _slurm(["sacct", "-D", "-P", "-n", "-j", slurm_id, "-o", SACCT_FIELDS])
         if record := parse_sacct(out):
             return record
         queued = _slurm(["squeue", "-h", "-j", slurm_id, "-o", "%T"], check=False).strip()

@@ -42,6 +42,36 @@ def test_every_run_of_a_requeued_job_is_charged_and_the_last_one_decides() -> No
     assert record.elapsed_s == 150 and record.device_seconds == 100 * 2 + 50 * 1
 
 
+def test_a_step_killed_by_a_signal_is_read_from_the_step_when_the_job_does_not_say() -> None:
+    # The job's DerivedExitCode may be recorded after its end: the step's line says it.
+    out = (
+        "9|FAILED|9:0|0:0|7|billing=1,cpu=1,node=1|debug\n"
+        "9.batch|FAILED|9:0||7|cpu=1,mem=0,node=1|\n"
+        "9.0|CANCELLED|0:9||7|cpu=1,mem=0,node=1|\n"
+    )
+    record = parse_sacct(out)
+
+    assert record is not None and record.slurm_id == "9" and record.signal == 9
+    assert status_of(record)[:2] == ("lost", "JobLost")
+
+
+def test_steps_of_an_earlier_run_do_not_count_for_the_last_one() -> None:
+    out = (
+        "5|REQUEUED|0:0|0:0|30|cpu=1|debug\n"
+        "5.0|CANCELLED|0:15||30|cpu=1|\n"
+        "5|FAILED|3:0|3:0|10|cpu=1|debug\n"
+        "5.0|FAILED|3:0||10|cpu=1|\n"
+    )
+    record = parse_sacct(out)
+
+    assert record is not None and (record.state, record.signal, record.exit_code) == (
+        "FAILED",
+        0,
+        3,
+    )
+    assert record.elapsed_s == 40  # both runs charged, not their steps
+
+
 def test_nothing_in_the_accounting_is_no_record() -> None:
     assert parse_sacct("") is None and parse_sacct("\n") is None
 
@@ -49,7 +79,7 @@ def test_nothing_in_the_accounting_is_no_record() -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        # sacct -X -D -P -n -o JobID,State,ExitCode,DerivedExitCode,ElapsedRaw,AllocTRES,Partition
+        # sacct -D -P -n -o JobID,State,ExitCode,DerivedExitCode,ElapsedRaw,AllocTRES,Partition
         ("1|FAILED|3:0|3:0|5|cpu=1|debug", ("failed", "JobFailed", "exit code 3")),
         ("1|FAILED|9:0|0:9|5|cpu=1|debug", ("lost", "JobLost", "killed by signal 9")),
         ("1|COMPLETED|0:0|0:0|5|cpu=1|debug", ("lost", "JobLost", "without writing a result")),

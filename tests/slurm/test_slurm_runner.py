@@ -146,7 +146,7 @@ def test_a_job_killed_with_sigkill_is_lost_and_resumable(
 
     status = wait(runner, job, "done", timeout_s=60)
 
-    assert status.state == "lost" and status.error_type == "JobLost", status
+    assert status.state == "lost" and status.error_type == "JobLost", status.message
     assert "killed by signal 9" in status.message
 
 
