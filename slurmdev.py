@@ -203,6 +203,9 @@ PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # In the cluster's folder: whatever a daemon writes there (a core dump) stays
+            # out of the caller's directory.
+            cwd=self.root,
             env={**os.environ, **self.env},
         )
 

@@ -29,6 +29,7 @@ import math
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -304,23 +305,21 @@ class SlurmRunner:
         """
         slurm_id = job.details["slurm_job_id"]
         (Path(job.details["job_dir"]) / jobs.STOP_REQUESTED).touch()
-        deadline = time.monotonic() + timeout_s
-        signalled = 0.0
-        while time.monotonic() < deadline:
-            record = self.query(slurm_id)
-            if record is None or record.state not in ACTIVE:
-                return jobs.stopped(self.poll(job))
-            if time.monotonic() - signalled >= RESIGNAL_S:
-                if record.state == "RUNNING":
-                    _slurm(["scancel", "--signal=TERM", slurm_id], check=False)
-                else:  # pending or suspended: there is no trainer to checkpoint
-                    _slurm(["scancel", slurm_id], check=False)
-                signalled = time.monotonic()
-            if activity.in_activity():
-                activity.heartbeat()
-            time.sleep(0.5)
-        _slurm(["scancel", slurm_id], check=False)
-        self._wait_ended(job, 60)
+        signalled = -RESIGNAL_S
+
+        def ask_to_stop(record: SlurmRecord) -> None:
+            nonlocal signalled
+            if time.monotonic() - signalled < RESIGNAL_S:
+                return
+            if record.state == "RUNNING":
+                _slurm(["scancel", "--signal=TERM", slurm_id], check=False)
+            else:  # pending or suspended: there is no trainer to checkpoint
+                _slurm(["scancel", slurm_id], check=False)
+            signalled = time.monotonic()
+
+        if not self._wait_ended(job, timeout_s, while_active=ask_to_stop):
+            _slurm(["scancel", slurm_id], check=False)
+            self._wait_ended(job, 60)
         return jobs.stopped(self.poll(job))
 
     def settle(self, job: JobHandle, timeout_s: float = 60.0) -> JobStatus:
@@ -409,12 +408,21 @@ class SlurmRunner:
             ids = [line.strip() for line in queued.splitlines() if line.strip()]
         return ids[-1] if ids else ""
 
-    def _wait_ended(self, job: JobHandle, timeout_s: float) -> bool:
+    def _wait_ended(
+        self,
+        job: JobHandle,
+        timeout_s: float,
+        while_active: Callable[[SlurmRecord], None] | None = None,
+    ) -> bool:
+        """Whether Slurm's record of the job ended within ``timeout_s`` (heartbeating);
+        ``while_active`` is called with each record that has not."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             record = self.query(job.details["slurm_job_id"])
             if record is None or record.state not in ACTIVE:
                 return True
+            if while_active is not None:
+                while_active(record)
             if activity.in_activity():
                 activity.heartbeat()
             time.sleep(0.5)

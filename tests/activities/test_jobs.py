@@ -11,7 +11,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.backends.local import LocalProcessRunner
-from contracts import AccessScope, DatasetRef, JobHandle, JobStatus, ModelSpec, TrialSpec
+from contracts import AccessScope, DatasetRef, ModelSpec, TrialSpec
+from tests.job_polling import wait_for_job
 
 
 def spec(trial_id: str = "t1", **model: object) -> TrialSpec:
@@ -31,18 +32,6 @@ def runner(tmp_path: Path) -> LocalProcessRunner:
     return LocalProcessRunner(tmp_path, "127.0.0.1:1", "default")
 
 
-def wait(
-    runner: LocalProcessRunner, job: JobHandle, until: str, timeout_s: float = 90
-) -> JobStatus:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = runner.poll(job)
-        if status.state != "running" or (until == "running" and status.progress):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"job still running after {timeout_s}s")
-
-
 def test_job_trains_in_its_own_process_and_poll_finds_its_result(
     runner: LocalProcessRunner,
 ) -> None:
@@ -50,7 +39,7 @@ def test_job_trains_in_its_own_process_and_poll_finds_its_result(
     assert job.details["pid"] != os.getpid()
     assert runner.run(spec(), attempt=1) == job  # a retried launch does not start another
 
-    status = wait(runner, job, "done")
+    status = wait_for_job(runner, job, "done")
 
     assert status.state == "succeeded", (Path(job.details["job_dir"]) / "log.txt").read_text()
     assert status.result is not None and status.result.validation is not None
@@ -59,7 +48,7 @@ def test_job_trains_in_its_own_process_and_poll_finds_its_result(
 
 def test_stop_makes_the_job_checkpoint_and_report_cancelled(runner: LocalProcessRunner) -> None:
     job = runner.run(spec("long", epochs=200), attempt=1)
-    assert wait(runner, job, "running").state == "running"
+    assert wait_for_job(runner, job, "training").state == "running"
 
     status = runner.stop(job)
 
@@ -70,7 +59,7 @@ def test_stop_makes_the_job_checkpoint_and_report_cancelled(runner: LocalProcess
 
 def test_a_job_killed_without_a_word_is_lost(runner: LocalProcessRunner) -> None:
     job = runner.run(spec("killed", epochs=200), attempt=1)
-    wait(runner, job, "running")
+    wait_for_job(runner, job, "training")
     os.kill(job.details["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 10
     while runner.poll(job).state == "running" and time.monotonic() < deadline:
@@ -85,7 +74,7 @@ def test_a_multi_device_job_trains_through_torchrun(runner: LocalProcessRunner) 
     two = spec("two-devices").model_copy(update={"devices": 2})
     job = runner.run(two, attempt=1)
 
-    status = wait(runner, job, "done", timeout_s=180)
+    status = wait_for_job(runner, job, "done", timeout_s=180)
 
     assert status.state == "succeeded", (Path(job.details["job_dir"]) / "log.txt").read_text()
     assert status.result is not None and status.result.validation is not None
@@ -123,7 +112,7 @@ def test_a_job_writing_outside_its_scope_is_refused_and_nothing_launched(
     assert not (tmp_path / "jobs").exists()
     # The scope that holds the data dir lets the same job launch.
     allowed = scoped.model_copy(update={"access": AccessScope(write=[str(tmp_path)])})
-    assert wait(runner, runner.run(allowed, attempt=1), "done").state == "succeeded"
+    assert wait_for_job(runner, runner.run(allowed, attempt=1), "done").state == "succeeded"
 
 
 def imported_size_bytes() -> int:
@@ -143,13 +132,13 @@ def test_an_allocation_past_the_jobs_memory_cap_fails_as_out_of_memory(tmp_path:
     rows = {"max_table_rows": 8_000_000, "table_rows": {"item_id": 8_000_000}}
     job = capped.run(spec("big", embedding_dim=32, **rows), attempt=1)
 
-    status = wait(capped, job, "done")
+    status = wait_for_job(capped, job, "done")
 
     assert status.result is not None and status.result.error_type == "OutOfMemoryError"
     assert "can't allocate memory" in status.result.error
     # Under the same cap, a model that fits trains.
     small = capped.run(spec("small", embedding_dim=8, **rows), attempt=1)
-    assert wait(capped, small, "done").state == "succeeded"
+    assert wait_for_job(capped, small, "done").state == "succeeded"
 
 
 def test_an_unexpected_error_is_a_failure_typed_by_its_class_with_the_traceback(
@@ -160,7 +149,7 @@ def test_an_unexpected_error_is_a_failure_typed_by_its_class_with_the_traceback(
     blocked.write_text("a file where the checkpoint folder goes")
     job = runner.run(spec("blocked"), attempt=1)
 
-    status = wait(runner, job, "done")
+    status = wait_for_job(runner, job, "done")
 
     assert status.result is not None and status.result.state == "failed"
     assert status.result.error_type == "FileExistsError"

@@ -16,8 +16,9 @@ from torchx.schedulers.slurm_scheduler import create_scheduler
 
 from activities.backends.folder import STOP_REQUESTED
 from activities.backends.slurm import SlurmRunner
-from contracts import DatasetRef, JobHandle, JobStatus, ModelSpec, TrialSpec
+from contracts import DatasetRef, JobHandle, ModelSpec, TrialSpec
 from slurmdev import SlurmCluster
+from tests.job_polling import wait_for_job
 from tests.slurm.conftest import slurm_out, task_pids
 
 pytestmark = pytest.mark.slurm
@@ -33,17 +34,6 @@ def spec(trial_id: str, epochs: int = 1) -> TrialSpec:
         model=ModelSpec(batch_size=128, epochs=epochs),
         dataset=DatasetRef(max_rows=3000),
     )
-
-
-def wait(runner: SlurmRunner, job: JobHandle, until: str, timeout_s: float = 180) -> JobStatus:
-    """Poll until the job ends, or (``until="training"``) until it has reported progress."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = runner.poll(job)
-        if status.state != "running" or (until == "training" and status.progress):
-            return status
-        time.sleep(0.5)
-    raise AssertionError(f"job {job.details['slurm_job_id']} still running after {timeout_s}s")
 
 
 def logs(job: JobHandle) -> str:
@@ -91,7 +81,7 @@ def test_a_trial_runs_as_a_slurm_job_and_is_charged_what_slurm_accounted(
     assert runner.run(spec("ok"), attempt=1) == job  # a retried launch submits nothing
     assert job.runner == "slurm" and job.details["time_limit_s"] == 600  # the minimum
 
-    status = wait(runner, job, "done")
+    status = wait_for_job(runner, job, "done", timeout_s=180)
 
     assert status.state == "succeeded", logs(job)
     assert status.result is not None and status.result.validation is not None
@@ -121,10 +111,10 @@ def test_scancel_from_outside_ends_the_trial_cancelled(
     runner: SlurmRunner, long_jobs: dict[str, JobHandle]
 ) -> None:
     job = long_jobs["cancelled-outside"]
-    wait(runner, job, "training")
+    wait_for_job(runner, job, "training", timeout_s=180)
     subprocess.run(["scancel", job.details["slurm_job_id"]], check=True)
 
-    status = wait(runner, job, "done", timeout_s=60)
+    status = wait_for_job(runner, job, "done", timeout_s=60)
 
     assert status.state == "cancelled", logs(job)
     assert status.result is None  # the job checkpointed but reported nothing: not ours
@@ -140,11 +130,11 @@ def test_a_job_killed_with_sigkill_is_lost_and_resumable(
     runner: SlurmRunner, long_jobs: dict[str, JobHandle]
 ) -> None:
     job = long_jobs["killed"]
-    wait(runner, job, "training")
+    wait_for_job(runner, job, "training", timeout_s=180)
     [pid] = task_pids(job.details["slurm_job_id"])
     os.kill(pid, signal.SIGKILL)
 
-    status = wait(runner, job, "done", timeout_s=60)
+    status = wait_for_job(runner, job, "done", timeout_s=60)
 
     assert status.state == "lost" and status.error_type == "JobLost", status.message
     assert "killed by signal 9" in status.message
@@ -157,7 +147,7 @@ def test_a_job_that_exits_non_zero_fails_with_its_exit_code_and_log(
     broken = SlurmRunner(tmp_path, "127.0.0.1:1", "default", python="/nonexistent/python3")
     job = broken.run(spec("no-python"), attempt=1)
 
-    status = wait(broken, job, "done", timeout_s=60)
+    status = wait_for_job(broken, job, "done", timeout_s=60)
 
     assert status.state == "failed" and status.error_type == "JobFailed", status
     assert "FAILED with exit code 2" in status.message
@@ -168,7 +158,7 @@ def test_stop_makes_the_job_checkpoint_and_report_cancelled(
     runner: SlurmRunner, long_jobs: dict[str, JobHandle]
 ) -> None:
     job = long_jobs["stopped"]
-    wait(runner, job, "training")
+    wait_for_job(runner, job, "training", timeout_s=180)
 
     status = runner.stop(job)
 
@@ -184,7 +174,7 @@ def test_a_job_past_its_time_limit_fails_as_a_timeout(
 ) -> None:
     job = long_jobs["timeout"]
 
-    status = wait(runner, job, "done", timeout_s=240)
+    status = wait_for_job(runner, job, "done", timeout_s=240)
 
     assert status.state == "failed" and status.error_type == "JobTimeout", logs(job)
     assert status.scheduler_state == "TIMEOUT"
@@ -220,7 +210,7 @@ def test_a_multi_device_trial_is_one_job_running_torchrun_on_its_cores(
 ) -> None:
     job = long_jobs["two-devices"]
 
-    status = wait(runner, job, "done", timeout_s=300)
+    status = wait_for_job(runner, job, "done", timeout_s=300)
 
     assert status.state == "succeeded", logs(job)
     elapsed, tres = (
@@ -261,7 +251,7 @@ def test_a_requeued_job_runs_again_and_resumes_from_its_checkpoint(
         time.sleep(0.2)
     subprocess.run(["scontrol", "update", f"JobId={slurm_id}", "StartTime=now"], check=True)
 
-    status = wait(runner, job, "done", timeout_s=180)
+    status = wait_for_job(runner, job, "done", timeout_s=180)
 
     assert status.state == "succeeded", logs(job)
     assert status.result is not None and status.result.resumed_from_step > 0
