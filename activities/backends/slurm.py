@@ -61,6 +61,10 @@ ACTIVE = {
     "RESV_DEL_HOLD",
 }
 
+# Active states of a job on its way out: a stop leaves it to end on its own (cancelling it
+# now would record a job that exited cleanly as CANCELLED).
+ENDING = {"COMPLETING", "SIGNALING", "STAGE_OUT"}
+
 # A job that ended without writing its result: the job state every backend shares and the
 # error type the runbooks match (``JobLost`` resumes from the checkpoint). FAILED is refined
 # by how it failed (``status_of``). A job that wrote its result is that result, whatever
@@ -313,7 +317,7 @@ class SlurmRunner:
                 return
             if record.state == "RUNNING":
                 _slurm(["scancel", "--signal=TERM", slurm_id], check=False)
-            else:  # pending or suspended: there is no trainer to checkpoint
+            elif record.state not in ENDING:  # pending or suspended: no trainer to checkpoint
                 _slurm(["scancel", slurm_id], check=False)
             signalled = time.monotonic()
 
