@@ -11,7 +11,7 @@ from scipy import special
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from contracts import LOWER_IS_BETTER
+from contracts import best_first
 from contracts.evidence import (
     Comparison,
     FootprintInput,
@@ -69,7 +69,7 @@ def _test(
         The comparison, and whether a t-test ran (only those enter the corrected family; an
         untested comparison already holds its reason and is never passed).
     """
-    lower_is_better = LOWER_IS_BETTER[inp.metric]
+    sign = best_first(inp.metric)
     seeds, base, cand = _paired(baseline, runs)
     n = len(seeds)
     paired = Comparison(
@@ -87,7 +87,7 @@ def _test(
         return paired.model_copy(update={"reason": undefined}), False
     scale = abs(paired.baseline_mean)
     # Oriented so that positive is better: baseline - candidate for a loss, the reverse for AUC.
-    diffs = base - cand if lower_is_better else cand - base
+    diffs = sign * (base - cand)
     mean = float(diffs.mean())
     sd = float(diffs.std(ddof=1))
     if sd == 0.0:

@@ -78,7 +78,6 @@ from activities import search
 from activities.search import changes_from_params, search_distributions
 from contracts import (
     DEFAULT_ACTION_SPACE,
-    LOWER_IS_BETTER,
     ApproveInput,
     CampaignRequest,
     CampaignResult,
@@ -86,7 +85,10 @@ from contracts import (
     Metrics,
     ModelSpec,
     SearchSpace,
+    best_first,
+    relative_gain,
 )
+from contracts import direction as metric_direction
 from ranking_models.errors import TrainingCancelled, TrainingError
 from ranking_models.trainer import train
 
@@ -233,20 +235,8 @@ def seeded(request: CampaignRequest, seed: int) -> CampaignRequest:
     return request.model_copy(update={"baseline": baseline})
 
 
-def diff(baseline: ModelSpec, spec: ModelSpec) -> dict[str, Any]:
-    """The fields where ``spec`` differs from ``baseline``, the seed aside."""
-    base = baseline.model_dump()
-    return {k: v for k, v in spec.model_dump().items() if k != "seed" and v != base[k]}
-
-
 def value_of(metrics: Metrics, metric: str) -> float:
     return float(getattr(metrics, metric))
-
-
-def relative_gain(baseline: float, choice: float, metric: str) -> float:
-    """Positive when ``choice`` is better than ``baseline`` on ``metric``."""
-    gain = baseline - choice if LOWER_IS_BETTER[metric] else choice - baseline
-    return gain / abs(baseline) if baseline else 0.0
 
 
 def hours(seconds: float, devices: int) -> float:
@@ -363,7 +353,7 @@ def optuna_search(
     request = seeded(task.request, seed)
     space = SearchSpace(fields=bench.knobs)
     dists = search_distributions(space)
-    direction = "minimize" if LOWER_IS_BETTER[request.metric] else "maximize"
+    direction = metric_direction(request.metric)
     study = optuna.create_study(direction=direction, sampler=make_sampler(method, seed))
     ref = reference(bench, task, seed)
     tell_baseline(study, request.baseline, dists, ref.validation)
@@ -382,7 +372,7 @@ def optuna_search(
         spent += point.device_hours
         on_spent(spent)
     best = best_trial(trials, request.metric)
-    choice = diff(request.baseline, request.baseline.with_changes(best.changes))
+    choice = request.baseline.with_changes(best.changes).changes_from(request.baseline)
     return SearchRun(
         task=task.name,
         method=method,
@@ -401,7 +391,7 @@ def optuna_search(
 def best_trial(trials: Sequence[TrialPoint], metric: str) -> TrialPoint:
     """The succeeded trial with the best validation metric; the earliest wins ties."""
     scored = [t for t in trials if t.validation is not None]
-    sign = 1.0 if LOWER_IS_BETTER[metric] else -1.0
+    sign = best_first(metric)
     return min(scored, key=lambda t: sign * (t.validation or 0.0))
 
 
@@ -518,7 +508,7 @@ def openrea_search(
         spent_device_hours=spent,
         reference_validation=reference(bench, task, seed).validation,
         trials=campaign_trials(result.status, request.metric),
-        choice=diff(request.baseline, spec),
+        choice=spec.changes_from(request.baseline),
         note=f"{note}; {len(result.status.trials)} trials, phase {result.status.phase}",
         wall_s=time.perf_counter() - started,
     )
@@ -556,7 +546,7 @@ def score(bench: Bench, task: Task, choice: dict[str, Any], seeds: Sequence[int]
         for run in scoring_runs(bench, task, choice, seeds)
     ]
     gains = [
-        relative_gain(b, know_nothing(metric, b_run) if c is None else c, metric)
+        relative_gain(know_nothing(metric, b_run) if c is None else c, b, metric)
         for b, c, b_run in zip(baseline, choice_test, baseline_runs, strict=True)
     ]
     return Score(list(seeds), baseline, choice_test, gains)
@@ -708,7 +698,7 @@ def curve(run: SearchRun, metric: str) -> tuple[list[float], list[float]]:
     for trial in run.trials:
         spent += trial.device_hours
         if trial.validation is not None:
-            gain = relative_gain(run.reference_validation, trial.validation, metric)
+            gain = relative_gain(trial.validation, run.reference_validation, metric)
             best = gain if best is None else max(best, gain)
         if best is not None:
             xs.append(spent)

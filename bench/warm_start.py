@@ -40,7 +40,6 @@ from bench.agent_vs_baselines import (
     SCORING_SEED0,
     Bench,
     Task,
-    diff,
     interval,
     openrea_choice,
     quick_task,
@@ -96,7 +95,7 @@ def campaign(bench: Bench, name: str, task: Task, database: str, seeds: Sequence
     )
     status = result.status
     spec, note = openrea_choice(task.request, result)
-    choice = diff(task.request.baseline, spec)
+    choice = spec.changes_from(task.request.baseline)
     plan = status.plan
     run = Run(
         name=name,

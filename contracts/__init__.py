@@ -21,6 +21,7 @@ from contracts.campaign import (
     RevisePlanInput,
     TrialRecord,
     TrialSummary,
+    canonical,
 )
 from contracts.dataset import DatasetRef
 from contracts.evidence import (
@@ -50,7 +51,15 @@ from contracts.insights import (
 )
 from contracts.job import JobFinishedInput, JobHandle, JobState, JobStatus, LaunchJobInput
 from contracts.ledger import Ledger, PhaseLedger
-from contracts.model import LOWER_IS_BETTER, Metric, ModelSpec
+from contracts.metrics import (
+    LOWER_IS_BETTER,
+    Metric,
+    best_first,
+    direction,
+    is_better,
+    relative_gain,
+)
+from contracts.model import ModelSpec
 from contracts.notify import (
     ACTION_ID_PREFIX,
     Notification,
@@ -210,6 +219,11 @@ __all__ = [
     "TrialState",
     "TrialSummary",
     "Verdict",
+    "best_first",
+    "canonical",
     "change_key",
     "describe",
+    "direction",
+    "is_better",
+    "relative_gain",
 ]

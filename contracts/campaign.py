@@ -1,5 +1,6 @@
 """A campaign: the request, its plan, approval, status and result."""
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -10,7 +11,8 @@ from contracts.dataset import DatasetRef
 from contracts.evidence import Additivity, GateDecision, LaunchProposal, ScreenDecision
 from contracts.job import JobHandle
 from contracts.ledger import Ledger
-from contracts.model import Metric, ModelSpec
+from contracts.metrics import Metric
+from contracts.model import ModelSpec
 from contracts.preflight import AccessScope, PreflightReport
 from contracts.provenance import Provenance
 from contracts.runbook import Escalation, RemedyAttempt
@@ -157,6 +159,16 @@ class Hypothesis(Record):
     expected_gain: float = 0.0
     cost_factor: float = Field(default=1.0, gt=0.0)
     family: str = ""
+
+    @property
+    def families(self) -> list[str]:
+        """The action-space families it touches (``family`` split at ``+``)."""
+        return [f for f in self.family.split("+") if f]
+
+
+def canonical(changes: dict[str, Any]) -> str:
+    """One string per move, whatever order its fields came in (for de-duplication)."""
+    return json.dumps(changes, sort_keys=True)
 
 
 class PhasePlan(Record):

@@ -12,7 +12,8 @@ from pydantic import Field, model_validator
 
 from contracts.base import Record, Spec
 from contracts.dataset import DatasetRef
-from contracts.model import Metric, ModelSpec
+from contracts.metrics import Metric
+from contracts.model import ModelSpec
 
 
 class SeededMetric(Record):

@@ -6,12 +6,6 @@ from pydantic import Field, model_validator
 
 from contracts.base import Spec
 
-Metric = Literal["ne", "auc", "logloss"]
-
-# NE and log loss are losses; AUC is a score.
-LOWER_IS_BETTER: dict[str, bool] = {"ne": True, "logloss": True, "auc": False}
-
-
 Interaction = Literal["dot", "dcn", "projection"]
 DenseNorm = Literal["none", "batch", "layer"]
 DenseOptimizer = Literal["adam", "adagrad", "sgd"]
@@ -87,6 +81,12 @@ class ModelSpec(Spec):
     batch_size: int = Field(default=512, ge=1, le=1_000_000)
     epochs: int = Field(default=2, ge=1, le=1000)
     seed: int = Field(default=0, ge=0)
+
+    def changes_from(self, baseline: "ModelSpec", *, with_seed: bool = False) -> dict[str, Any]:
+        """The fields (as JSON) where this spec differs from ``baseline``; the seed only when
+        ``with_seed`` (a seed is a replicate, not a change, except to a trial's record)."""
+        old, new = baseline.model_dump(mode="json"), self.model_dump(mode="json")
+        return {k: v for k, v in new.items() if (with_seed or k != "seed") and old.get(k) != v}
 
     def with_changes(self, *changes: dict[str, Any]) -> "ModelSpec":
         """This spec with each change applied in order, validated as a whole.

@@ -93,7 +93,7 @@ class InsightsStore:
                 "phase": spec.phase,
                 "seed": spec.model.seed,
                 "hypothesis_ids": spec.hypothesis_ids,
-                "changes": _diff(baseline, spec.model) if baseline else {},
+                "changes": spec.model.changes_from(baseline, with_seed=True) if baseline else {},
                 "state": result.state if result else None,
                 "validation": result.validation.model_dump()
                 if result and result.validation
@@ -378,12 +378,6 @@ class InsightsStore:
                 set_={k: statement.excluded[k] for k in row if k not in keys},
             )
         )
-
-
-def _diff(baseline: ModelSpec, model: ModelSpec) -> dict[str, Any]:
-    """The fields of ``model`` that differ from ``baseline``."""
-    old, new = baseline.model_dump(mode="json"), model.model_dump(mode="json")
-    return {k: v for k, v in new.items() if old.get(k) != v}
 
 
 def _hypothesis_row(

@@ -19,7 +19,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from contracts import (
-        LOWER_IS_BETTER,
         Approval,
         ApproveInput,
         AskedTrial,
@@ -64,6 +63,8 @@ with workflow.unsafe.imports_passed_through():
         TrialResult,
         TrialSpec,
         TrialSummary,
+        direction,
+        relative_gain,
     )
     from contracts.job import SCHEDULER_RUNNERS
     from workflows import options, phases, planner, policy, recovery
@@ -580,7 +581,7 @@ class CampaignWorkflow:
                     sampler=request.sampler,
                     seed=request.baseline.seed,
                     count=min(per_round, count - done * per_round),
-                    direction="minimize" if LOWER_IS_BETTER[request.metric] else "maximize",
+                    direction=direction(request.metric),
                 ),
                 result_type=list[AskedTrial],
                 start_to_close_timeout=options.RECORD_TIMEOUT,
@@ -1609,7 +1610,7 @@ class CampaignWorkflow:
         best = policy.best_trial(self._state.trials, self._request.metric)
         improvement = None
         if self._state.best_metric is not None and self._state.baseline_metric is not None:
-            improvement = policy.relative_improvement(
+            improvement = relative_gain(
                 self._state.best_metric, self._state.baseline_metric, self._request.metric
             )
         return CampaignResult(

@@ -16,7 +16,6 @@ from typing import Any
 
 from contracts import (
     DEFAULT_ACTION_SPACE,
-    LOWER_IS_BETTER,
     Additivity,
     CampaignRequest,
     CandidateRuns,
@@ -26,7 +25,6 @@ from contracts import (
     LaunchProposal,
     Ledger,
     ModelRisks,
-    ModelSpec,
     Phase,
     PhasePlan,
     Plan,
@@ -37,6 +35,8 @@ from contracts import (
     SeededMetric,
     TrialSpec,
     TrialSummary,
+    best_first,
+    relative_gain,
 )
 from contracts.evidence import screen_epochs
 
@@ -187,14 +187,6 @@ def screen_trials(campaign_id: str, request: CampaignRequest, plan: Plan) -> lis
 def promoted_count(hypotheses: int) -> int:
     """Successive halving with rate 2: the better half goes on."""
     return math.ceil(hypotheses / 2)
-
-
-def relative_gain(value: float, baseline: float, metric: str) -> float:
-    """Gain of ``value`` over ``baseline`` relative to ``|baseline|``; positive is better."""
-    if baseline == 0:
-        return 0.0
-    diff = baseline - value if LOWER_IS_BETTER[metric] else value - baseline
-    return diff / abs(baseline)
 
 
 def screen(request: CampaignRequest, plan: Plan, trials: Sequence[TrialSummary]) -> ScreenDecision:
@@ -406,17 +398,11 @@ def best_explored(request: CampaignRequest, trials: Sequence[TrialSummary]) -> s
     ]
     if not scored:
         return None
-    sign = 1.0 if LOWER_IS_BETTER[request.metric] else -1.0
+    sign = best_first(request.metric)
     return min(scored, key=lambda pair: (sign * pair[0], pair[1]))[1]
 
 
 # ---- the proposal --------------------------------------------------------------------------
-
-
-def diff(baseline: ModelSpec, candidate: ModelSpec) -> dict[str, Any]:
-    """The fields where ``candidate`` differs from ``baseline`` (the seed aside)."""
-    base, cand = baseline.model_dump(), candidate.model_dump()
-    return {k: v for k, v in cand.items() if k != "seed" and base.get(k) != v}
 
 
 def _pct(x: float | None) -> str:
@@ -474,9 +460,8 @@ def proposal(
     comparison = confirmation.comparisons[0] if confirmation and confirmation.comparisons else None
     candidate = comparison.hypothesis_id if comparison else ""
     changes = (
-        diff(
-            request.baseline,
-            request.baseline.with_changes(arm_changes(request, plan, candidate, tuned)),
+        request.baseline.with_changes(arm_changes(request, plan, candidate, tuned)).changes_from(
+            request.baseline
         )
         if candidate
         else {}

@@ -6,21 +6,15 @@ module only decides what goes in.
 """
 
 import heapq
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from contracts import CampaignRequest, Hypothesis, Plan, Proposals, RevisePlanInput
+from contracts import CampaignRequest, Hypothesis, Plan, Proposals, RevisePlanInput, canonical
 from workflows import phases
 
 # The best proposal of each source gets a place before the rest compete on expected gain per
 # cost: a source's ideas are only tested (and so learned from) if some of them run.
 DIVERSITY_PENALTY = 0.5  # a family's score is halved for each of its hypotheses already in
-
-
-def canonical(changes: dict[str, object]) -> str:
-    """One string per move, whatever order its fields came in (for de-duplication)."""
-    return json.dumps(changes, sort_keys=True)
 
 
 def merge(proposals: Sequence[Proposals]) -> list[Hypothesis]:
@@ -74,7 +68,7 @@ def rank(candidates: Iterable[Hypothesis], pinned: Sequence[str] = ()) -> list[H
         first = next((h for h in pool if h.source == source and h not in chosen), None)
         if first is not None and not any(c.source == source for c in chosen):
             chosen.append(first)
-    families: Counter[str] = Counter(f for c in chosen for f in _families(c))
+    families: Counter[str] = Counter(f for c in chosen for f in c.families)
     taken = {id(c) for c in chosen}
     heap = [(-score(h), h.id, i) for i, h in enumerate(pool) if id(h) not in taken]
     heapq.heapify(heap)
@@ -85,18 +79,14 @@ def rank(candidates: Iterable[Hypothesis], pinned: Sequence[str] = ()) -> list[H
             heapq.heappush(heap, fresh)  # stale: its family filled up since it was scored
             continue
         chosen.append(pool[i])
-        families.update(_families(pool[i]))
+        families.update(pool[i].families)
     return chosen
-
-
-def _families(h: Hypothesis) -> list[str]:
-    return [f for f in h.family.split("+") if f]
 
 
 def _diverse_score(h: Hypothesis, families: Counter[str]) -> float:
     """``score`` halved for each hypothesis already chosen in one of its families; a penalty
     shrinks a positive score and must not lift a negative one."""
-    repeats = sum(families[f] for f in _families(h))
+    repeats = sum(families[f] for f in h.families)
     s = score(h)
     return s * DIVERSITY_PENALTY**repeats if s > 0 else s
 

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from contracts import (
-    LOWER_IS_BETTER,
     CampaignRequest,
     CampaignStatus,
     Hypothesis,
@@ -18,6 +17,8 @@ from contracts import (
     Plan,
     TrialSpec,
     TrialSummary,
+    best_first,
+    is_better,
 )
 from contracts.trial import TrialState
 
@@ -43,21 +44,6 @@ MAX_JOB_POLL = timedelta(hours=1)
 # A run of the workflow launches at most this many trials before continuing as new, even if
 # the server has not suggested it yet: it bounds history size and replay time.
 MAX_TRIALS_PER_RUN = 200
-
-
-def is_better(candidate: float, incumbent: float | None, metric: str) -> bool:
-    """True when ``candidate`` beats ``incumbent`` on ``metric`` (anything beats nothing)."""
-    if incumbent is None:
-        return True
-    return candidate < incumbent if LOWER_IS_BETTER[metric] else candidate > incumbent
-
-
-def relative_improvement(best: float, baseline: float, metric: str) -> float:
-    """Relative improvement of ``best`` over ``baseline``; positive is better on any metric."""
-    if baseline == 0:
-        return 0.0
-    gain = (baseline - best) if LOWER_IS_BETTER[metric] else (best - baseline)
-    return gain / abs(baseline)
 
 
 def model_for(request: CampaignRequest, plan: Plan, hypothesis_ids: Sequence[str]) -> ModelSpec:
@@ -106,7 +92,7 @@ def improving_hypotheses(
         value = metric_of(trials, f"v-{hypothesis.id}", metric)
         if value is not None and is_better(value, baseline, metric):
             scored.append((value, hypothesis))
-    scored.sort(key=lambda pair: pair[0], reverse=not LOWER_IS_BETTER[metric])
+    scored.sort(key=lambda pair: best_first(metric) * pair[0])
     return [h for _, h in scored]
 
 

@@ -11,7 +11,6 @@ gain per cost.
 A plain library: no Temporal here; the planning activity calls it.
 """
 
-import json
 import math
 import re
 from collections import Counter
@@ -25,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contracts.actions import DEFAULT_ACTION_SPACE, Knob
-from contracts.campaign import CampaignRequest, Hypothesis
+from contracts.campaign import CampaignRequest, Hypothesis, canonical
 from contracts.insights import Insight, Proposals, describe
 from contracts.model import ModelSpec
 from contracts.provenance import Provenance
@@ -544,11 +543,6 @@ class _Candidate:
         return (-self.score, self.hypothesis.id)
 
 
-def canonical(changes: dict[str, Any]) -> str:
-    """One string per move, whatever order its fields came in."""
-    return json.dumps(changes, sort_keys=True)
-
-
 class KnowledgeAgent:
     """Proposes catalog techniques on a baseline, ranked by posterior gain per cost.
 
@@ -866,10 +860,6 @@ def _past_winners(
     return out
 
 
-def _families(h: Hypothesis) -> list[str]:
-    return [f for f in h.family.split("+") if f]
-
-
 def _select(ranked: list[_Candidate], n: int) -> list[_Candidate]:
     """The first ``n`` of ``ranked`` under diversity rules, best first.
 
@@ -885,7 +875,7 @@ def _select(ranked: list[_Candidate], n: int) -> list[_Candidate]:
     def take(c: _Candidate) -> None:
         chosen.append(c)
         ids.add(c.hypothesis.id)
-        counts.update(_families(c.hypothesis))
+        counts.update(c.hypothesis.families)
 
     sources: set[str] = set()
     for c in ranked:
@@ -896,7 +886,7 @@ def _select(ranked: list[_Candidate], n: int) -> list[_Candidate]:
     def eligible(c: _Candidate) -> bool:
         if c.hypothesis.id in ids or (c.parts and c.parts[0] not in ids):
             return False
-        return all(counts[f] < MAX_PER_FAMILY for f in _families(c.hypothesis))
+        return all(counts[f] < MAX_PER_FAMILY for f in c.hypothesis.families)
 
     # Rescan from the top after each pick: taking an anchor makes its combinations eligible.
     while len(chosen) < n and (pick := next((c for c in ranked if eligible(c)), None)):

@@ -11,7 +11,7 @@ import pytest
 
 from activities.search import changes_from_params, search_distributions
 from bench import agent_vs_baselines as bench
-from contracts import LaunchProposal, ModelSpec, SearchSpace
+from contracts import LaunchProposal, ModelSpec, SearchSpace, relative_gain
 
 
 def test_quick_run_compares_all_methods_at_equal_compute(tmp_path, capsys) -> None:
@@ -43,15 +43,15 @@ def test_the_baseline_is_a_point_of_the_searched_space() -> None:
     baseline = ModelSpec(embedding_dim=8, dense_hidden=[16], over_hidden=[32], dense_lr=3e-4)
     params = bench.baseline_params(baseline, dists)
     assert params is not None
-    assert bench.diff(baseline, baseline.with_changes(changes_from_params(space, params))) == {}
+    assert baseline.with_changes(changes_from_params(space, params)).changes_from(baseline) == {}
     outside = baseline.with_changes({"embedding_dim": 512})
     assert bench.baseline_params(outside, dists) is None
 
 
 def test_gain_is_positive_when_the_choice_is_better_on_either_orientation() -> None:
-    assert bench.relative_gain(0.90, 0.81, "ne") == pytest.approx(0.1)
-    assert bench.relative_gain(0.70, 0.77, "auc") == pytest.approx(0.1)
-    assert bench.relative_gain(0.90, 0.99, "ne") < 0
+    assert relative_gain(0.81, 0.90, "ne") == pytest.approx(0.1)
+    assert relative_gain(0.77, 0.70, "auc") == pytest.approx(0.1)
+    assert relative_gain(0.99, 0.90, "ne") < 0
 
 
 def test_ratio_and_interval_say_when_they_do_not_apply() -> None:
@@ -80,9 +80,9 @@ def test_openrea_choice_is_its_launch_or_else_the_baseline() -> None:
     base = request.baseline
     launch = LaunchProposal(verdict="launch", candidate="x", changes={"dropout": 0.2})
     spec, _ = bench.openrea_choice(request, _result(launch))
-    assert bench.diff(base, spec) == {"dropout": 0.2}
+    assert spec.changes_from(base) == {"dropout": 0.2}
     nothing = LaunchProposal(verdict="no launchable improvement")
     assert bench.openrea_choice(request, _result(nothing))[0] == base
     assert bench.openrea_choice(request, _result(None))[0] == base
     older = _result(None, best_model=base.with_changes({"dropout": 0.1}), protocol="single-seed")
-    assert bench.diff(base, bench.openrea_choice(request, older)[0]) == {"dropout": 0.1}
+    assert bench.openrea_choice(request, older)[0].changes_from(base) == {"dropout": 0.1}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from contracts import Budget, Hypothesis, Proposals, Provenance, RevisePlanInput
+from contracts import Budget, Hypothesis, Proposals, Provenance, RevisePlanInput, canonical
 from tests.factories import campaign_request
 from workflows import phases, planner
 
@@ -46,8 +46,8 @@ def test_duplicates_merge_keeping_the_better_expectation_and_ids_stay_unique() -
     same_move = hyp("llm-dcn", 0.009, "interaction", "llm", interaction="dcn")
     clash = hyp("wider", 0.001, "embedding", "llm", embedding_dim=64)
     merged = planner.merge([KNOWLEDGE, proposals(same_move, clash, source="llm")])
-    by_changes = {planner.canonical(h.changes): h for h in merged}
-    assert by_changes[planner.canonical({"interaction": "dcn"})].id == "llm-dcn"
+    by_changes = {canonical(h.changes): h for h in merged}
+    assert by_changes[canonical({"interaction": "dcn"})].id == "llm-dcn"
     assert len({h.id for h in merged}) == len(merged) == 7
     assert "wider-2" in {h.id for h in merged}
 

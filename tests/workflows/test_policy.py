@@ -4,7 +4,16 @@ import pytest
 from pydantic import ValidationError
 
 from activities.planning import make_plan
-from contracts import Budget, CampaignStatus, Ledger, ModelSpec, PlanningInput, TrialSummary
+from contracts import (
+    Budget,
+    CampaignStatus,
+    Ledger,
+    ModelSpec,
+    PlanningInput,
+    TrialSummary,
+    is_better,
+    relative_gain,
+)
 from tests.factories import campaign_request, succeeded
 from workflows import policy
 
@@ -26,11 +35,11 @@ def finished(specs, ne_by_id):
 
 
 def test_is_better_follows_the_metric_direction() -> None:
-    assert policy.is_better(0.8, 0.9, "ne") and not policy.is_better(0.9, 0.8, "ne")
-    assert policy.is_better(0.8, 0.7, "auc") and not policy.is_better(0.7, 0.8, "auc")
-    assert policy.is_better(1.0, None, "logloss")
-    assert policy.relative_improvement(0.9, 1.0, "ne") == pytest.approx(0.1)
-    assert policy.relative_improvement(0.8, 0.5, "auc") == pytest.approx(0.6)
+    assert is_better(0.8, 0.9, "ne") and not is_better(0.9, 0.8, "ne")
+    assert is_better(0.8, 0.7, "auc") and not is_better(0.7, 0.8, "auc")
+    assert is_better(1.0, None, "logloss")
+    assert relative_gain(0.9, 1.0, "ne") == pytest.approx(0.1)
+    assert relative_gain(0.8, 0.5, "auc") == pytest.approx(0.6)
 
 
 def test_validation_runs_baseline_and_each_hypothesis_once() -> None:
