@@ -12,16 +12,9 @@ from activities.agents.knowledge import (
     MAX_ID_LENGTH,
     MAX_PER_FAMILY,
     OVERLAP_DISCOUNT,
-    CatalogError,
     KnowledgeAgent,
-    Prior,
-    Technique,
-    evidence_standard_error,
-    instantiate,
-    load_catalog,
-    normal_update,
-    posterior,
 )
+from activities.agents.priors import evidence_standard_error, normal_update, posterior
 from contracts import (
     DEFAULT_ACTION_SPACE,
     Insight,
@@ -31,6 +24,7 @@ from contracts import (
     TaskDescriptor,
     describe,
 )
+from knowledge import CatalogError, Prior, Technique, instantiate, load_catalog
 from tests.factories import campaign_request
 
 CATALOG = load_catalog()
