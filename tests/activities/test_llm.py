@@ -15,8 +15,8 @@ import openai
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from activities.agents.hypotheses import PROMPT_VERSION
 from activities.agents.llm import (
-    PROMPT_VERSION,
     LlmActivities,
     LlmAgent,
     prompt_digest,

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.agents.llm import MODES, PROMPT_VERSION, LlmAgent
+from activities.agents.hypotheses import PROMPT_VERSION
+from activities.agents.llm import MODES, LlmAgent
 from contracts import DEFAULT_ACTION_SPACE, ControlInput
 from contracts.insights import ProposalInput, Proposals
 from settings import Settings
