@@ -7,37 +7,37 @@ the typed remedies below are accepted, with their own bounds (a learning-rate fa
 """
 
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from contracts.runbook import Diagnosis, FailureReport, Remedy
+from contracts.runbook import Diagnosis, FailureReport, Remedy, RemedyKind
 
 PROMPT_VERSION = "llm-diagnosis/1"
 TOOL_NAME = "diagnose_failure"
 MAX_REPLY_CHARS = 16_384
 MAX_ERROR_CHARS = 2_000
 
-# What the agent may propose: every typed remedy but the engineer's free-form fields and the
-# data one (which needs the error to name a shard, and is the runbook's call).
-AgentRemedy = Literal[
-    "halve_batch_size",
-    "shrink_embeddings",
-    "fp16_embeddings",
-    "lower_lr",
-    "add_warmup",
-    "add_grad_clip",
-    "switch_optimizer",
-    "resume_from_checkpoint",
-    "retry_elsewhere",
+# What the agent may propose: every typed remedy of the contract but the engineer's free-form
+# fields and the data one (which needs the error to name a shard, and is the runbook's call),
+# or none.
+NOT_FOR_THE_AGENT = frozenset({"set_fields", "skip_corrupt_shard"})
+AGENT_REMEDIES: tuple[str, ...] = (
+    *(kind for kind in get_args(RemedyKind) if kind not in NOT_FOR_THE_AGENT),
     "none",
-]
+)
+if TYPE_CHECKING:
+    AgentRemedy = str
+else:
+    # A Literal built at run time from the contract's kinds: pydantic validates against it
+    # (its error lists them), mypy cannot read it.
+    AgentRemedy = Literal[AGENT_REMEDIES]
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "diagnosis": {"type": "string"},
-        "remedy": {"type": "string", "enum": list(AgentRemedy.__args__)},  # type: ignore[attr-defined]
+        "remedy": {"type": "string", "enum": list(AGENT_REMEDIES)},
         "factor": {"type": "number"},
         "steps": {"type": "integer"},
         "max_norm": {"type": "number"},
