@@ -13,6 +13,7 @@ restart. With Slurm, the data dir must be on a filesystem the cluster's nodes sh
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from activities import access, telemetry
@@ -47,38 +48,57 @@ def job_id(spec: TrialSpec, attempt: int) -> str:
 STOP_REQUESTED = "stop_requested"
 
 
-def prepare(
-    data_dir: Path,
-    spec: TrialSpec,
-    attempt: int,
-    temporal_address: str,
-    namespace: str,
-    memory_limit_bytes: int | None,
-    runner: str,
-) -> Path:
-    """Check the trial's access scope and write its job.json; returns the job's folder.
+@dataclass(frozen=True)
+class JobFolders:
+    """The job folders under one data dir, and what every job launched there is told.
 
-    Raises:
-        ApplicationError: ``AccessDenied`` (non-retryable) for data or files outside the
-            trial's access scope; nothing is written.
+    Both backends hold one: the folder's layout and the job.json written before a launch are
+    the same whichever scheduler runs the job.
+
+    Attributes:
+        data_dir: Where job folders and checkpoints live (absolute: jobs run from the project
+            root, whatever the worker's directory).
+        temporal_address: Where a finished job signals its campaign.
+        namespace: The campaign's namespace.
+        memory_limit_bytes: The job's memory cap, each backend enforcing it its own way;
+            None: no cap.
+        runner: The backend's name, as a ``JobHandle`` records it.
     """
-    folder = job_dir(data_dir, spec, attempt)
-    access.check_read(spec.access, spec.dataset)
-    for path in (folder, checkpoint_dir(data_dir, spec)):
-        access.check_write(spec.access, path, data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    job = {
-        "spec": spec.model_dump(mode="json"),
-        "job_id": job_id(spec, attempt),
-        "checkpoint_dir": str(checkpoint_dir(data_dir, spec)),
-        "tensorboard_dir": str(telemetry.tensorboard_dir(data_dir, spec)),
-        "temporal_address": temporal_address,
-        "namespace": namespace,
-        "memory_limit_bytes": memory_limit_bytes,
-        "runner": runner,
-    }
-    write_json_atomically(folder / "job.json", json.dumps(job, indent=1))
-    return folder
+
+    data_dir: Path
+    temporal_address: str
+    namespace: str
+    memory_limit_bytes: int | None
+    runner: str
+
+    def job_dir(self, spec: TrialSpec, attempt: int) -> Path:
+        return job_dir(self.data_dir, spec, attempt)
+
+    def prepare(self, spec: TrialSpec, attempt: int) -> Path:
+        """Check the trial's access scope and write its job.json; returns the job's folder.
+
+        Raises:
+            ApplicationError: ``AccessDenied`` (non-retryable) for data or files outside the
+                trial's access scope; nothing is written.
+        """
+        folder = self.job_dir(spec, attempt)
+        checkpoints = checkpoint_dir(self.data_dir, spec)
+        access.check_read(spec.access, spec.dataset)
+        for path in (folder, checkpoints):
+            access.check_write(spec.access, path, self.data_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        job = {
+            "spec": spec.model_dump(mode="json"),
+            "job_id": job_id(spec, attempt),
+            "checkpoint_dir": str(checkpoints),
+            "tensorboard_dir": str(telemetry.tensorboard_dir(self.data_dir, spec)),
+            "temporal_address": self.temporal_address,
+            "namespace": self.namespace,
+            "memory_limit_bytes": self.memory_limit_bytes,
+            "runner": self.runner,
+        }
+        write_json_atomically(folder / "job.json", json.dumps(job, indent=1))
+        return folder
 
 
 def read_result(folder: Path) -> TrialResult | None:

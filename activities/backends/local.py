@@ -44,13 +44,12 @@ class LocalProcessRunner:
         memory_limit_bytes: int | None = None,
     ) -> None:
         # Absolute: the job runs from the project root, whatever the worker's directory.
-        self._data_dir = data_dir.resolve()
-        self._address = temporal_address
-        self._namespace = namespace
-        self._memory_limit_bytes = memory_limit_bytes
+        self._folders = jobs.JobFolders(
+            data_dir.resolve(), temporal_address, namespace, memory_limit_bytes, RUNNER
+        )
 
     def job_dir(self, spec: TrialSpec, attempt: int) -> Path:
-        return jobs.job_dir(self._data_dir, spec, attempt)
+        return self._folders.job_dir(spec, attempt)
 
     def run(self, spec: TrialSpec, attempt: int) -> JobHandle:
         """Launch the job, or return the one already launched for this attempt (idempotent).
@@ -62,18 +61,14 @@ class LocalProcessRunner:
         folder = self.job_dir(spec, attempt)
         pid_file = folder / "pid"
         if not pid_file.exists():
-            jobs.prepare(
-                self._data_dir,
-                spec,
-                attempt,
-                self._address,
-                self._namespace,
-                self._memory_limit_bytes,
-                RUNNER,
-            )
+            self._folders.prepare(spec, attempt)
             # The job's spans join the launch's trace (TRACEPARENT), and its telemetry
             # settings (REA_*) are the worker's, data dir included.
-            env = {**os.environ, "REA_DATA_DIR": str(self._data_dir), **telemetry.trace_env()}
+            env = {
+                **os.environ,
+                "REA_DATA_DIR": str(self._folders.data_dir),
+                **telemetry.trace_env(),
+            }
             with (folder / "log.txt").open("ab") as log:
                 # A session of its own: the job outlives the worker that launched it.
                 process = subprocess.Popen(

@@ -202,19 +202,18 @@ class SlurmRunner:
     ) -> None:
         from torchx.schedulers.slurm_scheduler import create_scheduler
 
-        self._data_dir = data_dir.resolve()
-        self._address = temporal_address
-        self._namespace = namespace
+        self._folders = jobs.JobFolders(
+            data_dir.resolve(), temporal_address, namespace, memory_limit_bytes, RUNNER
+        )
         self._partition = partition
         self._device_kind = device_kind
         self._time_margin = time_margin
         self._min_time_minutes = min_time_minutes
-        self._memory_limit_bytes = memory_limit_bytes
         self._python = python or sys.executable
         self._scheduler = create_scheduler("openrea")
 
     def job_dir(self, spec: TrialSpec, attempt: int) -> Path:
-        return jobs.job_dir(self._data_dir, spec, attempt)
+        return self._folders.job_dir(spec, attempt)
 
     def time_limit_s(self, spec: TrialSpec) -> int:
         """The trial's estimated wall time with the margin, in whole minutes (at least the
@@ -236,15 +235,7 @@ class SlurmRunner:
         id_file = folder / "slurm_job_id"
         name = job_name(spec, attempt)
         if not id_file.exists():
-            jobs.prepare(
-                self._data_dir,
-                spec,
-                attempt,
-                self._address,
-                self._namespace,
-                self._memory_limit_bytes,
-                RUNNER,
-            )
+            self._folders.prepare(spec, attempt)
             # TorchX names the job after its role and replica: ``<role>-0``.
             slurm_id = self._find(f"{name}-0") or self._submit(spec, folder, name)
             jobs.write_json_atomically(id_file, slurm_id)
@@ -372,7 +363,7 @@ class SlurmRunner:
             args=["-m", "activities.job_entry", str(folder)],
             # The job's spans join the launch's trace; it imports openrea from the project.
             env={
-                "REA_DATA_DIR": str(self._data_dir),
+                "REA_DATA_DIR": str(self._folders.data_dir),
                 "PYTHONPATH": str(jobs.PROJECT_ROOT),
                 # One thread per allocated core: each device is one process on one core.
                 **({"OMP_NUM_THREADS": "1"} if self._device_kind == "cpu" else {}),
@@ -381,7 +372,7 @@ class SlurmRunner:
             resource=specs.Resource(
                 cpu=devices,
                 gpu=devices if self._device_kind == "gpu" else 0,
-                memMB=(self._memory_limit_bytes or 0) // 2**20,
+                memMB=(self._folders.memory_limit_bytes or 0) // 2**20,
             ),
         )
         app = specs.AppDef(name=name, roles=[role])
