@@ -8,10 +8,10 @@ Roles:
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -101,25 +101,59 @@ def orchestration_worker(
         client,
         task_queue=task_queue,
         workflows=[CampaignWorkflow],
-        activities=[
-            planning.propose_hypotheses,
-            planning.plan_campaign,
-            llm.propose_hypotheses_llm,
-            results.record_trial,
-            results.record_campaign,
-            recovery.diagnose_failure,
-            preflight.preflight_campaign,
-            recovery.record_remedy,
-            evidence.gate_hypotheses,
-            evidence.model_footprint,
-            search.ask,
-            search.tell,
-            search.should_prune,
-            notify.notify_slack,
-        ],
+        activities=orchestration_activities(
+            [
+                planning.propose_hypotheses,
+                planning.plan_campaign,
+                llm.propose_hypotheses_llm,
+                preflight.preflight_campaign,
+            ],
+            results,
+            recovery,
+            evidence,
+            search,
+            notify,
+        ),
         activity_executor=ThreadPoolExecutor(max_workers=4),
         workflow_runner=WORKFLOW_RUNNER,
     )
+
+
+def orchestration_activities(
+    planning: Sequence[Callable[..., object]],
+    results: ResultActivities,
+    recovery: RecoveryActivities,
+    evidence: EvidenceActivities,
+    search: SearchActivities,
+    notify: NotifyActivities,
+) -> list[Callable[..., object]]:
+    """The orchestration queue's activities, the one list of them.
+
+    Args:
+        planning: What comes before approval: the research agents' proposals and the
+            preflight checklist (``bench.worker_capacity`` passes trivial fakes).
+        results: Trials and campaigns into the insights database.
+        recovery: Diagnosis of failed trials, and the remedies' record.
+        evidence: The statistical gate and the proposal's model footprint.
+        search: The exploitation phase's Optuna study.
+        notify: Slack notifications.
+
+    Returns:
+        Every activity the campaign workflow calls on its own queue.
+    """
+    return [
+        *planning,
+        results.record_trial,
+        results.record_campaign,
+        recovery.diagnose_failure,
+        recovery.record_remedy,
+        evidence.gate_hypotheses,
+        evidence.model_footprint,
+        search.ask,
+        search.tell,
+        search.should_prune,
+        notify.notify_slack,
+    ]
 
 
 def notify_activities(settings: Settings) -> NotifyActivities:
@@ -178,9 +212,27 @@ def jobs_worker(client: Client, settings: Settings, task_queue: str = JOBS_QUEUE
     return Worker(
         client,
         task_queue=task_queue,
-        activities=[jobs.launch_job, jobs.poll_job, jobs.settle_job, jobs.stop_job],
+        activities=job_activities(jobs),
         activity_executor=ThreadPoolExecutor(max_workers=4),
     )
+
+
+class JobControl(Protocol):
+    """The job verbs the jobs queue serves: ``JobActivities`` over a backend, or a
+    benchmark's stand-in whose jobs cost nothing (sync or async alike)."""
+
+    def launch_job(self, inp: Any, /) -> Any: ...
+
+    def poll_job(self, job: Any, /) -> Any: ...
+
+    def settle_job(self, job: Any, /) -> Any: ...
+
+    def stop_job(self, job: Any, /) -> Any: ...
+
+
+def job_activities(jobs: JobControl) -> list[Callable[..., object]]:
+    """The jobs queue's activities, the one list of them: launch, poll, settle, stop."""
+    return [jobs.launch_job, jobs.poll_job, jobs.settle_job, jobs.stop_job]
 
 
 def build_workers(

@@ -32,200 +32,27 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.worker import Worker
 
 import devserver
-from bench.orchestration_overhead import free_port, proposals_of
+from bench.capacity_workers import serve
+from bench.orchestration_overhead import free_port
 from client import make_client
-from contracts import (
-    ApproveInput,
-    Budget,
-    CampaignRequest,
-    CampaignResult,
-    JobFinishedInput,
-    JobHandle,
-    JobStatus,
-    LaunchJobInput,
-    Metrics,
-    PreflightInput,
-    PreflightReport,
-    ProposalInput,
-    Proposals,
-    TrialResult,
-    TrialSpec,
-)
-from contracts.job import LOCAL_RUNNER
+from contracts import ApproveInput, Budget, CampaignRequest, CampaignResult
 from settings import Settings
 from workflows.campaign import CampaignWorkflow
-from workflows.options import JOBS_QUEUE
 
 FULL_SWEEP = (1, 5, 20, 50)
 QUICK_SWEEP = (1,)
-# A trial's estimate in the plan and its charge: small, so the budget never binds.
-TRIAL_DEVICE_HOURS = 0.001
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-# ---- the processes under test ------------------------------------------------------------
-
-
-def trial_result(spec: TrialSpec) -> TrialResult:
-    """A succeeded trial with metrics, as a real job reports (sizes the payloads alike)."""
-    ne = 0.95 + 0.001 * (spec.model.seed % 7)
-    return TrialResult(
-        campaign_id=spec.campaign_id,
-        trial_id=spec.trial_id,
-        state="succeeded",
-        validation=Metrics(ne=ne, auc=1 - ne / 2, logloss=ne * 0.6, examples=1000),
-        test=Metrics(ne=ne + 0.01, auc=1 - ne / 2, logloss=ne * 0.6, examples=1000),
-        duration_s=TRIAL_DEVICE_HOURS * 3600,
-        device_hours=TRIAL_DEVICE_HOURS,
-        steps=10,
-    )
-
-
-def orchestration_activities(settings: Settings, trials: int) -> list[Callable[..., object]]:
-    """The orchestration queue's activities: real bookkeeping, trivial planning."""
-    from activities.evidence import EvidenceActivities
-    from activities.recovery import RecoveryActivities
-    from activities.results import ResultActivities
-    from activities.search import SearchActivities
-    from runbooks import load_runbook
-    from store import InsightsStore
-    from worker import notify_activities
-
-    @activity.defn(name="propose_hypotheses")
-    def propose_hypotheses(inp: ProposalInput) -> Proposals:
-        return proposals_of(trials).model_copy(
-            update={
-                "estimated_device_hours_per_trial": TRIAL_DEVICE_HOURS,
-                "estimated_device_hours_per_trial_high": TRIAL_DEVICE_HOURS,
-            }
-        )
-
-    @activity.defn(name="propose_hypotheses_llm")
-    def propose_hypotheses_llm(inp: ProposalInput) -> Proposals:
-        return Proposals(source="llm")
-
-    @activity.defn(name="preflight_campaign")
-    def preflight_campaign(inp: PreflightInput) -> PreflightReport:
-        return PreflightReport()
-
-    results = ResultActivities(InsightsStore(settings.database))
-    recovery = RecoveryActivities(load_runbook(), None)
-    evidence = EvidenceActivities()
-    search = SearchActivities(settings.search_storage_url)
-    notify = notify_activities(settings)  # no Slack token: notifications only log
-    return [
-        propose_hypotheses,
-        propose_hypotheses_llm,
-        preflight_campaign,
-        results.record_trial,
-        results.record_campaign,
-        recovery.diagnose_failure,
-        recovery.record_remedy,
-        evidence.gate_hypotheses,
-        evidence.model_footprint,
-        search.ask,
-        search.tell,
-        search.should_prune,
-        notify.notify_slack,
-    ]
-
-
-class InstantJobs:
-    """Job control whose jobs end ``seconds`` after launch and report by signal."""
-
-    def __init__(self, client: Client, seconds: float) -> None:
-        self.client = client
-        self.seconds = seconds
-        self.due: dict[str, tuple[float, TrialResult]] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    @activity.defn(name="launch_job")
-    async def launch_job(self, inp: LaunchJobInput) -> JobHandle:
-        spec = inp.spec
-        job = JobHandle(
-            runner=LOCAL_RUNNER,
-            job_id=f"{spec.campaign_id}/{spec.trial_id}/{inp.attempt}",
-            trial_id=spec.trial_id,
-            attempt=inp.attempt,
-        )
-        result = trial_result(spec)
-        self.due[job.job_id] = (time.monotonic() + self.seconds, result)
-        task = asyncio.create_task(self._finish(spec.campaign_id, job, result))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return job
-
-    async def _finish(self, campaign_id: str, job: JobHandle, result: TrialResult) -> None:
-        await asyncio.sleep(self.seconds)
-        finished = JobFinishedInput(trial_id=job.trial_id, job_id=job.job_id, result=result)
-        try:
-            await self.client.get_workflow_handle(campaign_id).signal("job_finished", finished)
-        except Exception as err:  # the poll fallback finds the result: as a real job's
-            print(f"signal failed: {err}", file=sys.stderr)
-
-    @activity.defn(name="poll_job")
-    async def poll_job(self, job: JobHandle) -> JobStatus:
-        due, result = self.due.get(job.job_id, (0.0, None))
-        if result is None:
-            return JobStatus(state="lost")
-        if time.monotonic() < due:
-            return JobStatus(state="running")
-        print(f"late: {job.job_id} found by the poll fallback", file=sys.stderr)
-        return JobStatus.ended(result)
-
-    @activity.defn(name="settle_job")
-    async def settle_job(self, job: JobHandle) -> JobStatus:
-        _, result = self.due[job.job_id]
-        return JobStatus.ended(result)
-
-    @activity.defn(name="stop_job")
-    async def stop_job(self, job: JobHandle) -> JobStatus:
-        return JobStatus(state="cancelled")
-
-
-async def serve(args: argparse.Namespace) -> None:
-    """Run one worker process (``--serve orchestration|jobs``) until SIGTERM."""
-    from worker import WORKFLOW_RUNNER
-
-    settings = Settings(temporal_address=args.address, data_dir=Path(args.data_dir))
-    client = await make_client(settings)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    if args.serve == "orchestration":
-        worker = Worker(
-            client,
-            task_queue=args.queue,
-            workflows=[CampaignWorkflow],
-            activities=orchestration_activities(settings, args.trials),
-            activity_executor=ThreadPoolExecutor(max_workers=4),
-            workflow_runner=WORKFLOW_RUNNER,
-        )
-    else:
-        jobs = InstantJobs(client, args.job_seconds)
-        worker = Worker(
-            client,
-            task_queue=JOBS_QUEUE,
-            activities=[jobs.launch_job, jobs.poll_job, jobs.settle_job, jobs.stop_job],
-            max_concurrent_activities=200,
-        )
-    async with worker:
-        print("ready", flush=True)
-        await stop.wait()
-
-
-# ---- the driver ---------------------------------------------------------------------------
+# ---- the driver (the processes under test: bench/capacity_workers.py) ---------------------
 
 
 @dataclass
