@@ -8,8 +8,10 @@ server restart loses nothing.
 This module holds the campaign's life (``run``) and its handlers. The rest lives in rooms it
 composes, all sharing one ``CampaignContext`` (``workflows.context``): ``plan_approval``
 (plan, preflight, approval), ``protocol`` (the evidence protocol's phases) and
-``single_seed`` (the first versions'), ``trials`` (slots, budget, in-worker or job runs) with
-``trial_recovery`` (diagnosis, remedies, escalation), and ``refusals`` (the validators' checks).
+``single_seed`` (the first versions'), ``trials`` (slots, budget, in-worker runs) with
+``jobs`` (runs as external jobs) and ``trial_recovery`` (diagnosis, remedies, escalation), and
+``refusals`` (the validators' checks). The pure decisions they follow are in ``policy``,
+``phases``, ``arms``, ``proposal``, ``planner`` and ``recovery``.
 """
 
 import asyncio
@@ -39,12 +41,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import options, planner, refusals
     from workflows.context import CampaignContext, control_message, validated_request
+    from workflows.jobs import control_job
     from workflows.plan_approval import PlanApproval
     from workflows.protocol import PHASES as EVIDENCE_PHASES
     from workflows.protocol import EvidenceProtocol
     from workflows.single_seed import PHASES as EXECUTOR_PHASES
     from workflows.single_seed import SingleSeedProtocol
-    from workflows.trials import TrialRunner, control_job
+    from workflows.trials import TrialRunner
 
 __all__ = ["EVIDENCE_PHASES", "EXECUTOR_PHASES", "CampaignWorkflow"]
 

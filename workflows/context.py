@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         TrialResult,
         relative_gain,
     )
-    from workflows import options, phases, policy, recovery
+    from workflows import arms, options, policy, recovery
 
 
 class CampaignContext:
@@ -193,11 +193,11 @@ class CampaignContext:
         """Keep the campaign (plan, provenance, decisions) in the insights database."""
         if self.state.planner != "dual-source" or self.state.plan is None:
             return
-        plan, arms = self.state.plan, {}
+        plan, changes = self.state.plan, {}
         for decision in self.state.decisions.values():
             for c in decision.comparisons:
                 try:
-                    arms[c.hypothesis_id] = phases.arm_changes(
+                    changes[c.hypothesis_id] = arms.arm_changes(
                         self.request, plan, c.hypothesis_id, self.state.tuned
                     )
                 except KeyError:  # an arm of a hypothesis no longer planned
@@ -208,7 +208,7 @@ class CampaignContext:
                 campaign_id=self.id,
                 request=self.request,
                 status=self.state.model_copy(update={"trials": []}),
-                arm_changes=arms,
+                arm_changes=changes,
             ),
             start_to_close_timeout=options.RECORD_TIMEOUT,
             retry_policy=options.BOOKKEEPING_RETRY,

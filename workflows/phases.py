@@ -1,11 +1,7 @@
 """Pure decisions of the evidence protocol: which seeded trials each phase runs, what the
-screen promotes, which merges are worth trying, and what the campaign finally proposes.
-
-Seeds are offsets from the baseline spec's seed, in disjoint sets, so that a run's seed says
-what it was for: the screen (offset 0), the gates (1..k), the exploration of exploitation
-(k+1) and the final confirmation (1001..1000+k). Runs of two arms with the same seed share
-initialisation and data order, so their difference is paired (common random numbers); and
-the confirmation's seeds and split were never seen by any selection.
+screen promotes, which merges are worth trying, what exploitation tunes, and what the plan
+costs phase by phase. Seeds and arms are in ``workflows.arms``; the campaign's answer in
+``workflows.proposal``; the confirmation's seeds and split are never seen by any selection.
 
 No temporalio here: unit-tested directly, deterministic by construction.
 """
@@ -22,9 +18,6 @@ from contracts import (
     Comparison,
     GateDecision,
     GateInput,
-    LaunchProposal,
-    Ledger,
-    ModelRisks,
     Phase,
     PhasePlan,
     Plan,
@@ -39,9 +32,20 @@ from contracts import (
     relative_gain,
 )
 from contracts.evidence import screen_epochs
+from workflows.arms import (
+    BASELINE,
+    arm_changes,
+    arm_hypotheses,
+    exploration_seed,
+    gate_seeds,
+    hypothesis_arm,
+    merge_arm,
+    screen_seed,
+    seeded_trials,
+    trial_spec,
+    tuned_arm,
+)
 
-BASELINE = "baseline"
-CONFIRMATION_SEED_OFFSET = 1000
 # Merges tried in combination, best-first; each costs ``seeds`` trials.
 MAX_MERGES = 3
 # The knobs exploitation tunes around the best candidate: the continuous ones that move NE
@@ -49,115 +53,6 @@ MAX_MERGES = 3
 TUNED_FIELDS = ("dense_lr", "sparse_lr", "dropout", "weight_decay")
 # Gates whose passes may become the launch candidate, in the order they run.
 SELECTION_GATES = ("validation", "combination", "exploitation")
-
-
-# ---- seeds and arms ------------------------------------------------------------------------
-
-
-def gate_seeds(request: CampaignRequest) -> list[int]:
-    return [request.baseline.seed + i for i in range(1, request.seeds + 1)]
-
-
-def screen_seed(request: CampaignRequest) -> int:
-    return request.baseline.seed
-
-
-def exploration_seed(request: CampaignRequest) -> int:
-    return request.baseline.seed + request.seeds + 1
-
-
-def confirmation_seeds(request: CampaignRequest) -> list[int]:
-    first = request.baseline.seed + CONFIRMATION_SEED_OFFSET
-    return [first + i for i in range(1, request.seeds + 1)]
-
-
-def hypothesis_arm(hypothesis_id: str) -> str:
-    return f"v-{hypothesis_id}"
-
-
-def merge_arm(hypothesis_ids: Sequence[str]) -> str:
-    return f"c-{'+'.join(hypothesis_ids)}"
-
-
-def arm_hypotheses(arm: str) -> list[str]:
-    """The hypotheses an arm applies (none for the baseline and tuned arms)."""
-    if arm.startswith("v-"):
-        return [arm[2:]]
-    if arm.startswith("c-"):
-        return arm[2:].split("+")
-    return []
-
-
-def arm_changes(
-    request: CampaignRequest, plan: Plan, arm: str, tuned: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    """The changes an arm makes to the baseline (tuned arms' come from the search)."""
-    if arm in tuned:
-        return tuned[arm]
-    by_id = {h.id: h.changes for h in plan.hypotheses}
-    merged: dict[str, Any] = {}
-    for hypothesis_id in arm_hypotheses(arm):
-        merged.update(by_id[hypothesis_id])
-    return merged
-
-
-def _spec(
-    campaign_id: str,
-    request: CampaignRequest,
-    plan: Plan,
-    *,
-    arm: str,
-    phase: Phase,
-    changes: dict[str, Any],
-    seed: int,
-    tag: str,
-    epochs: int | None = None,
-    search: SearchRef | None = None,
-) -> TrialSpec:
-    model = request.baseline.with_changes(changes, {"seed": seed})
-    if epochs is not None:
-        model = model.model_copy(update={"epochs": epochs})
-    # The plan's per-trial estimate is for the baseline's epochs; a shorter rung costs less.
-    fidelity = model.epochs / max(request.baseline.epochs, 1)
-    estimate = plan.estimated_device_hours_per_trial * request.devices_per_trial * fidelity
-    return TrialSpec(
-        campaign_id=campaign_id,
-        trial_id=f"{arm}~{tag}",
-        phase=phase,
-        hypothesis_ids=arm_hypotheses(arm),
-        model=model,
-        dataset=request.dataset,
-        metric=request.metric,
-        estimated_device_hours=estimate,
-        devices=request.devices_per_trial,
-        arm=arm,
-        search=search,
-    )
-
-
-def seeded_trials(
-    campaign_id: str,
-    request: CampaignRequest,
-    plan: Plan,
-    arms: Sequence[tuple[str, Phase, dict[str, Any]]],
-    seeds: Sequence[int],
-    tag: str,
-) -> list[TrialSpec]:
-    """Each arm on each seed, seed by seed: a budget cut leaves whole pairs, not one arm."""
-    return [
-        _spec(
-            campaign_id,
-            request,
-            plan,
-            arm=arm,
-            phase=phase,
-            changes=changes,
-            seed=seed,
-            tag=f"{tag}{i}",
-        )
-        for i, seed in enumerate(seeds, start=1)
-        for arm, phase, changes in arms
-    ]
 
 
 # ---- validation: the screen and the gate ---------------------------------------------------
@@ -169,7 +64,7 @@ def screen_trials(campaign_id: str, request: CampaignRequest, plan: Plan) -> lis
     arms: list[tuple[str, Phase, dict[str, Any]]] = [(BASELINE, "baseline", {})]
     arms += [(hypothesis_arm(h.id), "validation", h.changes) for h in plan.hypotheses]
     return [
-        _spec(
+        trial_spec(
             campaign_id,
             request,
             plan,
@@ -368,7 +263,7 @@ def exploration_trial(
     study_name: str,
 ) -> TrialSpec:
     """One Optuna move on the exploration seed, reporting its epochs to the study."""
-    return _spec(
+    return trial_spec(
         campaign_id,
         request,
         plan,
@@ -379,10 +274,6 @@ def exploration_trial(
         tag="x",
         search=SearchRef(study_name=study_name, number=number),
     )
-
-
-def tuned_arm(number: int) -> str:
-    return f"x{number}"
 
 
 def best_explored(request: CampaignRequest, trials: Sequence[TrialSummary]) -> str | None:
@@ -400,126 +291,6 @@ def best_explored(request: CampaignRequest, trials: Sequence[TrialSummary]) -> s
         return None
     sign = best_first(request.metric)
     return min(scored, key=lambda pair: (sign * pair[0], pair[1]))[1]
-
-
-# ---- the proposal --------------------------------------------------------------------------
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x * 100:+.2f}%"
-
-
-def describe(c: Comparison) -> str:
-    """A comparison in a few words: gain, interval and adjusted p-value."""
-    if c.gain_low is None or c.gain_high is None:
-        return f"{c.hypothesis_id}: {c.reason}"
-    return (
-        f"{c.hypothesis_id}: {_pct(c.gain)} [{_pct(c.gain_low)}, {_pct(c.gain_high)}], "
-        f"adjusted p={c.p_adjusted:.3g}, n={c.n}"
-    )
-
-
-def learned(
-    decisions: dict[str, GateDecision], additivity_: Sequence[Additivity], notes: dict[str, str]
-) -> list[str]:
-    """What the campaign learned, one line each, in phase order."""
-    lines = []
-    for phase in (*SELECTION_GATES, "confirmation"):
-        if phase not in decisions:
-            continue
-        for c in decisions[phase].comparisons:
-            verdict = "passed" if c.passed else "not shown"
-            lines.append(f"{phase}: {describe(c)}: {verdict}")
-    lines += [f"merge {a.arm}: {a.verdict}" for a in additivity_ if a.verdict != "untested"]
-    lines += [f"{phase}: {note}" for phase, note in notes.items()]
-    return lines
-
-
-def proposal(
-    request: CampaignRequest,
-    plan: Plan,
-    *,
-    decisions: dict[str, GateDecision],
-    screen_decision: ScreenDecision | None,
-    additivity_: list[Additivity],
-    tuned: dict[str, dict[str, Any]],
-    ledger: Ledger,
-    notes: dict[str, str],
-    risks: ModelRisks | None,
-    ended: str = "",
-) -> LaunchProposal:
-    """The campaign's answer, saying only what the evidence supports.
-
-    *launch* only when the confirmation on the test split (seeds no selection saw) passed:
-    its interval excludes zero and its gain is at least the minimum effect.
-
-    Args:
-        ended: Why the campaign ended before its last phase (e.g. "stopped"), if it did.
-    """
-    confirmation = decisions.get("confirmation")
-    comparison = confirmation.comparisons[0] if confirmation and confirmation.comparisons else None
-    candidate = comparison.hypothesis_id if comparison else ""
-    changes = (
-        request.baseline.with_changes(arm_changes(request, plan, candidate, tuned)).changes_from(
-            request.baseline
-        )
-        if candidate
-        else {}
-    )
-    launch = comparison is not None and comparison.passed
-    metric = request.metric.upper()
-    k = request.seeds
-    if launch:
-        assert comparison is not None
-        headline = (
-            f"launch {candidate}: test {metric} gain {_pct(comparison.gain)} "
-            f"[{_pct(comparison.gain_low)}, {_pct(comparison.gain_high)}] over the baseline "
-            f"on {comparison.n} fresh seeds"
-        )
-    elif comparison is not None:
-        headline = (
-            f"no launchable improvement: {candidate} passed validation but on the test split "
-            f"with {k} fresh seeds its gain is {_pct(comparison.gain)} "
-            f"[{_pct(comparison.gain_low)}, {_pct(comparison.gain_high)}]"
-        )
-    elif ended:
-        headline = f"no launchable improvement: {ended} before any change was confirmed"
-    else:
-        tested = [c for p in SELECTION_GATES if p in decisions for c in decisions[p].comparisons]
-        best = max(tested, key=lambda c: c.gain, default=None)
-        seen = f"; the best, {describe(best)}" if best is not None else ""
-        headline = (
-            f"no launchable improvement: no change beat seed noise on validation "
-            f"({len(tested)} tested on {k} seeds{seen})"
-        )
-    return LaunchProposal(
-        verdict="launch" if launch else "no launchable improvement",
-        candidate=candidate,
-        changes=changes,
-        confirmation=comparison,
-        evidence=dict(decisions),
-        screen=screen_decision,
-        additivity=list(additivity_),
-        device_hours={phase: entry.spent for phase, entry in ledger.phases.items()},
-        risks=risks,
-        headline=headline,
-        learned=learned(decisions, additivity_, notes),
-    )
-
-
-def trial_time_ratio(
-    trials: Sequence[TrialSummary], candidate: str, seeds: Sequence[int]
-) -> float | None:
-    """Mean wall time of the candidate's confirmation runs over the baseline's."""
-
-    def mean_time(arm: str) -> float | None:
-        times = [
-            t.duration_s for t in trials if t.arm == arm and t.seed in seeds and t.duration_s > 0
-        ]
-        return sum(times) / len(times) if times else None
-
-    base, cand = mean_time(BASELINE), mean_time(candidate)
-    return cand / base if base and cand is not None else None
 
 
 # ---- the plan ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         TrialSpec,
         direction,
     )
-    from workflows import options, phases
+    from workflows import arms, options, phases, proposal
     from workflows.context import CampaignContext
     from workflows.trials import TrialRunner
 
@@ -117,7 +117,7 @@ class EvidenceProtocol:
         await self.trials.run_batch(gate_specs)
         if ctx.halted():
             return
-        seeds = phases.gate_seeds(request)
+        seeds = arms.gate_seeds(request)
         await self._gate(
             "validation", phases.gate_input(request, ctx.state.trials, screen.promoted, seeds)
         )
@@ -138,14 +138,14 @@ class EvidenceProtocol:
             return
         ctx.note("combination", "; ".join(skipped))
         specs = phases.combination_trials(ctx.id, request, plan, groups)
-        arms = [phases.merge_arm(g) for g in groups]
-        ctx.enter("combination", f"Merging {', '.join(arms)} on {request.seeds} seeds.")
+        merged = [arms.merge_arm(g) for g in groups]
+        ctx.enter("combination", f"Merging {', '.join(merged)} on {request.seeds} seeds.")
         await self.trials.run_batch(specs)
         if ctx.halted():
             return
-        seeds = phases.gate_seeds(request)
+        seeds = arms.gate_seeds(request)
         decision = await self._gate(
-            "combination", phases.gate_input(request, ctx.state.trials, arms, seeds)
+            "combination", phases.gate_input(request, ctx.state.trials, merged, seeds)
         )
         assert validation is not None
         ctx.set(additivity=phases.additivity(validation, decision))
@@ -157,8 +157,8 @@ class EvidenceProtocol:
             ctx.note("exploitation", "exploitation_trials is 0")
             return
         leader = phases.leader(ctx.state.decisions)
-        base_arm = leader.hypothesis_id if leader else phases.BASELINE
-        fixed = phases.arm_changes(request, plan, base_arm, ctx.state.tuned)
+        base_arm = leader.hypothesis_id if leader else arms.BASELINE
+        fixed = arms.arm_changes(request, plan, base_arm, ctx.state.tuned)
         if all(f in fixed for f in phases.TUNED_FIELDS):
             # A change proposed from history may be an earlier campaign's tuned move: it sets
             # every knob exploitation tunes, so there is nothing left to search around it.
@@ -191,7 +191,7 @@ class EvidenceProtocol:
                 retry_policy=options.BOOKKEEPING_RETRY,
                 summary=f"ask the study for round {done + 1} of {rounds}",
             )
-            tuned = {phases.tuned_arm(a.number): a.changes for a in asked}
+            tuned = {arms.tuned_arm(a.number): a.changes for a in asked}
             ctx.set(tuned={**ctx.state.tuned, **tuned})
             specs = [
                 phases.exploration_trial(ctx.id, request, plan, a.number, a.changes, study)
@@ -210,8 +210,8 @@ class EvidenceProtocol:
         if best is None:
             ctx.note("exploitation", "no tuned trial finished")
             return
-        seeds = phases.gate_seeds(request)
-        reseed = phases.seeded_trials(
+        seeds = arms.gate_seeds(request)
+        reseed = arms.seeded_trials(
             ctx.id, request, plan, [(best, "exploitation", ctx.state.tuned[best])], seeds, "s"
         )
         ctx.set(message=f"Best tuned move {best}: re-run on {request.seeds} gate seeds.")
@@ -254,13 +254,13 @@ class EvidenceProtocol:
             ctx.note("confirmation", "nothing passed a gate: there is nothing to confirm")
             return
         arm = leader.hypothesis_id
-        seeds = phases.confirmation_seeds(request)
-        changes = phases.arm_changes(request, plan, arm, ctx.state.tuned)
-        specs = phases.seeded_trials(
+        seeds = arms.confirmation_seeds(request)
+        changes = arms.arm_changes(request, plan, arm, ctx.state.tuned)
+        specs = arms.seeded_trials(
             ctx.id,
             request,
             plan,
-            [(phases.BASELINE, "confirmation", {}), (arm, "confirmation", changes)],
+            [(arms.BASELINE, "confirmation", {}), (arm, "confirmation", changes)],
             seeds,
             "t",
         )
@@ -285,7 +285,7 @@ class EvidenceProtocol:
         risks: ModelRisks | None = None
         if confirmation is not None and confirmation.passed:
             risks = await self._risks(plan, confirmation.passed[0])
-        proposal = phases.proposal(
+        answer = proposal.launch_proposal(
             request,
             plan,
             decisions=ctx.state.decisions,
@@ -303,14 +303,14 @@ class EvidenceProtocol:
                 else ""
             ),
         )
-        ctx.set(proposal=proposal)
+        ctx.set(proposal=answer)
         await ctx.notify(
             Notification(
                 campaign_id=ctx.id,
                 kind="launch_proposal",
                 goal=request.goal,
                 approvers=request.approvers,
-                proposal=proposal,
+                proposal=answer,
             )
         )
 
@@ -318,7 +318,7 @@ class EvidenceProtocol:
         """What launching ``arm`` would cost in serving: its size and its trials' time."""
         ctx, request = self.ctx, self.ctx.request
         candidate = request.baseline.with_changes(
-            phases.arm_changes(request, plan, arm, ctx.state.tuned)
+            arms.arm_changes(request, plan, arm, ctx.state.tuned)
         )
         risks: ModelRisks = await workflow.execute_activity(
             "model_footprint",
@@ -328,5 +328,5 @@ class EvidenceProtocol:
             retry_policy=options.BOOKKEEPING_RETRY,
             summary=f"size of {arm} vs the baseline",
         )
-        ratio = phases.trial_time_ratio(ctx.state.trials, arm, phases.confirmation_seeds(request))
+        ratio = proposal.trial_time_ratio(ctx.state.trials, arm, arms.confirmation_seeds(request))
         return risks.model_copy(update={"trial_time_ratio": ratio})

@@ -1,25 +1,20 @@
 """The trial runner: wait for a slot and the budget, train in the worker or as a job, record.
 
 A trial launches when a slot is free and the ledger affords it, both at once; it trains as an
-in-worker activity or as an external job the workflow sleeps on (the job signals when it
-ends; a slow poll catches one that died silently); its result is charged, kept in the state
-and recorded. A failed trial goes to its recovery (``workflows.trial_recovery``) before the
+in-worker activity or as an external job (``workflows.jobs``); its result is charged, kept in
+the state and recorded. A failed trial goes to its recovery (``workflows.trial_recovery``) before the
 caller sees the result.
 """
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from contracts import (
-        JobHandle,
-        JobStatus,
-        LaunchJobInput,
         Notification,
         RemedyAttempt,
         TrialRecord,
@@ -27,9 +22,9 @@ with workflow.unsafe.imports_passed_through():
         TrialSpec,
         TrialSummary,
     )
-    from contracts.job import SCHEDULER_RUNNERS
     from workflows import options, policy, recovery
     from workflows.context import CampaignContext
+    from workflows.jobs import JobRuns
     from workflows.trial_recovery import TrialRecovery
 
 
@@ -42,6 +37,7 @@ class TrialRunner:
 
     def __init__(self, ctx: CampaignContext) -> None:
         self.ctx = ctx
+        self.jobs = JobRuns(ctx)
         self.recovery = TrialRecovery(ctx, self)
 
     async def run(self, spec: TrialSpec) -> TrialResult | None:
@@ -222,7 +218,7 @@ class TrialRunner:
             if ctx.request.execution == "in-worker":
                 result = await self._train_in_worker(spec)
             else:
-                result = await self._train_as_job(spec, attempt)
+                result = await self.jobs.train(spec, attempt)
         finally:
             del ctx.running[spec.trial_id]
         result = self._finish(spec, result)
@@ -258,87 +254,6 @@ class TrialRunner:
         except ActivityError as err:
             return _failed_result(spec, err)
 
-    async def _train_as_job(self, spec: TrialSpec, attempt: int = 1) -> TrialResult:
-        """Launch ``spec`` as an external job and sleep until it reports (or is found dead).
-
-        Under runbooks a lost job comes back as a ``JobLost`` failure, which the runbook
-        remedies (a relaunch resumes from the checkpoint); before, it was relaunched here.
-        """
-        ctx = self.ctx
-        relaunch_here = ctx.state.recovery != "runbook"
-        while True:
-            job: JobHandle = await control_job(
-                "launch_job",
-                LaunchJobInput(spec=spec, attempt=attempt),
-                JobHandle,
-                f"launch {spec.trial_id} (attempt {attempt})",
-            )
-            ctx.update_trial(spec.trial_id, job=job)
-            if job.job_id in ctx.early_job_reports:  # it reported before its launch was seen
-                ctx.job_results[spec.trial_id] = ctx.early_job_reports.pop(job.job_id)
-            ctx.show_details()
-            status = await self._wait_for_job(job)
-            if (
-                relaunch_here
-                and status.state == "lost"
-                and attempt < policy.MAX_JOB_ATTEMPTS
-                and not ctx.stopping
-            ):
-                attempt += 1
-                continue
-            if status.result is not None:
-                return status.result
-            return TrialResult(
-                campaign_id=spec.campaign_id,
-                trial_id=spec.trial_id,
-                state=policy.TRIAL_STATE_OF_JOB[status.state],
-                error=status.message or f"job {job.job_id} ended {status.state} without a result",
-                # Backends name the failure; older histories' statuses leave it empty.
-                error_type=status.error_type or ("JobLost" if status.state == "lost" else ""),
-                log_tail=status.log_tail,
-                device_hours=status.device_hours or 0.0,
-            )
-
-    async def _wait_for_job(self, job: JobHandle) -> JobStatus:
-        ctx = self.ctx
-        trial_id = job.trial_id
-        polls = 0
-        while True:
-            try:
-                await workflow.wait_condition(
-                    lambda: trial_id in ctx.job_results or ctx.stopping or ctx.halting,
-                    timeout=policy.job_poll_interval(polls),
-                    timeout_summary=f"{trial_id}: job {job.job_id} running (slow poll fallback)",
-                )
-            except TimeoutError:
-                polled: JobStatus = await control_job(
-                    "poll_job", job, JobStatus, f"poll {trial_id}"
-                )
-                if polled.state != "running":
-                    return polled
-                polls += 1
-                continue
-            if trial_id in ctx.job_results:
-                result = ctx.job_results.pop(trial_id)
-                if job.runner not in SCHEDULER_RUNNERS and result is not None:
-                    return JobStatus.ended(result)  # a local job charges its own wall time
-                # A scheduler's job: its final state and the charge the scheduler accounted.
-                settled: JobStatus = await control_job(
-                    "settle_job", job, JobStatus, f"settle {trial_id} (scheduler's record)"
-                )
-                if settled.state == "running":  # requeued by its scheduler: it runs again
-                    polls = 0
-                    continue
-                return settled
-            stopped: JobStatus = await control_job(
-                "stop_job",
-                job,
-                JobStatus,
-                f"stop {trial_id} (checkpoint and exit)",
-                timeout=options.JOB_STOP_TIMEOUT,
-            )
-            return stopped
-
     def _finish(self, spec: TrialSpec, result: TrialResult) -> TrialResult:
         """Charge and keep a trial's result; returns it as recorded. A trial run again (a
         placement remedy) carries the device-hours of all its runs, so the recorded spends
@@ -370,25 +285,6 @@ class TrialRunner:
             )
         ctx.publish()
         return result
-
-
-async def control_job(
-    name: str,
-    arg: object,
-    result_type: type,
-    summary: str,
-    timeout: timedelta = options.JOB_CONTROL_TIMEOUT,
-) -> Any:
-    """Run a job-control activity (launch, poll, settle, stop) on the jobs queue."""
-    return await workflow.execute_activity(
-        name,
-        arg,
-        task_queue=options.JOBS_QUEUE,
-        result_type=result_type,
-        start_to_close_timeout=timeout,
-        retry_policy=options.BOOKKEEPING_RETRY,
-        summary=summary,
-    )
 
 
 def _failed_result(spec: TrialSpec, err: ActivityError) -> TrialResult:

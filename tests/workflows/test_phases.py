@@ -14,7 +14,7 @@ from contracts import (
     TrialSummary,
 )
 from tests.factories import campaign_request, result_of
-from workflows import phases
+from workflows import arms, phases, proposal
 
 
 def plan_and_request(**overrides):
@@ -35,10 +35,10 @@ def ran(specs, ne_of_arm, test_offset=0.01):
 
 def test_seed_sets_are_disjoint_so_confirmation_never_reuses_a_selection_seed() -> None:
     _, request = plan_and_request(seeds=4)
-    screen = {phases.screen_seed(request)}
-    gate_ = set(phases.gate_seeds(request))
-    explore = {phases.exploration_seed(request)}
-    confirm = set(phases.confirmation_seeds(request))
+    screen = {arms.screen_seed(request)}
+    gate_ = set(arms.gate_seeds(request))
+    explore = {arms.exploration_seed(request)}
+    confirm = set(arms.confirmation_seeds(request))
     assert len(gate_) == len(confirm) == 4
     sets = [screen, gate_, explore, confirm]
     assert sum(len(s) for s in sets) == len(set().union(*sets))  # no seed in two sets
@@ -84,7 +84,7 @@ def test_gate_trials_pair_every_arm_with_the_baseline_seed_by_seed() -> None:
         request, plan, ran(phases.screen_trials("c", request, plan), lambda a, s: 0.9)
     )
     specs = phases.validation_gate_trials("c", request, plan, decision)
-    seeds = phases.gate_seeds(request)
+    seeds = arms.gate_seeds(request)
     # Seed by seed: a budget cut leaves whole pairs.
     assert [s.model.seed for s in specs[: 1 + len(decision.promoted)]] == [seeds[0]] * (
         1 + len(decision.promoted)
@@ -166,7 +166,7 @@ def test_search_space_keeps_the_candidates_changes_fixed() -> None:
 
 
 def proposal_for(plan, request, decisions):
-    return phases.proposal(
+    return proposal.launch_proposal(
         request,
         plan,
         decisions=decisions,
@@ -181,7 +181,7 @@ def proposal_for(plan, request, decisions):
 
 def test_launch_only_when_the_test_confirmation_passes() -> None:
     plan, request = plan_and_request()
-    seeds = phases.confirmation_seeds(request)
+    seeds = arms.confirmation_seeds(request)
     base = [(s, 0.90 + 0.002 * i) for i, s in enumerate(seeds)]
 
     def confirm(gain: float):

@@ -1,0 +1,129 @@
+"""Seeds and arms: what a run's seed and arm say, and the trial specs that run them.
+
+Seeds are offsets from the baseline spec's seed, in disjoint sets, so that a run's seed says
+what it was for: the screen (offset 0), the gates (1..k), the exploration of exploitation
+(k+1) and the final confirmation (1001..1000+k). Runs of two arms with the same seed share
+initialisation and data order, so their difference is paired (common random numbers). An arm
+names what a run applies: ``baseline``, ``v-<hypothesis>``, ``c-<a>+<b>`` (a merge) or
+``x<n>`` (a tuned move).
+
+No temporalio here: unit-tested directly, deterministic by construction.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from contracts import CampaignRequest, Phase, Plan, SearchRef, TrialSpec
+
+BASELINE = "baseline"
+CONFIRMATION_SEED_OFFSET = 1000
+
+
+def gate_seeds(request: CampaignRequest) -> list[int]:
+    return [request.baseline.seed + i for i in range(1, request.seeds + 1)]
+
+
+def screen_seed(request: CampaignRequest) -> int:
+    return request.baseline.seed
+
+
+def exploration_seed(request: CampaignRequest) -> int:
+    return request.baseline.seed + request.seeds + 1
+
+
+def confirmation_seeds(request: CampaignRequest) -> list[int]:
+    first = request.baseline.seed + CONFIRMATION_SEED_OFFSET
+    return [first + i for i in range(1, request.seeds + 1)]
+
+
+def hypothesis_arm(hypothesis_id: str) -> str:
+    return f"v-{hypothesis_id}"
+
+
+def merge_arm(hypothesis_ids: Sequence[str]) -> str:
+    return f"c-{'+'.join(hypothesis_ids)}"
+
+
+def arm_hypotheses(arm: str) -> list[str]:
+    """The hypotheses an arm applies (none for the baseline and tuned arms)."""
+    if arm.startswith("v-"):
+        return [arm[2:]]
+    if arm.startswith("c-"):
+        return arm[2:].split("+")
+    return []
+
+
+def arm_changes(
+    request: CampaignRequest, plan: Plan, arm: str, tuned: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The changes an arm makes to the baseline (tuned arms' come from the search)."""
+    if arm in tuned:
+        return tuned[arm]
+    by_id = {h.id: h.changes for h in plan.hypotheses}
+    merged: dict[str, Any] = {}
+    for hypothesis_id in arm_hypotheses(arm):
+        merged.update(by_id[hypothesis_id])
+    return merged
+
+
+def trial_spec(
+    campaign_id: str,
+    request: CampaignRequest,
+    plan: Plan,
+    *,
+    arm: str,
+    phase: Phase,
+    changes: dict[str, Any],
+    seed: int,
+    tag: str,
+    epochs: int | None = None,
+    search: SearchRef | None = None,
+) -> TrialSpec:
+    model = request.baseline.with_changes(changes, {"seed": seed})
+    if epochs is not None:
+        model = model.model_copy(update={"epochs": epochs})
+    # The plan's per-trial estimate is for the baseline's epochs; a shorter rung costs less.
+    fidelity = model.epochs / max(request.baseline.epochs, 1)
+    estimate = plan.estimated_device_hours_per_trial * request.devices_per_trial * fidelity
+    return TrialSpec(
+        campaign_id=campaign_id,
+        trial_id=f"{arm}~{tag}",
+        phase=phase,
+        hypothesis_ids=arm_hypotheses(arm),
+        model=model,
+        dataset=request.dataset,
+        metric=request.metric,
+        estimated_device_hours=estimate,
+        devices=request.devices_per_trial,
+        arm=arm,
+        search=search,
+    )
+
+
+def seeded_trials(
+    campaign_id: str,
+    request: CampaignRequest,
+    plan: Plan,
+    arms: Sequence[tuple[str, Phase, dict[str, Any]]],
+    seeds: Sequence[int],
+    tag: str,
+) -> list[TrialSpec]:
+    """Each arm on each seed, seed by seed: a budget cut leaves whole pairs, not one arm."""
+    return [
+        trial_spec(
+            campaign_id,
+            request,
+            plan,
+            arm=arm,
+            phase=phase,
+            changes=changes,
+            seed=seed,
+            tag=f"{tag}{i}",
+        )
+        for i, seed in enumerate(seeds, start=1)
+        for arm, phase, changes in arms
+    ]
+
+
+def tuned_arm(number: int) -> str:
+    return f"x{number}"
