@@ -8,7 +8,7 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities import telemetry
+import observability
 from settings import Settings
 
 
@@ -28,7 +28,7 @@ async def make_client(settings: Settings) -> Client:
         ServerUnreachable: with a message that says how to start one.
     """
     # The CLI's client spans (StartWorkflow...) head the traces: export them too.
-    telemetry.setup(settings)
+    observability.setup(settings)
     try:
         return await Client.connect(
             settings.temporal_address, namespace=settings.namespace, **client_options()
@@ -47,7 +47,7 @@ def exit_without_finalizing(code: int) -> None:
     while it finalizes (temporalio/sdk-python#300), turning a finished command into a crash
     with exit code 134. Call this once all work is done.
     """
-    telemetry.flush()  # atexit would not run: export the spans still buffered
+    observability.flush()  # atexit would not run: export the spans still buffered
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

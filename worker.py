@@ -20,7 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import telemetry
+import observability
 from activities.evidence import EvidenceActivities
 from activities.notify import NotifyActivities, slack_web_client
 from activities.planning import PlanningActivities
@@ -278,7 +278,7 @@ async def run_workers(
     the SDK's own tasks instead, as ``asyncio.run`` does on an interrupt, can leave a worker
     waiting for them for ever.)
     """
-    telemetry.setup(settings)
+    observability.setup(settings)
     client = client or await make_client(settings)
     await ensure_search_attributes(client, settings.namespace)
     workers = build_workers(client, settings, roles)

@@ -29,6 +29,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+import observability
 from activities import telemetry
 from activities.backends.folder import STOP_REQUESTED, write_json_atomically
 from client import exit_without_finalizing, make_client
@@ -165,7 +166,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     folder = Path(sys.argv[1])
     # REA_* telemetry settings and the data dir come from the launching worker's environment.
-    telemetry.setup(Settings())
+    observability.setup(Settings())
     spec = TrialSpec.model_validate(json.loads((folder / "job.json").read_text())["spec"])
     # A child of the launch_job activity's span when the worker handed over TRACEPARENT.
     with tracer.start_as_current_span(

@@ -27,7 +27,7 @@ from temporalio.worker import Worker
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from activities import telemetry
+import observability
 from activities.backends.local import LocalProcessRunner
 from activities.training import TrainingActivities
 from cli import app
@@ -53,13 +53,13 @@ class OneTrial:
 @pytest.fixture(scope="session")
 def otel() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
     """The process's providers, in memory. OpenTelemetry takes one per process, so this
-    installs them once; nothing else in the test run installs any (``telemetry.setup`` only
+    installs them once; nothing else in the test run installs any (``observability.setup`` only
     does when a destination is configured)."""
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     reader = InMemoryMetricReader()
-    telemetry.install(tracer_provider, MeterProvider(metric_readers=[reader]))
+    observability.install(tracer_provider, MeterProvider(metric_readers=[reader]))
     assert trace.get_tracer_provider() is tracer_provider, "a provider was installed earlier"
     yield spans, reader
     spans.shutdown()  # later tests' spans are dropped, not kept in memory
@@ -220,7 +220,7 @@ def test_a_jobs_spans_join_the_trace_of_its_launch(
     with trace.get_tracer("test").start_as_current_span("launch_job") as launch:
         runner.run(spec, attempt=1)
 
-    spans = {s["name"]: s for s in job_spans(tmp_path / telemetry.TRACE_FILE)}
+    spans = {s["name"]: s for s in job_spans(tmp_path / observability.TRACE_FILE)}
 
     context = launch.get_span_context()
     job, trained = spans["job"], spans["train"]
@@ -256,7 +256,7 @@ def test_rea_tensorboard_prints_the_command_or_names_the_missing_folder(
 
 
 def test_setup_exports_spans_and_metrics_to_the_configured_otlp_endpoint(tmp_path: Path) -> None:
-    """``telemetry.setup`` in a process of its own (providers are per process), against a
+    """``observability.setup`` in a process of its own (providers are per process), against a
     local OTLP/HTTP receiver that records what arrives."""
     received: list[str] = []
 
@@ -275,11 +275,12 @@ def test_setup_exports_spans_and_metrics_to_the_configured_otlp_endpoint(tmp_pat
     threading.Thread(target=server.serve_forever, daemon=True).start()
     code = (
         "from opentelemetry import trace\n"
+        "import observability\n"
         "from activities import telemetry\n"
         "from settings import Settings\n"
-        "assert telemetry.setup(Settings())\n"
+        "assert observability.setup(Settings())\n"
         "with trace.get_tracer('t').start_as_current_span('s'): telemetry.TRIALS.add(1)\n"
-        "telemetry.flush()\n"
+        "observability.flush()\n"
     )
     env = {
         **os.environ,
