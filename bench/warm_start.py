@@ -36,16 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.table import Table
 
-from bench.agent_vs_baselines import (
-    SCORING_SEED0,
-    Bench,
-    Task,
-    interval,
-    openrea_choice,
-    quick_task,
-    run_campaign,
-    score,
-)
+from bench.campaign import openrea_choice, run_campaign
+from bench.records import Bench
+from bench.scoring import SCORING_SEED0, interval, score
+from bench.tasks import Task, quick_task
 from contracts import CampaignRequest, CampaignStatus
 
 # The cut campaign: half the hypotheses and a third of the tuning; the planner fits the rest.

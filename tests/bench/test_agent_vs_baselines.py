@@ -11,6 +11,12 @@ import pytest
 
 from activities.search import changes_from_params, search_distributions
 from bench import agent_vs_baselines as bench
+from bench.baselines import baseline_params
+from bench.campaign import openrea_choice
+from bench.records import KNOB_FIELDS
+from bench.scoring import interval, ratio
+from bench.tables import fmt_ratio
+from bench.tasks import ROOT, load_tasks
 from contracts import LaunchProposal, ModelSpec, SearchSpace, relative_gain
 
 
@@ -38,14 +44,14 @@ def test_quick_run_compares_all_methods_at_equal_compute(tmp_path, capsys) -> No
 
 
 def test_the_baseline_is_a_point_of_the_searched_space() -> None:
-    space = SearchSpace(fields=bench.KNOB_FIELDS)
+    space = SearchSpace(fields=KNOB_FIELDS)
     dists = search_distributions(space)
     baseline = ModelSpec(embedding_dim=8, dense_hidden=[16], over_hidden=[32], dense_lr=3e-4)
-    params = bench.baseline_params(baseline, dists)
+    params = baseline_params(baseline, dists)
     assert params is not None
     assert baseline.with_changes(changes_from_params(space, params)).changes_from(baseline) == {}
     outside = baseline.with_changes({"embedding_dim": 512})
-    assert bench.baseline_params(outside, dists) is None
+    assert baseline_params(outside, dists) is None
 
 
 def test_gain_is_positive_when_the_choice_is_better_on_either_orientation() -> None:
@@ -55,10 +61,10 @@ def test_gain_is_positive_when_the_choice_is_better_on_either_orientation() -> N
 
 
 def test_ratio_and_interval_say_when_they_do_not_apply() -> None:
-    assert bench.ratio(0.02, 0.01) == 2.0
-    assert bench.ratio(0.02, 0.0) is None and bench.fmt_ratio(None) == "n/a"
-    assert bench.interval([0.1]) is None
-    low, high = bench.interval([0.01, 0.02, 0.03])
+    assert ratio(0.02, 0.01) == 2.0
+    assert ratio(0.02, 0.0) is None and fmt_ratio(None) == "n/a"
+    assert interval([0.1]) is None
+    low, high = interval([0.01, 0.02, 0.03])
     assert low < 0.02 < high
 
 
@@ -76,13 +82,13 @@ def _result(proposal, best_model=None, protocol="evidence"):
 
 
 def test_openrea_choice_is_its_launch_or_else_the_baseline() -> None:
-    request = bench.load_tasks(bench.ROOT / "examples" / "tasks")[0].request
+    request = load_tasks(ROOT / "examples" / "tasks")[0].request
     base = request.baseline
     launch = LaunchProposal(verdict="launch", candidate="x", changes={"dropout": 0.2})
-    spec, _ = bench.openrea_choice(request, _result(launch))
+    spec, _ = openrea_choice(request, _result(launch))
     assert spec.changes_from(base) == {"dropout": 0.2}
     nothing = LaunchProposal(verdict="no launchable improvement")
-    assert bench.openrea_choice(request, _result(nothing))[0] == base
-    assert bench.openrea_choice(request, _result(None))[0] == base
+    assert openrea_choice(request, _result(nothing))[0] == base
+    assert openrea_choice(request, _result(None))[0] == base
     older = _result(None, best_model=base.with_changes({"dropout": 0.1}), protocol="single-seed")
-    assert bench.openrea_choice(request, older)[0].changes_from(base) == {"dropout": 0.1}
+    assert openrea_choice(request, older)[0].changes_from(base) == {"dropout": 0.1}

@@ -1,0 +1,127 @@
+"""The baselines of the agent benchmark: random search and TPE over the whole action space.
+
+Both go through the same ``activities.search`` mapping openrea's exploitation uses, one trial
+at a time in this process, until they have spent the budget they are given; their first
+trial is the baseline, and each picks its best trial by validation metric.
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState, create_trial
+
+from activities import search
+from activities.search import changes_from_params, search_distributions
+from bench.records import Bench, SearchRun, TrialPoint
+from bench.tasks import Task, seeded
+from bench.trials import reference, run_trial
+from contracts import ModelSpec, SearchSpace, best_first
+from contracts import direction as metric_direction
+
+
+def make_sampler(method: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler as openrea's exploitation configures it (TPE: 4 start-up trials,
+    multivariate), so the comparison is of strategies, not of sampler settings."""
+    return search.make_sampler("tpe" if method == "tpe" else "random", seed)
+
+
+def baseline_params(
+    baseline: ModelSpec, dists: dict[str, BaseDistribution]
+) -> dict[str, Any] | None:
+    """The baseline as Optuna parameters, or None when it lies outside the searched space.
+
+    Widths knobs are a depth plus one width per possible layer (see ``knob_distributions``);
+    layers past the baseline's depth are unused, so any value in range stands for them.
+    """
+    params: dict[str, Any] = {}
+    for name, dist in dists.items():
+        field_name, _, part = name.partition(".")
+        value = getattr(baseline, field_name)
+        if part == "depth":
+            value = len(value)
+        elif part:
+            index = int(part)
+            value = value[index] if index < len(value) else dist.low  # type: ignore[attr-defined]
+        try:  # _contains: Optuna's own range-and-grid check, private but stable since 2.x
+            inside = dist._contains(dist.to_internal_repr(value))
+        except ValueError:  # a categorical value outside the choices
+            inside = False
+        if not inside:
+            return None
+        params[name] = value
+    return params
+
+
+def tell_baseline(
+    study: optuna.Study,
+    baseline: ModelSpec,
+    dists: dict[str, BaseDistribution],
+    value: float,
+) -> None:
+    """Tell the study the baseline's result, so the model-based sampler knows it (as openrea
+    knows its baseline) whenever the baseline lies inside the searched space."""
+    params = baseline_params(baseline, dists)
+    if params is not None:
+        study.add_trial(create_trial(params=params, distributions=dists, value=value))
+
+
+def optuna_search(
+    bench: Bench,
+    task: Task,
+    method: str,
+    seed: int,
+    budget: float,
+    on_spent: Callable[[float], None],
+) -> SearchRun:
+    """Random search or TPE over the whole action space until ``budget`` device-hours are spent.
+
+    The first trial is the baseline on the search's trial seed (the cached reference run,
+    charged to this search); every later one is a move the sampler asks for.
+    """
+    started = time.perf_counter()
+    request = seeded(task.request, seed)
+    space = SearchSpace(fields=bench.knobs)
+    dists = search_distributions(space)
+    direction = metric_direction(request.metric)
+    study = optuna.create_study(direction=direction, sampler=make_sampler(method, seed))
+    ref = reference(bench, task, seed)
+    tell_baseline(study, request.baseline, dists, ref.validation)
+    trials = [TrialPoint({}, "succeeded", ref.device_hours, ref.validation)]
+    spent = ref.device_hours
+    on_spent(spent)
+    while spent < budget:
+        trial = study.ask(dists)
+        changes = changes_from_params(space, trial.params)
+        point = run_trial(request, changes, budget - spent)
+        if point.validation is None:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, point.validation)
+        trials.append(point)
+        spent += point.device_hours
+        on_spent(spent)
+    best = best_trial(trials, request.metric)
+    choice = request.baseline.with_changes(best.changes).changes_from(request.baseline)
+    return SearchRun(
+        task=task.name,
+        method=method,
+        seed=seed,
+        budget_device_hours=budget,
+        spent_device_hours=spent,
+        reference_validation=ref.validation,
+        trials=trials,
+        choice=choice,
+        note=f"{len(trials)} trials, {sum(t.state == 'failed' for t in trials)} failed, "
+        f"{sum(t.state == 'cut' for t in trials)} cut at the budget",
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def best_trial(trials: Sequence[TrialPoint], metric: str) -> TrialPoint:
+    """The succeeded trial with the best validation metric; the earliest wins ties."""
+    scored = [t for t in trials if t.validation is not None]
+    sign = best_first(metric)
+    return min(scored, key=lambda t: sign * (t.validation or 0.0))

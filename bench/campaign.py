@@ -1,0 +1,132 @@
+"""openrea in the agent benchmark: the real campaign workflow, offline, through an embedded
+dev server with in-process workers, as ``rea campaign start --embedded --auto-approve`` runs
+it. Its compute is what its ledger spent; its choice is its launch proposal's change.
+"""
+
+import asyncio
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.records import Bench, SearchRun, TrialPoint
+from bench.tasks import Task, seeded
+from bench.trials import reference
+from contracts import ApproveInput, CampaignRequest, CampaignResult, CampaignStatus, ModelSpec
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def run_campaign(
+    request: CampaignRequest,
+    campaign_id: str,
+    on_status: Callable[[CampaignStatus], None],
+    database_url: str = "",
+) -> CampaignResult:
+    """The campaign as ``rea campaign start --embedded --auto-approve`` runs it.
+
+    A fresh dev server on free ports, in-process workers and a fresh data dir per campaign,
+    so that no study, result or history leaks from one run into the next, unless
+    ``database_url`` names an insights database to share (what a warm start reads).
+    """
+    # Imported here: the CLI package pulls in the whole client side, which the searchers and
+    # the smoke test's other paths do not need.
+    from cli import embedded
+    from settings import Settings
+    from workflows.campaign import CampaignWorkflow
+    from workflows.options import ORCHESTRATION_QUEUE
+
+    with tempfile.TemporaryDirectory(prefix="rea-bench-") as data_dir:
+        settings = Settings(
+            data_dir=Path(data_dir),
+            temporal_address=f"127.0.0.1:{free_port()}",
+            ui_port=free_port(),
+            database_url=database_url,
+        )
+        async with embedded(settings) as client:
+            handle = await client.start_workflow(
+                CampaignWorkflow.run,  # type: ignore[arg-type]
+                request,
+                id=campaign_id,
+                task_queue=ORCHESTRATION_QUEUE,
+            )
+            status = await handle.query(CampaignWorkflow.status)
+            while status.phase == "planning":
+                await asyncio.sleep(0.2)
+                status = await handle.query(CampaignWorkflow.status)
+            if status.phase == "awaiting_approval":
+                await handle.execute_update(
+                    CampaignWorkflow.approve,
+                    ApproveInput(approver=request.approvers[0], comment="bench.agent_vs_baselines"),
+                )
+            result = asyncio.ensure_future(handle.result())
+            while not result.done():
+                on_status(await handle.query(CampaignWorkflow.status))
+                await asyncio.wait({result}, timeout=1.0)
+            return result.result()
+
+
+def openrea_choice(request: CampaignRequest, result: CampaignResult) -> tuple[ModelSpec, str]:
+    """openrea's final choice and why: its proposal's change when the verdict is ``launch``,
+    else the baseline (an honest "don't launch").
+
+    Campaigns of the single-seed protocol have no proposal; their best model stands in.
+    """
+    status = result.status
+    proposal = getattr(status, "proposal", None)
+    if proposal is not None:
+        if proposal.verdict == "launch":
+            return request.baseline.with_changes(proposal.changes), f"launch {proposal.candidate}"
+        return request.baseline, proposal.verdict
+    if getattr(status, "protocol", "single-seed") == "evidence":
+        return request.baseline, f"no proposal (phase {status.phase})"
+    if result.best_model is None:
+        return request.baseline, "no best model"
+    return result.best_model, f"best model ({status.best_trial_id})"
+
+
+def campaign_trials(status: CampaignStatus, metric: str) -> list[TrialPoint]:
+    """The campaign's trials in launch order (one training slot: nearly finishing order).
+
+    A campaign's trial is a named arm, not a move of a search, so ``changes`` holds its id,
+    phase and hypotheses.
+    """
+    return [
+        TrialPoint(
+            changes={"trial_id": t.trial_id, "phase": t.phase, "hypotheses": t.hypothesis_ids},
+            state=str(t.state),
+            device_hours=t.device_hours,
+            validation=t.metric(metric),
+            error=t.error[:300],
+        )
+        for t in status.trials
+    ]
+
+
+def openrea_search(
+    bench: Bench, task: Task, seed: int, on_status: Callable[[CampaignStatus], None]
+) -> SearchRun:
+    """The campaign on search seed ``seed``: its ledger's spend and its choice."""
+    started = time.perf_counter()
+    request = seeded(task.request, seed)
+    campaign_id = f"bench-{task.name}-s{seed}-{int(time.time())}"
+    result = asyncio.run(run_campaign(request, campaign_id, on_status))
+    spec, note = openrea_choice(request, result)
+    spent = result.status.ledger.spent
+    return SearchRun(
+        task=task.name,
+        method="openrea",
+        seed=seed,
+        budget_device_hours=spent,
+        spent_device_hours=spent,
+        reference_validation=reference(bench, task, seed).validation,
+        trials=campaign_trials(result.status, request.metric),
+        choice=spec.changes_from(request.baseline),
+        note=f"{note}; {len(result.status.trials)} trials, phase {result.status.phase}",
+        wall_s=time.perf_counter() - started,
+    )
