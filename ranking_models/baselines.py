@@ -16,7 +16,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from contracts import DatasetRef, Metrics
 from ranking_models.data import FeatureSchema
-from ranking_models.trainer import check_data, evaluate, load_dataset
+from ranking_models.datasets import check_data, load_dataset
+from ranking_models.trainer import evaluate
 
 
 class LogisticRegression(nn.Module):

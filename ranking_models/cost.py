@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from contracts import DatasetRef, ModelSpec
 from ranking_models import memory
 from ranking_models.data import Batch, CtrDataset, Split
+from ranking_models.datasets import load_dataset
 from ranking_models.dlrm import build_model, dense_parameters, interaction_width
 from ranking_models.optim import dense_optimizer
-from ranking_models.trainer import EVAL_BATCH_SIZE, load_dataset
+from ranking_models.trainer import EVAL_BATCH_SIZE
 
 # Model building and bookkeeping per trial (data loading is cached per process).
 FIXED_OVERHEAD_S = 0.1

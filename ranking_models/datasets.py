@@ -1,14 +1,18 @@
-"""One entry point from a ``DatasetRef`` to a split ``CtrDataset``.
+"""One entry point from a ``DatasetRef`` to a split ``CtrDataset``, and its checks.
 
 Every loader caches per process (a campaign trains many trials on the same data in one
 worker): MovieLens its parsed tensors, synthetic data its calibrated generator, Criteo
 TSV its byte index. Splits are fixed by the ref alone and reported by
-``CtrDataset.splits()`` and ``CtrDataset.split_rule``.
+``CtrDataset.splits()`` and ``CtrDataset.split_rule``. ``check_data`` rejects what no
+model can learn from or be scored on, before a model is built.
 """
+
+import torch
 
 from contracts import DatasetRef
 from ranking_models.criteo_tsv import load_criteo_tsv
-from ranking_models.data import CtrDataset
+from ranking_models.data import CtrDataset, StreamingSplit
+from ranking_models.errors import BadDataError
 from ranking_models.movielens import load_movielens
 from ranking_models.synthetic import load_synthetic
 
@@ -34,3 +38,33 @@ def load_dataset(ref: DatasetRef, *, max_table_rows: int) -> CtrDataset:
             return load_synthetic(ref, max_table_rows=max_table_rows)
         case "criteo-tsv":
             return load_criteo_tsv(ref, max_table_rows=max_table_rows)
+
+
+def check_data(data: CtrDataset) -> None:
+    """Rejects data no model can learn from or be scored on.
+
+    Dense features are checked batch by batch (see ``train_step.batch_loss``): a streamed
+    split holds no dense matrix to check up front. So are a streamed training split's
+    labels: reading them here would be a whole extra pass over the largest split before
+    training starts.
+
+    Args:
+        data: A dataset from ``load_dataset``.
+
+    Raises:
+        BadDataError: A split is empty, has labels other than 0/1, or (validation, test)
+            only one class.
+    """
+    for split in (data.train, data.validation, data.test):
+        if len(split) == 0:
+            raise BadDataError(f"the {split.name} split is empty; check the DatasetRef fractions")
+        if split.name == "train" and isinstance(split, StreamingSplit):
+            continue
+        labels = split.labels
+        if not torch.all((labels == 0) | (labels == 1)):
+            raise BadDataError(f"the {split.name} split has labels other than 0 and 1")
+        if split.name != "train" and labels.min() == labels.max():
+            raise BadDataError(
+                f"the {split.name} split has one class only, so NE and AUC are undefined; "
+                "use more rows"
+            )

@@ -18,7 +18,8 @@ import warnings
 from pathlib import Path
 
 from contracts import DatasetRef, ModelSpec
-from ranking_models.distributed import error_to_json, rank_error_path, train_rank
+from ranking_models.distributed import error_to_json, rank_error_path
+from ranking_models.distributed_rank import train_rank
 from ranking_models.errors import TrainingError
 
 # TorchRec 1.8 builds its DDP with an argument torch 2.13 deprecates; nothing of ours.

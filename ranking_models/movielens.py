@@ -257,57 +257,117 @@ def _build(
         data=f"MovieLens in {folder}",
         fix="raise DatasetRef.max_rows or adjust validation_fraction/test_fraction",
     )
+    joined = _join(raw, order)
+    ids, lengths, table_rows = _into_tables(_sparse_features(joined), max_table_rows)
+    columns = _Columns(
+        ids=ids,
+        lengths=lengths,
+        dense=_dense_features(joined, n_train),
+        labels=(raw.rating[order] >= 4.0).astype(np.float32),  # (N,)
+        timestamp=joined.timestamp,
+    )
+    cut = functools.partial(_split, columns, f"MovieLens in {folder}")
+    return CtrDataset(
+        schema=FeatureSchema(
+            sparse_features=SPARSE_FEATURES,
+            table_rows=table_rows,
+            dense_features=DENSE_FEATURES,
+        ),
+        train=cut("train", 0, n_train),
+        validation=cut("validation", n_train, n_train + n_validation),
+        test=cut("test", n_train + n_validation, n),
+        split_rule=(
+            f"by timestamp (stable on ties): the oldest {n_train} rows train, the next "
+            f"{n_validation} validation, the newest {n_test} test"
+        ),
+    )
 
-    timestamp = raw.timestamp[order]  # (N,) ascending
-    labels = (raw.rating[order] >= 4.0).astype(np.float32)  # (N,)
 
+@dataclass(frozen=True)
+class _Joined:
+    """The interactions, in time order, beside their users' and items' attributes."""
+
+    timestamp: np.ndarray  # (N,) ascending
+    user_id: np.ndarray  # (N,) index in the vocabulary of every user id seen
+    item_id: np.ndarray  # (N,) likewise for items
+    num_users: int
+    num_items: int
+    user_row: np.ndarray  # (N,) the user's row in ``users``, or -1 when not listed
+    item_row: np.ndarray  # (N,) likewise in ``items``
+    users: dict[str, np.ndarray]  # the user file's columns, sorted by user id
+    items: dict[str, np.ndarray]  # the item file's columns, sorted by item id
+    year_tokens: np.ndarray  # per row of ``items``: the release year's digits, or ""
+
+
+def _join(raw: _Raw, order: np.ndarray) -> _Joined:
+    """Looks up each interaction's user and item (``order``: the rows kept, by time)."""
+    users, items = raw.users, raw.items
     # User and item ids: vocabulary over the attribute files and the interactions, so an
     # interaction with an unlisted user still gets its own row.
-    users, items = raw.users, raw.items
     user_vocab = np.unique(np.concatenate([users["user_id"], raw.inter_user]))
     item_vocab = np.unique(np.concatenate([items["item_id"], raw.inter_item]))
-    user_id = np.searchsorted(user_vocab, raw.inter_user[order])  # (N,)
-    item_id = np.searchsorted(item_vocab, raw.inter_item[order])  # (N,)
-    user_row = _vocab_index(raw.inter_user[order], np.sort(users["user_id"]))  # (N,) or -1
-    item_row = _vocab_index(raw.inter_item[order], np.sort(items["item_id"]))  # (N,) or -1
     # _vocab_index gives positions in the sorted attribute table; sort the attributes
     # the same way.
     user_sort = np.argsort(users["user_id"], kind="stable")
     item_sort = np.argsort(items["item_id"], kind="stable")
-    u = {k: v[user_sort] for k, v in users.items()}
     it = {k: v[item_sort] for k, v in items.items()}
+    return _Joined(
+        timestamp=raw.timestamp[order],
+        user_id=np.searchsorted(user_vocab, raw.inter_user[order]),
+        item_id=np.searchsorted(item_vocab, raw.inter_item[order]),
+        num_users=len(user_vocab),
+        num_items=len(item_vocab),
+        user_row=_vocab_index(raw.inter_user[order], np.sort(users["user_id"])),
+        item_row=_vocab_index(raw.inter_item[order], np.sort(items["item_id"])),
+        users={k: v[user_sort] for k, v in users.items()},
+        items=it,
+        # The file has placeholders such as "unkonwn" and "V" for unknown years; treat
+        # anything but digits as missing.
+        year_tokens=np.array([y if y.isdigit() else "" for y in it["release_year"]], dtype=str),
+    )
 
+
+# One feature's (N, L_f) vocabulary ids (-1: missing), (N,) bag lengths and cardinality.
+_Feature = tuple[np.ndarray, np.ndarray, int]
+
+
+def _sparse_features(j: _Joined) -> dict[str, _Feature]:
+    """Every sparse feature of every interaction, by name."""
+    u = j.users
     age_bucket = np.searchsorted(AGE_BUCKET_EDGES, u["age"], side="right")
     gender, n_gender = _tokens_to_ids(u["gender"])
     occupation, n_occupation = _tokens_to_ids(u["occupation"])
     zip_prefix, n_zip = _tokens_to_ids(np.array([z[:3] for z in u["zip_code"]], dtype=str))
-    # The file has placeholders such as "unkonwn" and "V" for unknown years; treat
-    # anything but digits as missing.
-    year_tokens = np.array([y if y.isdigit() else "" for y in it["release_year"]], dtype=str)
-    year, n_year = _tokens_to_ids(year_tokens)
-    genres, genre_lengths, n_genres = _genre_bags(it["class"])
+    year, n_year = _tokens_to_ids(j.year_tokens)
+    genres, genre_lengths, n_genres = _genre_bags(j.items["class"])
 
-    # One (N, L_f) id array and (N,) lengths per feature, with its cardinality.
-    def single(ids: np.ndarray, cardinality: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def single(ids: np.ndarray, cardinality: int) -> _Feature:
         return ids[:, None], (ids >= 0).astype(np.int64), cardinality
 
-    per_feature = {
-        "user_id": single(user_id, len(user_vocab)),
-        "item_id": single(item_id, len(item_vocab)),
-        "age_bucket": single(_lookup(user_row, age_bucket), len(AGE_BUCKET_EDGES) + 1),
-        "gender": single(_lookup(user_row, gender), n_gender),
-        "occupation": single(_lookup(user_row, occupation), n_occupation),
-        "zip_prefix": single(_lookup(user_row, zip_prefix), n_zip),
+    return {
+        "user_id": single(j.user_id, j.num_users),
+        "item_id": single(j.item_id, j.num_items),
+        "age_bucket": single(_lookup(j.user_row, age_bucket), len(AGE_BUCKET_EDGES) + 1),
+        "gender": single(_lookup(j.user_row, gender), n_gender),
+        "occupation": single(_lookup(j.user_row, occupation), n_occupation),
+        "zip_prefix": single(_lookup(j.user_row, zip_prefix), n_zip),
         "genres": (
-            np.where(item_row[:, None] >= 0, genres[item_row.clip(min=0)], 0),
-            _lookup(item_row, genre_lengths, missing=0),
+            np.where(j.item_row[:, None] >= 0, genres[j.item_row.clip(min=0)], 0),
+            _lookup(j.item_row, genre_lengths, missing=0),
             n_genres,
         ),
-        "release_year": single(_lookup(item_row, year), n_year),
-        "hour": single((timestamp // 3600) % 24, 24),
+        "release_year": single(_lookup(j.item_row, year), n_year),
+        "hour": single((j.timestamp // 3600) % 24, 24),
         # Day 0 (1970-01-01) was a Thursday; +3 makes Monday 0.
-        "weekday": single((timestamp // 86400 + 3) % 7, 7),
+        "weekday": single((j.timestamp // 86400 + 3) % 7, 7),
     }
+
+
+def _into_tables(
+    per_feature: dict[str, _Feature], max_table_rows: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Padded (F, N, L) table rows, (F, N) lengths, and each feature's table size."""
+    n = len(per_feature[SPARSE_FEATURES[0]][1])
     width = max(ids.shape[1] for ids, _, _ in per_feature.values())
     ids = np.zeros((len(SPARSE_FEATURES), n, width), dtype=np.int64)  # (F, N, L)
     lengths = np.zeros((len(SPARSE_FEATURES), n), dtype=np.int64)  # (F, N)
@@ -320,53 +380,54 @@ def _build(
         ids[f, :, : feature_ids.shape[1]] = np.where(feature_ids >= 0, feature_ids % rows, 0)
         lengths[f] = feature_lengths
         table_rows.append(rows)
+    return ids, lengths, tuple(table_rows)
 
+
+def _dense_features(j: _Joined, n_train: int) -> np.ndarray:
+    """(N, num_dense) float32 dense features, scaled with train-split statistics."""
     # NaN marks a missing value (unknown user or item, no release year); _standardise
     # fills it with the train mean.
-    age = _lookup(user_row, u["age"].astype(np.float64), missing=np.nan)  # (N,)
-    year_value = np.array([float(y) if y else np.nan for y in year_tokens])
-    release = _lookup(item_row, year_value, missing=np.nan)  # (N,)
-    dense = np.stack(
+    age = _lookup(j.user_row, j.users["age"].astype(np.float64), missing=np.nan)  # (N,)
+    year_value = np.array([float(y) if y else np.nan for y in j.year_tokens])
+    release = _lookup(j.item_row, year_value, missing=np.nan)  # (N,)
+    return np.stack(
         [
             _standardise(age, age[:n_train]),
             _standardise(release, release[:n_train]),
-            _log_count(item_id, n_train, len(item_vocab)),
-            _log_count(user_id, n_train, len(user_vocab)),
+            _log_count(j.item_id, n_train, j.num_items),
+            _log_count(j.user_id, n_train, j.num_users),
         ],
         axis=1,
     ).astype(np.float32)  # (N, num_dense)
 
-    def split(name: str, start: int, stop: int) -> CtrSplit:
-        rows = slice(start, stop)
-        part = CtrSplit(
-            name=name,
-            keys=SPARSE_FEATURES,
-            ids=torch.from_numpy(np.ascontiguousarray(ids[:, rows])),
-            lengths=torch.from_numpy(np.ascontiguousarray(lengths[:, rows])),
-            dense=torch.from_numpy(dense[rows].copy()),
-            labels=torch.from_numpy(labels[rows].copy()),
-            timestamps=torch.from_numpy(timestamp[rows].copy()),
-        )
-        rate = part.labels.mean().item()
-        if name != "train" and rate in (0.0, 1.0):
-            raise BadDataError(
-                f"MovieLens in {folder}: the {name} split ({len(part)} rows) has only one "
-                "class, so NE and AUC are undefined; raise DatasetRef.max_rows or the "
-                f"{name} fraction"
-            )
-        return part
 
-    return CtrDataset(
-        schema=FeatureSchema(
-            sparse_features=SPARSE_FEATURES,
-            table_rows=tuple(table_rows),
-            dense_features=DENSE_FEATURES,
-        ),
-        train=split("train", 0, n_train),
-        validation=split("validation", n_train, n_train + n_validation),
-        test=split("test", n_train + n_validation, n),
-        split_rule=(
-            f"by timestamp (stable on ties): the oldest {n_train} rows train, the next "
-            f"{n_validation} validation, the newest {n_test} test"
-        ),
+@dataclass(frozen=True)
+class _Columns:
+    """Every interaction's tensors-to-be, in time order."""
+
+    ids: np.ndarray  # (F, N, L)
+    lengths: np.ndarray  # (F, N)
+    dense: np.ndarray  # (N, num_dense)
+    labels: np.ndarray  # (N,)
+    timestamp: np.ndarray  # (N,)
+
+
+def _split(columns: _Columns, data: str, name: str, start: int, stop: int) -> CtrSplit:
+    """Rows ``start:stop`` as the split ``name``; validation and test need both classes."""
+    rows = slice(start, stop)
+    part = CtrSplit(
+        name=name,
+        keys=SPARSE_FEATURES,
+        ids=torch.from_numpy(np.ascontiguousarray(columns.ids[:, rows])),
+        lengths=torch.from_numpy(np.ascontiguousarray(columns.lengths[:, rows])),
+        dense=torch.from_numpy(columns.dense[rows].copy()),
+        labels=torch.from_numpy(columns.labels[rows].copy()),
+        timestamps=torch.from_numpy(columns.timestamp[rows].copy()),
     )
+    rate = part.labels.mean().item()
+    if name != "train" and rate in (0.0, 1.0):
+        raise BadDataError(
+            f"{data}: the {name} split ({len(part)} rows) has only one class, so NE and AUC "
+            f"are undefined; raise DatasetRef.max_rows or the {name} fraction"
+        )
+    return part

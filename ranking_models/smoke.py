@@ -1,7 +1,6 @@
 """Cheap checks before a campaign is approved: does the data load as expected, does one
 training step of a spec run. No Temporal; the preflight activity calls these."""
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -9,17 +8,11 @@ import torch
 from contracts import DatasetRef, ModelSpec
 from ranking_models import memory
 from ranking_models.data import CtrDataset, FeatureSchema, Split
-from ranking_models.datasets import load_dataset
+from ranking_models.datasets import check_data, load_dataset
 from ranking_models.dlrm import build_model, dense_parameters, sparse_modules
-from ranking_models.errors import BadDataError, DivergenceError
+from ranking_models.errors import BadDataError
 from ranking_models.optim import dense_optimizer
-from ranking_models.trainer import (
-    apply_gradients,
-    batch_loss,
-    check_data,
-    set_learning_rates,
-    typed_errors,
-)
+from ranking_models.train_step import DivergenceMonitor, TrainStep, typed_errors
 
 # Rows the smoke step loads (``DatasetRef.max_rows``): enough for validation and test
 # splits with both labels on MovieLens-like click rates, a fraction of a second to load.
@@ -97,8 +90,9 @@ def smoke_step(
     """One training step of ``model`` on the first ``rows`` training rows; its loss.
 
     Builds the model and its optimizers as ``train`` does (memory checked first), runs
-    one forward, backward and optimizer step at the first step's learning rates, on a
-    cut of the data (``SMOKE_ROWS`` rows) so that even a large dataset loads quickly.
+    one ``TrainStep`` as the first of a one-step run (its learning rates, its divergence
+    check), on a cut of the data (``SMOKE_ROWS`` rows) so that even a large dataset loads
+    quickly.
 
     Args:
         model: The spec to try.
@@ -127,13 +121,11 @@ def smoke_step(
         net.train()
         train = data.train.to(device)
         batch = train.batch(torch.arange(min(rows, len(train))))
-        set_learning_rates(model, optimizer, sparse_modules(net), step=0, total_steps=1)
-        loss, value = batch_loss(net, batch, step=1)
-        # A non-finite loss would write NaN into the tables in backward; stop before it.
-        if not math.isfinite(value):
-            raise DivergenceError(1, value)
-        apply_gradients(model, net, optimizer, loss)
-    return value
+        # A fresh monitor judges step 1 by finiteness alone (it only sets the reference).
+        only_step = TrainStep(
+            model, net, optimizer, sparse_modules(net), DivergenceMonitor(), total_steps=1
+        )
+        return only_step(batch, step=0)
 
 
 def _load_cut(dataset: DatasetRef, max_table_rows: int) -> CtrDataset:

@@ -15,8 +15,8 @@ from ranking_models.cost import (
     estimate_seconds_range,
     work_per_sample,
 )
+from ranking_models.datasets import load_dataset
 from ranking_models.errors import OutOfMemoryError
-from ranking_models.trainer import load_dataset
 
 TINY_DATA = DatasetRef(max_rows=3000)
 

@@ -5,19 +5,20 @@ import torch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
 from contracts import DatasetRef, ModelSpec
-from ranking_models import distributed
+from ranking_models import distributed, distributed_rank
+from ranking_models.datasets import load_dataset
 from ranking_models.distributed import (
     DistributedOutcome,
     DistributedRunError,
     TablePlacement,
     error_from_json,
     error_to_json,
-    table_plan,
     train_distributed,
 )
 from ranking_models.dlrm import build_model
 from ranking_models.errors import BadDataError, BadSpecError, DivergenceError
-from ranking_models.trainer import load_dataset, train
+from ranking_models.sharding import table_plan
+from ranking_models.trainer import train
 
 DATA = DatasetRef(max_rows=4000)
 # 3200 training rows: 13 global batches of 256, each split 128 / 128 over two ranks.
@@ -104,8 +105,8 @@ def test_a_job_past_its_timeout_is_killed(monkeypatch):
 
 
 def test_a_global_batch_smaller_than_the_world_is_dropped_or_rejected():
-    assert distributed.global_batches(10, 4, 2) == [slice(0, 4), slice(4, 8), slice(8, 12)]
-    assert distributed.global_batches(9, 4, 2) == [slice(0, 4), slice(4, 8)]  # 1 row left
+    assert distributed_rank.global_batches(10, 4, 2) == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    assert distributed_rank.global_batches(9, 4, 2) == [slice(0, 4), slice(4, 8)]  # 1 row left
     with pytest.raises(BadSpecError, match="batch_size"):
         distributed.check_spec(SPEC.model_copy(update={"batch_size": 1}), torch.device("cpu"), 2)
 

@@ -9,9 +9,9 @@ from torchrec.modules.crossnet import CrossNet, LowRankCrossNet
 from contracts import DatasetRef, ModelSpec
 from kernels import FusedEmbeddingBagCollection
 from ranking_models.arch import ModuloEmbeddingBagCollection, NormalizedDenseArch
+from ranking_models.datasets import load_dataset
 from ranking_models.dlrm import DropoutOverArch, build_model, dense_parameters
 from ranking_models.errors import BadSpecError
-from ranking_models.trainer import load_dataset
 
 SPEC = ModelSpec(embedding_dim=8, dense_hidden=[16], over_hidden=[16, 8], seed=1)
 

@@ -8,7 +8,7 @@ import torch
 
 from contracts import DatasetRef, ModelSpec
 from contracts.dataset import SyntheticSpec
-from ranking_models import smoke
+from ranking_models import smoke, train_step
 from ranking_models.data import Batch
 from ranking_models.errors import BadDataError, BadSpecError, DivergenceError, OutOfMemoryError
 from ranking_models.smoke import inspect_data, smoke_step
@@ -37,13 +37,13 @@ def test_one_step_gives_the_untrained_models_loss_and_is_seeded(dataset: Dataset
 
 def test_the_step_trains_the_rows_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     sizes: list[int] = []
-    real = smoke.batch_loss
+    real = train_step.batch_loss
 
     def spy(net: torch.nn.Module, batch: Batch, *, step: int) -> tuple[torch.Tensor, float]:
         sizes.append(len(batch))
         return real(net, batch, step=step)
 
-    monkeypatch.setattr(smoke, "batch_loss", spy)
+    monkeypatch.setattr(train_step, "batch_loss", spy)
     smoke_step(MODEL, SYNTHETIC, rows=16, device="cpu")
     assert sizes == [16]
 
@@ -68,7 +68,7 @@ def test_a_loss_that_is_not_finite_is_divergence(monkeypatch: pytest.MonkeyPatch
     def nan_loss(net: torch.nn.Module, batch: Batch, *, step: int) -> tuple[torch.Tensor, float]:
         return torch.tensor(float("nan"), requires_grad=True), float("nan")
 
-    monkeypatch.setattr(smoke, "batch_loss", nan_loss)
+    monkeypatch.setattr(train_step, "batch_loss", nan_loss)
     with pytest.raises(DivergenceError, match="at step 1"):
         smoke_step(MODEL, MOVIELENS, device="cpu")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from contracts import DatasetRef, ModelSpec, TrialProgress
-from ranking_models import trainer
+from ranking_models import train_step, trainer
 from ranking_models.errors import (
     BadDataError,
     BadSpecError,
@@ -15,7 +15,7 @@ from ranking_models.errors import (
     TrainingCancelled,
 )
 from ranking_models.metrics import calibration
-from ranking_models.optim import lr_factor
+from ranking_models.train_step import lr_factor
 from ranking_models.trainer import train
 
 TINY_DATA = DatasetRef(max_rows=3000)
@@ -69,12 +69,12 @@ def test_should_stop_cancels_training():
 
 
 def test_nan_loss_raises_divergence(monkeypatch):
-    real = trainer.F.binary_cross_entropy_with_logits
+    real = train_step.F.binary_cross_entropy_with_logits
 
     def nan_loss(logits, labels):
         return real(logits, labels) * float("nan")
 
-    monkeypatch.setattr(trainer.F, "binary_cross_entropy_with_logits", nan_loss)
+    monkeypatch.setattr(train_step.F, "binary_cross_entropy_with_logits", nan_loss)
     with pytest.raises(DivergenceError, match="step 1"):
         train(TINY_SPEC, TINY_DATA)
 
@@ -159,7 +159,7 @@ def test_progress_reports_checkpoint_step_and_validation_each_epoch(tmp_path):
 
 
 def test_loss_staying_far_above_its_start_raises_divergence(monkeypatch):
-    real = trainer.F.binary_cross_entropy_with_logits
+    real = train_step.F.binary_cross_entropy_with_logits
     calls = 0
 
     def exploding(logits, labels):
@@ -168,14 +168,14 @@ def test_loss_staying_far_above_its_start_raises_divergence(monkeypatch):
         # 30x: above 10x the reference, below the 100x that stops training at once.
         return real(logits, labels) * (1.0 if calls <= 5 else 30.0)
 
-    monkeypatch.setattr(trainer.F, "binary_cross_entropy_with_logits", exploding)
+    monkeypatch.setattr(train_step.F, "binary_cross_entropy_with_logits", exploding)
     with pytest.raises(DivergenceError, match="for 3 steps") as e:
         train(TINY_SPEC, TINY_DATA, divergence_factor=10.0, divergence_patience=3)
     assert e.value.step == 8
 
 
 def test_a_loss_spike_far_above_the_reference_raises_divergence_at_once(monkeypatch):
-    real = trainer.F.binary_cross_entropy_with_logits
+    real = train_step.F.binary_cross_entropy_with_logits
     calls = 0
 
     def spiking(logits, labels):
@@ -183,7 +183,7 @@ def test_a_loss_spike_far_above_the_reference_raises_divergence_at_once(monkeypa
         calls += 1
         return real(logits, labels) * (1000.0 if calls == 4 else 1.0)
 
-    monkeypatch.setattr(trainer.F, "binary_cross_entropy_with_logits", spiking)
+    monkeypatch.setattr(train_step.F, "binary_cross_entropy_with_logits", spiking)
     with pytest.raises(DivergenceError, match="above 100 x the reference") as e:
         train(TINY_SPEC, TINY_DATA, divergence_factor=10.0, divergence_patience=3)
     assert e.value.step == 4
