@@ -44,6 +44,48 @@ class Trainer(Protocol):
     ) -> Outcome: ...
 
 
+class _Progress:
+    """A trial's progress reports: each a heartbeat, and each new epoch's validation metric
+    to the pruner of an exploitation trial.
+
+    Args:
+        spec: The trial.
+        prune: See ``TrainingActivities``; None: never prune.
+    """
+
+    def __init__(
+        self, spec: TrialSpec, prune: Callable[[PruneInput], PruneDecision] | None
+    ) -> None:
+        self._spec = spec
+        self._prune = prune
+        self._asked_after = 0  # the last epoch whose value went to the pruner in this attempt
+        self.pruned: PruneDecision | None = None  # the pruner's first "stop", if any
+
+    def __call__(self, progress: TrialProgress) -> None:
+        spec = self._spec
+        activity.heartbeat(progress.model_copy(update={"trial_id": spec.trial_id}))
+        value = {"ne": progress.validation_ne, "auc": progress.validation_auc}.get(spec.metric)
+        epoch = progress.validation_epochs
+        # Once per new epoch, at that epoch's number: a retry that resumed with epochs
+        # already done asks about its restored last epoch once (the study answers from
+        # its record), never under another step.
+        if value is None or epoch <= self._asked_after:
+            return
+        self._asked_after = epoch
+        # After the last epoch there is nothing left to save.
+        if spec.search and self._prune and epoch < spec.model.epochs:
+            decision = self._prune(
+                PruneInput(
+                    study_name=spec.search.study_name,
+                    number=spec.search.number,
+                    step=epoch,
+                    value=value,
+                )
+            )
+            if decision.prune and self.pruned is None:
+                self.pruned = decision
+
+
 class TrainingActivities:
     """Training on this host with an injected trainer.
 
@@ -93,67 +135,11 @@ class TrainingActivities:
         access.check_read(spec.access, spec.dataset)
         access.check_write(spec.access, checkpoint_dir(self._data_dir, spec), self._data_dir)
         started = time.monotonic()
-        asked_after = 0  # the last epoch whose value went to the pruner in this attempt
-        pruned: list[PruneDecision] = []
-
-        def on_progress(progress: TrialProgress) -> None:
-            nonlocal asked_after
-            activity.heartbeat(progress.model_copy(update={"trial_id": spec.trial_id}))
-            value = {"ne": progress.validation_ne, "auc": progress.validation_auc}.get(spec.metric)
-            epoch = progress.validation_epochs
-            # Once per new epoch, at that epoch's number: a retry that resumed with epochs
-            # already done asks about its restored last epoch once (the study answers from
-            # its record), never under another step.
-            if value is None or epoch <= asked_after:
-                return
-            asked_after = epoch
-            # After the last epoch there is nothing left to save.
-            if spec.search and self._prune and epoch < spec.model.epochs:
-                decision = self._prune(
-                    PruneInput(
-                        study_name=spec.search.study_name,
-                        number=spec.search.number,
-                        step=epoch,
-                        value=value,
-                    )
-                )
-                if decision.prune:
-                    pruned.append(decision)
-
+        progress = _Progress(spec, self._prune)
         try:
-            # Cancellation must arrive through should_stop, where the trainer checkpoints, not
-            # as an exception thrown into this thread at an arbitrary line.
-            with activity.shield_thread_cancel_exception():
-                outcome = self._train(
-                    spec.model,
-                    spec.dataset,
-                    on_progress=on_progress,
-                    # A worker shutting down (Ctrl-C, a deploy) stops its trials too:
-                    # they checkpoint, and the retry resumes them on the next worker.
-                    should_stop=lambda: (
-                        bool(pruned) or activity.is_cancelled() or activity.is_worker_shutdown()
-                    ),
-                    checkpoint_dir=checkpoint_dir(self._data_dir, spec),
-                    tensorboard_dir=telemetry.tensorboard_dir(self._data_dir, spec),
-                )
+            outcome = self._run_trainer(spec, progress)
         except TrainingCancelled as err:
-            if pruned:
-                return self._result(
-                    spec,
-                    started,
-                    state="pruned",
-                    error=pruned[0].reason,
-                    steps=err.step,
-                    epoch_values=[m[spec.metric] for m in err.validation_history],
-                )
-            if not activity.is_cancelled():  # the worker is shutting down: retry elsewhere
-                raise ApplicationError(
-                    f"trial {spec.trial_id} stopped at step {err.step}: the worker shut down; "
-                    "the retry resumes from its checkpoint",
-                    type="WorkerShutdown",
-                ) from err
-            # Reported as cancelled (not failed) only when raised as Temporal's CancelledError.
-            raise CancelledError(f"trial {spec.trial_id} cancelled") from err
+            return self._stopped(spec, started, err, progress.pruned)
         except DivergenceError as err:
             # An outcome, not an error: the run finished (and is charged) without a model.
             return self._result(spec, started, state="diverged", error=str(err), steps=err.step)
@@ -173,6 +159,53 @@ class TrainingActivities:
             # progress reports, which a resumed run only partly saw).
             epoch_values=[getattr(m, spec.metric) for m in outcome.validation_history],
         )
+
+    def _run_trainer(self, spec: TrialSpec, progress: _Progress) -> Outcome:
+        """The injected trainer on ``spec``, stopping when pruned, cancelled or shut down."""
+        # Cancellation must arrive through should_stop, where the trainer checkpoints, not
+        # as an exception thrown into this thread at an arbitrary line.
+        with activity.shield_thread_cancel_exception():
+            return self._train(
+                spec.model,
+                spec.dataset,
+                on_progress=progress,
+                # A worker shutting down (Ctrl-C, a deploy) stops its trials too:
+                # they checkpoint, and the retry resumes them on the next worker.
+                should_stop=lambda: (
+                    progress.pruned is not None
+                    or activity.is_cancelled()
+                    or activity.is_worker_shutdown()
+                ),
+                checkpoint_dir=checkpoint_dir(self._data_dir, spec),
+                tensorboard_dir=telemetry.tensorboard_dir(self._data_dir, spec),
+            )
+
+    def _stopped(
+        self,
+        spec: TrialSpec,
+        started: float,
+        err: TrainingCancelled,
+        pruned: PruneDecision | None,
+    ) -> TrialResult:
+        """A run that ``should_stop`` stopped: pruned is a result; cancelled or shut down
+        is an error (raised)."""
+        if pruned is not None:
+            return self._result(
+                spec,
+                started,
+                state="pruned",
+                error=pruned.reason,
+                steps=err.step,
+                epoch_values=[m[spec.metric] for m in err.validation_history],
+            )
+        if not activity.is_cancelled():  # the worker is shutting down: retry elsewhere
+            raise ApplicationError(
+                f"trial {spec.trial_id} stopped at step {err.step}: the worker shut down; "
+                "the retry resumes from its checkpoint",
+                type="WorkerShutdown",
+            ) from err
+        # Reported as cancelled (not failed) only when raised as Temporal's CancelledError.
+        raise CancelledError(f"trial {spec.trial_id} cancelled") from err
 
     def _result(self, spec: TrialSpec, started: float, **fields: Any) -> TrialResult:
         duration = time.monotonic() - started
