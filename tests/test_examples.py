@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import LocalTrial
+from cli.local import LocalTrial
 from contracts import DEFAULT_ACTION_SPACE, CampaignRequest, ModelSpec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import ACTION_SPACE_FILE, PUBLIC_MODELS, SCHEMA_DIR, app
+from cli import app
+from cli.local import ACTION_SPACE_FILE, PUBLIC_MODELS, SCHEMA_DIR
 from contracts import Budget, DatasetRef, ModelSpec
 from tests.factories import campaign_request
 
@@ -93,7 +94,7 @@ def test_embedded_auto_approved_campaign_runs_to_a_result_table(tmp_path: Path) 
 
 
 def test_improvements_read_unambiguously_in_the_metric_direction() -> None:
-    from cli import describe_best
+    from cli.render_campaign import describe_best
     from contracts import CampaignStatus
 
     better = CampaignStatus(
@@ -108,7 +109,7 @@ def test_improvements_read_unambiguously_in_the_metric_direction() -> None:
 
 def test_the_progress_total_drops_the_trials_a_phase_announced_it_skips() -> None:
     from activities.planning import make_plan
-    from cli import planned_trials
+    from cli.follow import planned_trials
     from contracts import CampaignStatus, PlanningInput, TrialSummary
 
     plan = make_plan(
@@ -151,7 +152,7 @@ def test_compare_refuses_different_datasets(tmp_path: Path) -> None:
 def test_the_result_shows_the_evidence_and_headlines_only_the_verdict() -> None:
     from rich.console import Console
 
-    from cli import render_result
+    from cli.render_campaign import render_result
     from contracts import CampaignResult, CampaignStatus, Comparison, GateDecision, LaunchProposal
 
     def decision(split: str, *comparisons: Comparison) -> GateDecision:
@@ -205,7 +206,7 @@ def test_the_result_shows_the_evidence_and_headlines_only_the_verdict() -> None:
 
 
 def test_the_leading_change_is_shown_with_its_gate_interval() -> None:
-    from cli import render_summary
+    from cli.render_campaign import render_summary
     from contracts import CampaignStatus, Comparison, GateDecision
 
     leader = Comparison(
@@ -229,7 +230,7 @@ def test_the_leading_change_is_shown_with_its_gate_interval() -> None:
 def test_a_failed_trial_shows_its_error_and_the_end_of_its_job_log() -> None:
     from rich.console import Console
 
-    from cli import render_failure
+    from cli.render_campaign import render_failure
     from contracts import TrialResult, TrialSummary
 
     log = "\n".join(f"line {i}" for i in range(30)) + "\n[bold]not markup[/]"
@@ -258,7 +259,7 @@ def test_a_failed_trial_shows_its_error_and_the_end_of_its_job_log() -> None:
 
 
 def test_a_running_slurm_trial_shows_its_job_id() -> None:
-    from cli import trial_state
+    from cli.render_campaign import trial_state
     from contracts import JobHandle, TrialSummary
 
     job = JobHandle(runner="slurm", job_id="c/t/1", trial_id="t", details={"slurm_job_id": "42"})

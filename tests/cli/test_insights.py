@@ -8,7 +8,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli import app, render_plan, render_provenance
+from cli import app
+from cli.render_campaign import render_plan, render_provenance
 from contracts import CampaignStatus, Hypothesis, Plan, Provenance
 from store import InsightsStore
 from tests.store.test_store import LARGE, SMALL, campaign

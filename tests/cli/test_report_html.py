@@ -216,6 +216,7 @@ def test_rea_campaign_report_writes_the_page_into_out(
     from typer.testing import CliRunner
 
     import cli
+    from cli import campaign
 
     status = recorded_status()
 
@@ -227,9 +228,9 @@ def test_rea_campaign_report_writes_the_page_into_out(
 
     # The Temporal round trip is covered by the first-hour tests; here only what the command
     # does with the status it gets.
-    monkeypatch.setattr(cli, "make_client", no_client)
-    monkeypatch.setattr(cli, "campaign_handle", lambda client, campaign_id: None)
-    monkeypatch.setattr(cli, "query_status", the_status)
+    monkeypatch.setattr(campaign, "make_client", no_client)
+    monkeypatch.setattr(campaign, "campaign_handle", lambda client, campaign_id: None)
+    monkeypatch.setattr(campaign, "query_status", the_status)
     runner = CliRunner()
     out = tmp_path / "reports"
     result = runner.invoke(cli.app, ["campaign", "report", "campaign-recorded", "--out", str(out)])

@@ -7,7 +7,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli import app, render_escalation, render_preflight
+from cli import app
+from cli.render_campaign import render_escalation, render_preflight
 from contracts import (
     Diagnosis,
     Escalation,

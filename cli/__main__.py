@@ -1,0 +1,5 @@
+"""`python -m cli`, as `rea`."""
+
+from cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""Commands that run the pieces: the Temporal dev server, workers, both at once (`rea up`),
+the Slack app; and ``embedded``, a server and workers for the length of one command."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+
+import typer
+from temporalio.client import Client
+
+import devserver
+from cli.apps import app, console, fail, load_settings, run
+from client import make_client
+from settings import Settings
+
+
+@app.command()
+def server() -> None:
+    """Run the Temporal dev server (SQLite under the data dir, Web UI) in the foreground."""
+    settings = load_settings()
+    with dev_server(settings) as dev:
+        console.print(f"Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}")
+        with contextlib.suppress(KeyboardInterrupt):
+            dev.wait()
+
+
+@contextlib.contextmanager
+def dev_server(settings: Settings) -> Iterator[devserver.DevServer]:
+    """The dev server for one command; a port in use or a failed start is a one-line error."""
+    dev = devserver.DevServer(settings)
+    try:
+        dev.start()
+    except (devserver.ServerStartError, FileNotFoundError) as err:
+        raise fail(str(err)) from None
+    try:
+        yield dev
+    finally:
+        dev.stop()
+
+
+@app.command()
+def worker(
+    role: Annotated[
+        list[str] | None, typer.Option(help="orchestration, training and/or jobs (default: all).")
+    ] = None,
+) -> None:
+    """Run workers against the configured server until interrupted."""
+    from worker import ROLES, run_workers
+
+    roles = tuple(role or ROLES)
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise fail(f"--role: unknown role(s) {sorted(unknown)}; choose from {list(ROLES)}")
+    with contextlib.suppress(KeyboardInterrupt):
+        run(run_workers(load_settings(), roles))  # type: ignore[arg-type]
+
+
+@app.command()
+def up() -> None:
+    """Run the dev server and a worker with every role (and the Slack app when Slack is
+    configured), and keep them running."""
+    settings = load_settings()
+    with dev_server(settings):
+        slack = f", Slack app on port {settings.slack_port}" if settings.slack_configured else ""
+        console.print(
+            f"openrea is up: Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}"
+            f"{slack}\nStart a campaign in another shell: rea campaign start"
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            run(_workers_and_slack(settings))
+
+
+async def _workers_and_slack(settings: Settings) -> None:
+    """The workers, and beside them the Slack app when its token and secret are set."""
+    from worker import run_workers
+
+    if not settings.slack_configured:
+        await run_workers(settings)
+        return
+    from integrations.slack import run_slack_app
+
+    client = await make_client(settings)
+    slack = asyncio.create_task(run_slack_app(settings, client))
+    try:
+        await run_workers(settings, client=client)
+    finally:
+        slack.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await slack
+
+
+@app.command()
+def slack() -> None:
+    """Run the Slack app: approve, reject, extend budgets and answer escalated trials from
+    Slack's buttons (Slack sends them to port REA_SLACK_PORT, path /slack/events)."""
+    from integrations.slack import missing_settings, run_slack_app
+
+    settings = load_settings()
+    if missing := missing_settings(settings):
+        raise fail(
+            f"{' and '.join(missing)} not set: the Slack app needs the bot token and the "
+            "signing secret of your Slack app (see README, Slack)"
+        )
+
+    async def main() -> None:
+        await run_slack_app(settings, await make_client(settings))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(main())
+
+
+@contextlib.asynccontextmanager
+async def embedded(settings: Settings) -> AsyncIterator[Client]:
+    """A dev server and in-process workers for the length of one command.
+
+    Args:
+        settings: The server's address, ports and data dir (free ones for a private server).
+
+    Yields:
+        A client of the server; the workers stop, then the server, when the block ends.
+    """
+    from worker import run_workers
+
+    with dev_server(settings):
+        client = await make_client(settings)
+        workers = asyncio.create_task(run_workers(settings, client=client))
+        try:
+            yield client
+        finally:
+            workers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await workers
