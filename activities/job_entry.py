@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,78 +52,34 @@ def run_job(folder: Path) -> TrialResult | None:
     """Train the job's trial; its result, or None when its scheduler stopped it."""
     job = json.loads((folder / "job.json").read_text())
     spec = TrialSpec.model_validate(job["spec"])
-    stop = threading.Event()
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        stop.set()  # the single-process trainer checkpoints at its next step and stops
-        if spec.devices > 1:
-            # torchrun has no cooperative stop: unwinding kills its process group.
-            raise TrainingCancelled(0)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-
-    def on_progress(progress: TrialProgress) -> None:
-        write_json_atomically(folder / "progress.json", progress.model_dump_json())
-
+    stop = _stop_on_sigterm(spec)
     started = time.monotonic()
-    common = {"campaign_id": spec.campaign_id, "trial_id": spec.trial_id}
     if limit := job.get("memory_limit_bytes"):
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        # Imported here: compiled kernels that fail to load are this trial's typed failure.
-        from ranking_models.distributed import train_distributed
-        from ranking_models.trainer import train
+        trainers = _import_trainers()
     except (ImportError, OSError) as err:
-        return _write(
-            folder,
-            spec,
-            started,
-            TrialResult(
-                **common,
-                state="failed",
-                error=str(KernelUnavailableError(f"kernels unavailable on this host: {err}")),
-                error_type="KernelUnavailableError",
-                log_tail=_tail(traceback.format_exc()),
-            ),
-        )
+        return _write(folder, spec, started, _kernels_unavailable(spec, err))
     try:
-        outcome: Any
-        if spec.devices > 1:
-            outcome = train_distributed(spec.model, spec.dataset, nproc=spec.devices)
-        else:
-            outcome = train(
-                spec.model,
-                spec.dataset,
-                on_progress=on_progress,
-                should_stop=stop.is_set,
-                checkpoint_dir=Path(job["checkpoint_dir"]),
-                tensorboard_dir=Path(job["tensorboard_dir"]) if "tensorboard_dir" in job else None,
-            )
+        outcome = _train(folder, job, spec, stop, trainers)
     except TrainingCancelled:
         if job.get("runner") in SCHEDULER_RUNNERS and not (folder / STOP_REQUESTED).exists():
             # The scheduler's SIGTERM (time limit, preemption, someone's scancel): the
             # checkpoint is written; the scheduler's own record says how the job ended.
             return None
-        result = TrialResult(**common, state="cancelled", duration_s=time.monotonic() - started)
+        result = _result(spec, state="cancelled", duration_s=time.monotonic() - started)
     except TrainingError as err:
-        result = TrialResult(
-            **common,
+        result = _result(
+            spec,
             state="diverged" if isinstance(err, DivergenceError) else "failed",
             error=str(err),
             error_type=type(err).__name__,
         )
     except Exception as err:  # anything else: typed by its class, for the runbooks to read
-        log.exception("trial %s failed unexpectedly", spec.trial_id)
-        result = TrialResult(
-            **common,
-            state="failed",
-            error=f"{type(err).__name__}: {err}",
-            error_type=type(err).__name__,
-            log_tail=_tail(traceback.format_exc()),
-        )
+        result = _unexpected_failure(spec, err)
     else:
-        result = TrialResult(
-            **common,
+        result = _result(
+            spec,
             state="succeeded",
             validation=outcome.validation,
             test=outcome.test,
@@ -132,6 +89,88 @@ def run_job(folder: Path) -> TrialResult | None:
             duration_s=outcome.duration_s,
         )
     return _write(folder, spec, started, result)
+
+
+def _stop_on_sigterm(spec: TrialSpec) -> threading.Event:
+    """Installs the SIGTERM handler; returns the event it sets.
+
+    The single-process trainer polls the event (``should_stop``), checkpoints and stops; a
+    torchrun job has no cooperative stop, so the handler unwinds it at once.
+    """
+    stop = threading.Event()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        stop.set()  # the single-process trainer checkpoints at its next step and stops
+        if spec.devices > 1:
+            # torchrun has no cooperative stop: unwinding kills its process group.
+            raise TrainingCancelled(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return stop
+
+
+_Trainers = tuple[Callable[..., Any], Callable[..., Any]]
+
+
+def _import_trainers() -> _Trainers:
+    """``trainer.train`` and ``distributed.train_distributed``.
+
+    Imported here, not at the top: compiled kernels that fail to load are this trial's
+    typed failure (``KernelUnavailableError``), not a job that never starts.
+    """
+    from ranking_models.distributed import train_distributed
+    from ranking_models.trainer import train
+
+    return train, train_distributed
+
+
+def _train(
+    folder: Path, job: dict[str, Any], spec: TrialSpec, stop: threading.Event, trainers: _Trainers
+) -> Any:
+    """Trains in this process with checkpoints, or through torchrun on several devices."""
+    train, train_distributed = trainers
+    if spec.devices > 1:
+        return train_distributed(spec.model, spec.dataset, nproc=spec.devices)
+
+    def on_progress(progress: TrialProgress) -> None:
+        write_json_atomically(folder / "progress.json", progress.model_dump_json())
+
+    return train(
+        spec.model,
+        spec.dataset,
+        on_progress=on_progress,
+        should_stop=stop.is_set,
+        checkpoint_dir=Path(job["checkpoint_dir"]),
+        tensorboard_dir=Path(job["tensorboard_dir"]) if "tensorboard_dir" in job else None,
+    )
+
+
+def _result(spec: TrialSpec, **fields: Any) -> TrialResult:
+    return TrialResult(campaign_id=spec.campaign_id, trial_id=spec.trial_id, **fields)
+
+
+def _kernels_unavailable(spec: TrialSpec, err: BaseException) -> TrialResult:
+    """The failure of a host whose kernels do not load (call it while handling ``err``)."""
+    return _result(
+        spec,
+        state="failed",
+        error=str(KernelUnavailableError(f"kernels unavailable on this host: {err}")),
+        error_type="KernelUnavailableError",
+        log_tail=_tail(traceback.format_exc()),
+    )
+
+
+def _unexpected_failure(spec: TrialSpec, err: Exception) -> TrialResult:
+    """A failure typed by the exception's class, with the traceback as its log tail (call
+    it while handling ``err``)."""
+    log.exception("trial %s failed unexpectedly", spec.trial_id)
+    return _result(
+        spec,
+        state="failed",
+        error=f"{type(err).__name__}: {err}",
+        error_type=type(err).__name__,
+        log_tail=_tail(traceback.format_exc()),
+    )
 
 
 def _write(folder: Path, spec: TrialSpec, started: float, result: TrialResult) -> TrialResult:
