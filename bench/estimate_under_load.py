@@ -48,7 +48,7 @@ def measure(max_rows: int) -> dict[str, float]:
     """The estimate in this process (the child's side): (low, high) s and calibration time."""
     # Imported here: only the children need torch; the parent just starts and reads them.
     from ranking_models.cost import estimate_seconds_range
-    from ranking_models.trainer import load_dataset
+    from ranking_models.datasets import load_dataset
 
     spec, dataset = ModelSpec(), DatasetRef(max_rows=max_rows)
     # Loading the data is cached per process and is not part of the calibration.
