@@ -1,7 +1,7 @@
 """One optimizer step of a ranking model, the same in every training path.
 
 ``trainer.train`` (one process), ``smoke.smoke_step`` (the preflight's single step) and
-``distributed`` (one rank of a torchrun job) all train through ``TrainStep``: the learning
+``distributed_rank`` (one rank of a torchrun job) all train through ``TrainStep``: the learning
 rates for the step (warmup, then a linear or cosine decay), the binary cross-entropy
 loss, the ``DivergenceMonitor``'s judgement of that loss, backward (which also updates
 the fused embedding tables), gradient clipping and the dense optimizer's step. What
@@ -291,7 +291,11 @@ class TrainStep:
     reduce: ReduceLoss | None = None
 
     def __call__(self, batch: Batch, *, step: int) -> float:
-        """Trains on ``batch`` as the step after ``step`` (0: the first step).
+        """Trains on ``batch`` as the step after ``step``.
+
+        Args:
+            batch: B examples (on a distributed rank, its slice of the global batch).
+            step: Steps already taken (0 for the first step).
 
         Returns:
             The step's loss (before the update).
