@@ -2,8 +2,8 @@
 
 A trial launches when a slot is free and the ledger affords it, both at once; it trains as an
 in-worker activity or as an external job (``workflows.jobs``); its result is charged, kept in
-the state and recorded. A failed trial goes to its recovery (``workflows.trial_recovery``) before the
-caller sees the result.
+the state and recorded. A failed trial goes to its recovery (``workflows.trial_recovery``)
+before the caller sees the result.
 """
 
 import asyncio
