@@ -45,7 +45,12 @@ from contracts import (
 from runbooks import load_runbook
 from settings import Settings
 from store import InsightsStore
-from worker import WORKFLOW_RUNNER, ensure_search_attributes, notify_activities
+from worker import (
+    WORKFLOW_RUNNER,
+    ensure_search_attributes,
+    notify_activities,
+    orchestration_activities,
+)
 from workflows.campaign import CampaignWorkflow
 from workflows.options import TRAINING_QUEUE
 
@@ -118,19 +123,14 @@ async def measure(
                 client,
                 task_queue=queue,
                 workflows=[CampaignWorkflow],
-                activities=[
-                    propose_hypotheses,
-                    propose_hypotheses_llm,
-                    preflight_campaign,
-                    recovery.diagnose_failure,
-                    recovery.record_remedy,
-                    results.record_trial,
-                    results.record_campaign,
-                    evidence.gate_hypotheses,
-                    search.ask,
-                    search.tell,
-                    notify.notify_slack,
-                ],
+                activities=orchestration_activities(
+                    [propose_hypotheses, propose_hypotheses_llm, preflight_campaign],
+                    results,
+                    recovery,
+                    evidence,
+                    search,
+                    notify,
+                ),
                 activity_executor=ThreadPoolExecutor(4),
                 workflow_runner=WORKFLOW_RUNNER,
             ),
