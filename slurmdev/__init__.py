@@ -272,7 +272,3 @@ def main() -> None:
         print(f"Slurm under {cluster.root} stopped.")
     else:
         sys.exit("usage: python -m slurmdev up|down [DIR]")
-
-
-if __name__ == "__main__":
-    main()

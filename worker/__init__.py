@@ -306,8 +306,3 @@ async def _shut_down(workers: Sequence[Worker], runs: Sequence[asyncio.Task[None
     for run in runs:
         run.cancel()
     await asyncio.gather(*runs, return_exceptions=True)
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    asyncio.run(run_workers(Settings()))
