@@ -142,6 +142,7 @@ def _train(
         should_stop=stop.is_set,
         checkpoint_dir=Path(job["checkpoint_dir"]),
         tensorboard_dir=Path(job["tensorboard_dir"]) if "tensorboard_dir" in job else None,
+        data_fraction=spec.data_fraction,
     )
 
 

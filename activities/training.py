@@ -41,6 +41,7 @@ class Trainer(Protocol):
         should_stop: Callable[[], bool] | None = None,
         checkpoint_dir: Path | None = None,
         tensorboard_dir: Path | None = None,
+        data_fraction: float = 1.0,
     ) -> Outcome: ...
 
 
@@ -178,6 +179,7 @@ class TrainingActivities:
                 ),
                 checkpoint_dir=checkpoint_dir(self._data_dir, spec),
                 tensorboard_dir=telemetry.tensorboard_dir(self._data_dir, spec),
+                data_fraction=spec.data_fraction,
             )
 
     def _stopped(

@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from contracts.base import Record, Spec
 from contracts.dataset import DatasetRef
@@ -51,6 +51,9 @@ class TrialSpec(Spec):
         access: What the trial may read and write; None: no scope (trials of older versions).
         remedy_of: The failed trial this one remedies (its result never stands for that
             trial's hypothesis).
+        data_fraction: The share of the training split each epoch trains on (a screening
+            rung's fidelity); validation and test are always whole. Below 1 a trial runs on
+            one device.
     """
 
     campaign_id: str = Field(min_length=1)
@@ -66,6 +69,13 @@ class TrialSpec(Spec):
     search: SearchRef | None = None
     access: AccessScope | None = None
     remedy_of: str = ""
+    data_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _fraction_on_one_device(self) -> "TrialSpec":
+        if self.data_fraction < 1.0 and self.devices > 1:
+            raise ValueError("data_fraction: a fraction of the data trains on one device")
+        return self
 
 
 class TrialProgress(Record):

@@ -10,6 +10,7 @@ report as it goes, and score test at the end.
 """
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,6 +74,7 @@ def train(
     divergence_patience: int = DivergenceMonitor.PATIENCE,
     memory_limit_bytes: int | None = None,
     tensorboard_dir: Path | None = None,
+    data_fraction: float = 1.0,
 ) -> TrainOutcome:
     """Trains ``model`` on the train split, scoring validation every epoch and test at the end.
 
@@ -98,6 +100,9 @@ def train(
         memory_limit_bytes: Memory the model may use (see ``memory.check_fits``); None:
             the host's RAM or ``$REA_MEMORY_LIMIT_GB``.
         tensorboard_dir: Folder for TensorBoard scalars (see ``summaries``); None: none.
+        data_fraction: The share of the training split each epoch trains on, in (0, 1]:
+            the first ``ceil(fraction * batches)`` batches of the epoch's shuffle (a cheap,
+            low-fidelity run for multi-fidelity screening; validation and test are whole).
 
     Returns:
         Validation and test metrics, steps, wall time, the last epoch's mean loss and the
@@ -120,6 +125,7 @@ def train(
         checkpoint_every=checkpoint_every,
         divergence_factor=divergence_factor,
         divergence_patience=divergence_patience,
+        data_fraction=data_fraction,
     )
     started = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -158,6 +164,7 @@ class _Options:
     checkpoint_every: int
     divergence_factor: float
     divergence_patience: int
+    data_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         if self.progress_every < 1 or self.checkpoint_every < 1 or self.divergence_patience < 1:
@@ -167,6 +174,8 @@ class _Options:
             )
         if not self.divergence_factor > 1.0:
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")
+        if not 0.0 < self.data_fraction <= 1.0:
+            raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
 
 
 def _load(
@@ -264,7 +273,7 @@ class _Run:
         epoch_started = summaries.now_ns()
         window_loss, window_steps = 0.0, 0
         batches = self.train_split.batches(self.spec.batch_size, generator=self.generator)
-        for batch in itertools.islice(batches, done_in_epoch, None):
+        for batch in itertools.islice(batches, done_in_epoch, per_epoch):
             self._stop_if_asked()
             value = self.train_step(batch, step=loop.step)
             loop.step += 1
@@ -358,7 +367,9 @@ def _build(
     validation_split = data.validation.to(device)
     optimizer = dense_optimizer(model, dense_parameters(net))
     generator = torch.Generator().manual_seed(model.seed)
-    steps_per_epoch = train_split.num_batches(model.batch_size)
+    # A fraction of the data trains on the first batches of each epoch's shuffle.
+    full_epoch = train_split.num_batches(model.batch_size)
+    steps_per_epoch = max(1, math.ceil(full_epoch * options.data_fraction))
     checkpoints = _Checkpoints(options.checkpoint_dir, model, dataset, net, optimizer)
     loop = checkpoints.restore(LoopState(step=0, epoch_generator_state=generator.get_state()))
     scalars.resume_at(loop.step)
