@@ -23,7 +23,7 @@ from contracts.campaign import (
     TrialSummary,
     canonical,
 )
-from contracts.dataset import DatasetRef
+from contracts.dataset import DatasetRef, TableColumns, TableSpec
 from contracts.evidence import (
     Additivity,
     CandidateRuns,
@@ -210,6 +210,8 @@ __all__ = [
     "SlackActionKind",
     "Source",
     "SwitchOptimizer",
+    "TableColumns",
+    "TableSpec",
     "TaskDescriptor",
     "TellInput",
     "TrialProgress",

@@ -78,6 +78,107 @@ class SyntheticSpec(Spec):
         return self
 
 
+TEXT_FORMATS = ("csv", "tsv")
+
+
+class TableColumns(Spec):
+    """What each column of a table is for. Columns not named here are ignored.
+
+    Attributes:
+        label: The 0/1 click column (integer, boolean or 0.0/1.0 floats; no missing values).
+        dense: Numeric feature columns, in model order. Missing (null, NaN, empty text)
+            reads as 0; an infinite value is an error.
+        sparse: Categorical id columns, one id per row (integers or strings), hashed into
+            ``ModelSpec.max_table_rows`` rows per feature. Missing reads as an empty bag.
+        multi: Multi-valued id columns (e.g. recently clicked item ids): a Parquet list
+            column, or text with ids between ``TableSpec.separator``; hashed like
+            ``sparse``, each row's first ``TableSpec.max_bag`` ids kept.
+    """
+
+    label: str = Field(min_length=1)
+    dense: tuple[str, ...] = ()
+    sparse: tuple[str, ...] = ()
+    multi: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "TableColumns":
+        names = [self.label, *self.dense, *self.sparse, *self.multi]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"columns: {repeated} named in more than one role; give each one")
+        if not self.sparse and not self.multi:
+            raise ValueError("columns: a DLRM needs at least one sparse or multi id column")
+        return self
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The sparse features in model (KJT key) order: ``sparse``, then ``multi``."""
+        return (*self.sparse, *self.multi)
+
+
+class TableSpec(Spec):
+    """Your own table: its format, its columns' roles and how to split it.
+
+    Attributes:
+        format: ``parquet``, or delimited text: ``csv`` (comma) or ``tsv`` (tab).
+        columns: Each column's role.
+        header: Text only: the first line of each file names the columns.
+        names: Text without a header: every column's name, in file order.
+        delimiter: Text only: between fields; empty means the format's (``,`` or tab).
+        separator: Between the ids of a text-valued ``multi`` column.
+        max_bag: Ids kept per row of a ``multi`` column (the first ones).
+        dense_transform: ``log1p`` maps a count x to log(1 + max(x, 0)); ``none`` keeps it.
+        hex_ids: Text ids are hexadecimal numbers (Criteo's), hashed as numbers.
+        split_column: Split by this column's values instead of by row order, e.g. a day:
+            its distinct values are sorted, and the latest ones (whole values, about
+            ``test_fraction`` of the rows) are test, the ones before them validation, so
+            test is later than train.
+        validation_values: With ``split_column``: exactly these values are validation
+            (written as text, e.g. ``"2024-05-06"`` or ``"6"``); empty: by fraction.
+        test_values: Likewise for test.
+    """
+
+    format: Literal["parquet", "csv", "tsv"] = "parquet"
+    columns: TableColumns
+    header: bool = True
+    names: tuple[str, ...] = ()
+    delimiter: str = Field(default="", max_length=1)
+    separator: str = Field(default="|", min_length=1, max_length=1)
+    max_bag: int = Field(default=64, ge=1, le=4096)
+    dense_transform: Literal["none", "log1p"] = "none"
+    hex_ids: bool = False
+    split_column: str = ""
+    validation_values: tuple[str, ...] = ()
+    test_values: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TableSpec":
+        if self.format == "parquet" and (self.names or not self.header or self.delimiter):
+            raise ValueError(
+                "names/header/delimiter: only for csv or tsv; Parquet files carry their "
+                "column names"
+            )
+        if self.format in TEXT_FORMATS and not self.header and not self.names:
+            raise ValueError("names: a text file without a header needs every column's name")
+        if self.split_column and self.split_column in self.columns.features:
+            raise ValueError(
+                f"split_column: {self.split_column!r} is also a feature; a model must not "
+                "learn the split (use another column or drop it from the features)"
+            )
+        if (self.validation_values or self.test_values) and not self.split_column:
+            raise ValueError("validation_values/test_values: need split_column set")
+        if bool(self.validation_values) != bool(self.test_values):
+            raise ValueError("validation_values/test_values: give both, or neither (by fraction)")
+        if set(self.validation_values) & set(self.test_values):
+            raise ValueError("validation_values/test_values: a value cannot be in both")
+        return self
+
+    @property
+    def field_delimiter(self) -> str:
+        """The delimiter text fields are cut at."""
+        return self.delimiter or ("\t" if self.format == "tsv" else ",")
+
+
 class DatasetRef(Spec):
     """A dataset and how to cut it.
 
@@ -90,12 +191,17 @@ class DatasetRef(Spec):
             (label = rating >= 4), split by timestamp. ``synthetic-criteo`` is generated
             from ``synthetic``, split by row-number ranges. ``criteo-tsv`` reads Criteo's
             TSV files (Kaggle ``train.txt`` or the 1TB ``day_N`` files) at ``path``,
-            split by file order, then line order.
+            split by file order, then line order (a preset of ``table``). ``table``
+            reads your own Parquet, CSV or TSV files at ``path`` as ``table`` declares,
+            split by row order (files by name, then rows) or by ``table.split_column``.
         path: MovieLens: folder holding the raw files; empty means the copy shipped in
             the ``recbole`` wheel. Criteo: one TSV file, or a folder of ``day_N`` files
-            (required). Unused for synthetic data.
+            (required). Table: one file, or a folder whose files of the format
+            (``*.parquet``, ``*.csv``, ``*.tsv``) are read in name order (required).
+            Unused for synthetic data.
         max_rows: Keep only the first ``max_rows`` rows in time (0 = all). Small values
-            make tiny, fast runs for tests.
+            make tiny, fast runs for tests; a table larger than memory trains on its first
+            ``max_rows`` rows, read a row group or block at a time.
         validation_fraction: Share of the newest rows (before the test rows) used for
             validation and model selection.
         test_fraction: Share of the newest rows held out for the final report; never used
@@ -103,15 +209,17 @@ class DatasetRef(Spec):
         synthetic: The generator's parameters, for ``synthetic-criteo`` only.
         exclude_files: Criteo ``day_N`` file names of the folder at ``path`` to leave out
             (e.g. a corrupt shard a runbook skipped).
+        table: The columns' roles and format, for ``table`` only.
     """
 
-    name: Literal["movielens-100k", "synthetic-criteo", "criteo-tsv"] = "movielens-100k"
+    name: Literal["movielens-100k", "synthetic-criteo", "criteo-tsv", "table"] = "movielens-100k"
     path: str = ""
     max_rows: int = Field(default=0, ge=0)
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
     exclude_files: tuple[str, ...] = ()
+    table: TableSpec | None = None
 
     @model_validator(mode="after")
     def _fields_fit_the_name(self) -> "DatasetRef":
@@ -120,6 +228,14 @@ class DatasetRef(Spec):
                 "path: criteo-tsv needs path set to a Criteo TSV file (e.g. train.txt) or "
                 "a folder of day_N files"
             )
+        if self.name == "table" and (not self.path or self.table is None):
+            raise ValueError(
+                "path/table: name='table' needs path (a Parquet, CSV or TSV file, or a folder "
+                "of them) and table (the columns' roles), e.g. "
+                '{"format": "parquet", "columns": {"label": "click", "sparse": ["ad_id"]}}'
+            )
+        if self.name != "table" and self.table is not None:
+            raise ValueError(f"table: only used with name='table', got name={self.name!r}")
         # Compared with the default, not checked for presence: a dumped and re-read ref
         # (as Temporal's converter does) always carries the field.
         if self.name != "synthetic-criteo" and self.synthetic != SyntheticSpec():

@@ -2,10 +2,15 @@
 
 Every loader caches per process (a campaign trains many trials on the same data in one
 worker): MovieLens its parsed tensors, synthetic data its calibrated generator, Criteo
-TSV its byte index. Splits are fixed by the ref alone and reported by
-``CtrDataset.splits()`` and ``CtrDataset.split_rule``. ``check_data`` rejects what no
-model can learn from or be scored on, before a model is built.
+TSV its byte index, your own table (``name="table"``) the loaded dataset, keyed by the
+files' sizes and times so a rewritten file is read again. Splits are fixed by the ref
+alone and reported by ``CtrDataset.splits()`` and ``CtrDataset.split_rule``.
+``check_data`` rejects what no model can learn from or be scored on, before a model is
+built.
 """
+
+import functools
+from pathlib import Path
 
 import torch
 
@@ -15,6 +20,7 @@ from ranking_models.data import CtrDataset, StreamingSplit
 from ranking_models.errors import BadDataError
 from ranking_models.movielens import load_movielens
 from ranking_models.synthetic import load_synthetic
+from ranking_models.tables import load_table
 
 
 def load_dataset(ref: DatasetRef, *, max_table_rows: int) -> CtrDataset:
@@ -38,6 +44,36 @@ def load_dataset(ref: DatasetRef, *, max_table_rows: int) -> CtrDataset:
             return load_synthetic(ref, max_table_rows=max_table_rows)
         case "criteo-tsv":
             return load_criteo_tsv(ref, max_table_rows=max_table_rows)
+        case "table":
+            return _load_own_table(ref.model_dump_json(), max_table_rows, _stamps(ref.path))
+
+
+def _stamps(path: str) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and mtime of the file or of a folder's files: part of the cache key."""
+    root = Path(path)
+    files = sorted(root.iterdir()) if root.is_dir() else [root] if root.exists() else []
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file())
+
+
+@functools.lru_cache(maxsize=8)
+def _load_own_table(
+    ref_json: str, max_table_rows: int, _stamps: tuple[tuple[str, int, int], ...]
+) -> CtrDataset:
+    # Imported here: pyarrow loads only for the data that needs it.
+    from ranking_models.table_parquet import ParquetReader
+    from ranking_models.table_text import TextReader
+    from ranking_models.tables import table_files
+
+    ref = DatasetRef.model_validate_json(ref_json)
+    assert ref.table is not None  # DatasetRef's validator: name "table" has a table
+    spec = ref.table
+    if spec.format == "parquet":
+        reader: ParquetReader | TextReader = ParquetReader(ref.path, spec, ref.max_rows)
+    else:
+        suffixes = (".csv", ".txt") if spec.format == "csv" else (".tsv", ".txt")
+        files = table_files(ref.path, suffixes, spec.format.upper())
+        reader = TextReader(files, spec, ref.max_rows)
+    return load_table(ref, reader, spec, max_table_rows=max_table_rows)
 
 
 def check_data(data: CtrDataset) -> None:

@@ -95,8 +95,8 @@ def test_max_rows_keeps_the_first_lines_and_crlf_and_no_final_newline_are_fine(t
         ("1\t2\t3", r"line 6: expected 40 tab-separated fields.*got 3"),
         ("", r"line 6: expected 40 tab-separated fields.*got 1"),
         (_line("2", ["1"] * 13, HEX[:1] * 26), r"line 6: label '2' is not 0 or 1"),
-        (_line("0", ["x1", *["1"] * 12], HEX[:1] * 26), r"line 6: I1 'x1' is not an integer"),
-        (_line("0", ["1"] * 13, ["zz", *HEX[:1] * 25]), r"line 6: C1 'zz' is not a hex hash"),
+        (_line("0", ["x1", *["1"] * 12], HEX[:1] * 26), r"line 6: I1 'x1' is not a number"),
+        (_line("0", ["1"] * 13, ["zz", *HEX[:1] * 25]), r"line 6: C1 'zz' is not a hex id"),
     ],
 )
 def test_a_malformed_line_names_the_file_and_line(tmp_path, bad, message):
