@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.agents import space
 from activities.agents.knowledge import KnowledgeAgent
 from contracts import (
     DEFAULT_ACTION_SPACE,
@@ -211,6 +212,31 @@ class PlanningActivities:
                 "estimated_device_hours_per_trial_high": max(high_s, typical_s) / 3600.0,
                 "jobs_run_on": self._jobs_run_on,
             }
+        )
+
+    @activity.defn(name="propose_space_points")
+    def propose_space_points(self, inp: ProposalInput) -> Proposals:
+        """The action space's candidates: every knob probed on its own, then
+        ``inp.max_hypotheses`` points drawn from the whole space (seeded by the baseline's
+        seed, so each campaign draws its own), each with its cost over the baseline's."""
+        request = inp.request
+        relative_cost = self._relative_cost
+
+        def cost_factor(candidate: ModelSpec) -> float:
+            assert relative_cost is not None
+            try:
+                return relative_cost(request.baseline, candidate, request.dataset)
+            except TrainingError:  # unreadable data: the preflight says so; cost unknown
+                return 1.0
+
+        return Proposals(
+            source="search-space",
+            hypotheses=space.hypotheses(
+                request.baseline,
+                inp.max_hypotheses,
+                request.baseline.seed,
+                cost_factor=cost_factor if relative_cost else None,
+            ),
         )
 
     @activity.defn(name="plan_campaign")

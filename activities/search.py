@@ -24,12 +24,12 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState, create_trial
 from sqlalchemy.engine import make_url
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from contracts import DEFAULT_ACTION_SPACE, ActionSpace, Knob
+from contracts import DEFAULT_ACTION_SPACE, ActionSpace, Knob, ModelSpec
 from contracts.search import (
     AskedTrial,
     AskInput,
@@ -46,6 +46,8 @@ ASK_ID_ATTR = "openrea.ask_id"
 """Trial user attribute holding the ``ask_id`` of the ask that created the trial."""
 CHANGES_ATTR = "openrea.changes"
 """Trial user attribute holding the changes returned for the trial (fixed + sampled)."""
+KNOWN_ATTR = "openrea.known"
+"""Trial user attribute marking a point told to the study before it sampled (``known``)."""
 
 _STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "fail": TrialState.FAIL}
 
@@ -165,6 +167,49 @@ def _pruner() -> optuna.pruners.BasePruner:
     return optuna.pruners.SuccessiveHalvingPruner()
 
 
+def params_of(spec: ModelSpec, dists: dict[str, BaseDistribution]) -> dict[str, Any] | None:
+    """``spec`` as the study's parameters, or None when it lies outside the searched space.
+
+    Widths knobs are a depth plus one width per possible layer (see ``knob_distributions``);
+    layers past the spec's depth are unused, so any value in range stands for them.
+    """
+    params: dict[str, Any] = {}
+    for name, dist in dists.items():
+        field_name, _, part = name.partition(".")
+        value = getattr(spec, field_name)
+        if part == "depth":
+            value = len(value)
+        elif part:
+            index = int(part)
+            value = value[index] if index < len(value) else dist.low  # type: ignore[attr-defined]
+        try:  # _contains: Optuna's own range-and-grid check, private but stable since 2.x
+            inside = dist._contains(dist.to_internal_repr(value))
+        except ValueError:  # a categorical value outside the choices
+            inside = False
+        if not inside:
+            return None
+        params[name] = value
+    return params
+
+
+def _tell_known(study: optuna.Study, inp: AskInput, dists: dict[str, BaseDistribution]) -> None:
+    """Add the points already measured to a new study, as finished trials: the sampler then
+    models what the screen found. A point outside the space (a width past its range) is
+    left out; without a baseline to apply the changes to there is nothing to tell."""
+    if inp.baseline is None:
+        return
+    for point in inp.known:
+        try:
+            spec = inp.baseline.with_changes(point.changes)
+        except ValueError:
+            continue
+        params = params_of(spec, dists)
+        if params is not None and math.isfinite(point.value):
+            trial = create_trial(params=params, distributions=dists, value=point.value)
+            trial.set_user_attr(KNOWN_ATTR, True)
+            study.add_trial(trial)
+
+
 class SearchActivities:
     """Ask-and-tell activities over one Optuna RDB storage.
 
@@ -239,6 +284,9 @@ class SearchActivities:
                 f"{study.direction.name.lower()}, not {inp.direction}"
             )
         trials = study.get_trials(deepcopy=False)
+        if not trials and inp.known:
+            _tell_known(study, inp, dists)
+            trials = study.get_trials(deepcopy=False)
         study.sampler = make_sampler(inp.sampler, _call_seed(inp.seed, len(trials)))
         asked = [
             AskedTrial(number=t.number, changes=t.user_attrs[CHANGES_ATTR])

@@ -31,28 +31,8 @@ def make_sampler(method: str, seed: int) -> optuna.samplers.BaseSampler:
 def baseline_params(
     baseline: ModelSpec, dists: dict[str, BaseDistribution]
 ) -> dict[str, Any] | None:
-    """The baseline as Optuna parameters, or None when it lies outside the searched space.
-
-    Widths knobs are a depth plus one width per possible layer (see ``knob_distributions``);
-    layers past the baseline's depth are unused, so any value in range stands for them.
-    """
-    params: dict[str, Any] = {}
-    for name, dist in dists.items():
-        field_name, _, part = name.partition(".")
-        value = getattr(baseline, field_name)
-        if part == "depth":
-            value = len(value)
-        elif part:
-            index = int(part)
-            value = value[index] if index < len(value) else dist.low  # type: ignore[attr-defined]
-        try:  # _contains: Optuna's own range-and-grid check, private but stable since 2.x
-            inside = dist._contains(dist.to_internal_repr(value))
-        except ValueError:  # a categorical value outside the choices
-            inside = False
-        if not inside:
-            return None
-        params[name] = value
-    return params
+    """The baseline as Optuna parameters (see ``activities.search.params_of``)."""
+    return search.params_of(baseline, dists)
 
 
 def tell_baseline(

@@ -83,7 +83,7 @@ def openrea_choice(request: CampaignRequest, result: CampaignResult) -> tuple[Mo
         if proposal.verdict == "launch":
             return request.baseline.with_changes(proposal.changes), f"launch {proposal.candidate}"
         return request.baseline, proposal.verdict
-    if getattr(status, "protocol", "single-seed") == "evidence":
+    if getattr(status, "protocol", "single-seed") != "single-seed":
         return request.baseline, f"no proposal (phase {status.phase})"
     if result.best_model is None:
         return request.baseline, "no best model"

@@ -294,7 +294,7 @@ def render_trials(status: CampaignStatus, wide: bool = False) -> Table:
 def render_result(result: CampaignResult) -> Table:
     """The evidence table and the verdict (single-seed campaigns: every trial and the best)."""
     status = result.status
-    if status.protocol == "evidence":
+    if status.protocol != "single-seed":
         table = render_evidence(status)
         lines = [screen_line(status)] if status.screen else []
         lines += [f"{phase}: {note}" for phase, note in status.phase_notes.items()]

@@ -241,6 +241,10 @@ class LaunchProposal(Record):
         risks: What the change costs against the baseline.
         headline: One line that says only what the verdict supports.
         learned: What the campaign learned, one line each, also when nothing launches.
+        explored: What the campaign looked at and where its compute went, one line each
+            (multi-fidelity campaigns).
+        ended_by: The rule that ended the campaign and what it left unspent.
+        unspent_device_hours: Approved device-hours not spent.
     """
 
     verdict: Verdict
@@ -254,6 +258,9 @@ class LaunchProposal(Record):
     risks: ModelRisks | None = None
     headline: str = ""
     learned: list[str] = Field(default_factory=list)
+    explored: list[str] = Field(default_factory=list)
+    ended_by: str = ""
+    unspent_device_hours: float = 0.0
 
 
 class FootprintInput(Spec):

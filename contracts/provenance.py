@@ -6,8 +6,9 @@ from contracts.base import Record
 
 # Where a hypothesis came from. "knowledge": the technique catalog (the offline research
 # agent); "llm": a language model; "insights": a change that won on similar past tasks;
-# "fixed-mutation": the planner of the first versions.
-Source = Literal["knowledge", "llm", "insights", "fixed-mutation"]
+# "fixed-mutation": the planner of the first versions; "search-space": a probe of one knob or
+# a point drawn from the whole action space (what a random search would try).
+Source = Literal["knowledge", "llm", "insights", "fixed-mutation", "search-space"]
 
 
 class Provenance(Record):

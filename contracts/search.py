@@ -10,6 +10,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from contracts.base import Record, Spec
+from contracts.exploration import KnownPoint
+from contracts.model import ModelSpec
 
 Sampler = Literal["tpe", "cmaes", "random"]
 Direction = Literal["minimize", "maximize"]
@@ -46,6 +48,10 @@ class AskInput(Spec):
         seed: Seed of the sampler; with the study's history it fixes the moves asked.
         count: How many moves to ask at once (trials to run in parallel).
         direction: Whether the metric (validation NE by default) is minimised or maximised.
+        known: Points already measured (on the study's seed and fidelity), told to the
+            study when it is created, before it samples: a search around what the screen
+            found rather than from nothing.
+        baseline: The spec ``known`` points' changes apply to (needed with ``known``).
     """
 
     study_name: str = Field(min_length=1)
@@ -55,6 +61,8 @@ class AskInput(Spec):
     seed: int = 0
     count: int = Field(default=1, ge=1)
     direction: Direction = "minimize"
+    known: list[KnownPoint] = Field(default_factory=list)
+    baseline: ModelSpec | None = None
 
 
 class AskedTrial(Record):

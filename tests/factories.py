@@ -23,6 +23,9 @@ def campaign_request(**overrides: Any) -> CampaignRequest:
         "dataset": DatasetRef(max_rows=3000),
         "budget": Budget(device_hours=100.0, max_parallel_trials=2),
         "approvers": [APPROVER, "bob@example.com"],
+        # The workflow tests of the older protocol's steps; tests/workflows/test_multi_fidelity.py
+        # runs the default one.
+        "protocol": "evidence",
     }
     fields.update(overrides)
     return CampaignRequest(**fields)

@@ -49,7 +49,20 @@ NE = {
     "v-larger-batch": 0.93,
     "v-over-arch-dropout": 0.92,
     "c-wider-embeddings+wider-over-arch": 0.86,
+    # The action space's probes (multi-fidelity campaigns): one finds a big lever.
+    "v-probe-1": 0.84,
+    "v-probe-2": 0.93,
 }
+# The action space's candidates the fake proposes (multi-fidelity campaigns).
+SPACE_HYPOTHESES = [
+    Hypothesis(id="probe-1", title="epochs 1→2", source="search-space", changes={"epochs": 2}),
+    Hypothesis(
+        id="probe-2", title="dropout 0→0.1", source="search-space", changes={"dropout": 0.1}
+    ),
+    Hypothesis(
+        id="point-1", title="random point 1", source="search-space", changes={"dense_lr": 0.01}
+    ),
+]
 HOUR = 3600.0
 TUNED_NE = 0.95
 
@@ -100,6 +113,9 @@ class FakeActivities:
     llm_hypotheses: list[Hypothesis] = field(default_factory=list)
     llm_error: str | None = None
     llm_inputs: list[ProposalInput] = field(default_factory=list)
+    # The action space's source (multi-fidelity campaigns), and what it was asked.
+    space_hypotheses: list[Hypothesis] = field(default_factory=lambda: list(SPACE_HYPOTHESES))
+    space_inputs: list[ProposalInput] = field(default_factory=list)
     # Extra hypotheses (seed changes) for campaigns of many trials; NE 0.95, never improving.
     extra_hypotheses: int = 0
     # Preflight: the checklist's failing items (every other item passes).
@@ -169,6 +185,11 @@ class FakeActivities:
                 estimated_device_hours_per_trial_high=self.trial_seconds / 3600.0,
             )
 
+        @activity.defn(name="propose_space_points")
+        def propose_space_points(inp: ProposalInput) -> Proposals:
+            self.space_inputs.append(inp)
+            return Proposals(source="search-space", hypotheses=self.space_hypotheses)
+
         @activity.defn(name="propose_hypotheses_llm")
         def propose_hypotheses_llm(inp: ProposalInput) -> Proposals:
             self.llm_inputs.append(inp)
@@ -219,6 +240,7 @@ class FakeActivities:
             plan_campaign,
             propose_hypotheses,
             propose_hypotheses_llm,
+            propose_space_points,
             record_campaign,
             record_trial,
             evidence.gate_hypotheses,
@@ -272,7 +294,11 @@ class FakeActivities:
     def result(self, campaign_id: str, trial_id: str) -> TrialResult:
         """The result the fake trainer reports for a trial (its test NE is 0.01 higher)."""
         spec = self.specs[trial_id]
-        return result_of(campaign_id, trial_id, ne_of(spec, self.ne), self.trial_seconds / HOUR)
+        # A screening rung trains on a fraction of the data: it costs that much (and a tenth).
+        cost = 1.0 if spec.data_fraction >= 1 else 0.1 + 0.9 * spec.data_fraction
+        return result_of(
+            campaign_id, trial_id, ne_of(spec, self.ne), self.trial_seconds / HOUR * cost
+        )
 
     def jobs(self) -> list[Callable[..., object]]:
         @activity.defn(name="launch_job")

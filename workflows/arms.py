@@ -19,8 +19,9 @@ BASELINE = "baseline"
 CONFIRMATION_SEED_OFFSET = 1000
 
 
-def gate_seeds(request: CampaignRequest) -> list[int]:
-    return [request.baseline.seed + i for i in range(1, request.seeds + 1)]
+def gate_seeds(request: CampaignRequest, count: int | None = None) -> list[int]:
+    """The gates' seeds: the first ``count`` (default ``request.seeds``) after the screen's."""
+    return [request.baseline.seed + i for i in range(1, (count or request.seeds) + 1)]
 
 
 def screen_seed(request: CampaignRequest) -> int:
@@ -31,9 +32,10 @@ def exploration_seed(request: CampaignRequest) -> int:
     return request.baseline.seed + request.seeds + 1
 
 
-def confirmation_seeds(request: CampaignRequest) -> list[int]:
+def confirmation_seeds(request: CampaignRequest, count: int | None = None) -> list[int]:
+    """Fresh seeds no selection saw: the first ``count`` (default ``request.seeds``)."""
     first = request.baseline.seed + CONFIRMATION_SEED_OFFSET
-    return [first + i for i in range(1, request.seeds + 1)]
+    return [first + i for i in range(1, (count or request.seeds) + 1)]
 
 
 def hypothesis_arm(hypothesis_id: str) -> str:
@@ -78,13 +80,30 @@ def trial_spec(
     tag: str,
     epochs: int | None = None,
     search: SearchRef | None = None,
+    data_fraction: float = 1.0,
+    cost_factor: float | None = None,
+    fixed_cost_share: float = 0.0,
 ) -> TrialSpec:
+    """The spec of one run of ``arm`` on ``seed``; its cost estimate follows its fidelity.
+
+    Args:
+        epochs: Train this many epochs instead of the arm's own (the first protocol's rung).
+        data_fraction: The share of the training data each epoch sees (a screening rung).
+        cost_factor: The arm's cost over the baseline's at full fidelity; default the ratio
+            of epochs.
+        fixed_cost_share: The share of a trial's cost that a data fraction does not shrink.
+    """
     model = request.baseline.with_changes(changes, {"seed": seed})
     if epochs is not None:
         model = model.model_copy(update={"epochs": epochs})
     # The plan's per-trial estimate is for the baseline's epochs; a shorter rung costs less.
-    fidelity = model.epochs / max(request.baseline.epochs, 1)
-    estimate = plan.estimated_device_hours_per_trial * request.devices_per_trial * fidelity
+    fidelity = (
+        model.epochs / max(request.baseline.epochs, 1) if cost_factor is None else cost_factor
+    )
+    if data_fraction < 1.0:
+        fidelity *= fixed_cost_share + (1.0 - fixed_cost_share) * data_fraction
+    devices = request.devices_per_trial if data_fraction >= 1.0 else 1
+    estimate = plan.estimated_device_hours_per_trial * devices * fidelity
     return TrialSpec(
         campaign_id=campaign_id,
         trial_id=f"{arm}~{tag}",
@@ -94,9 +113,10 @@ def trial_spec(
         dataset=request.dataset,
         metric=request.metric,
         estimated_device_hours=estimate,
-        devices=request.devices_per_trial,
+        devices=devices,
         arm=arm,
         search=search,
+        data_fraction=data_fraction,
     )
 
 

@@ -225,7 +225,7 @@ class CampaignContext:
             why = " (budget exhausted and not extended)" if self.budget_closed else ""
             self.enter("done", f"Done{why}: {len(self.state.trials)} trials.")
         proposal = self.state.proposal
-        if self.state.protocol == "evidence":
+        if self.state.protocol != "single-seed":
             # Only what the verdict supports: a model and a gain only when it says launch.
             launch = proposal is not None and proposal.verdict == "launch"
             return CampaignResult(

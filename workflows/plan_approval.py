@@ -22,8 +22,13 @@ with workflow.unsafe.imports_passed_through():
         ProposalInput,
         Proposals,
     )
-    from workflows import options, phases, planner
+    from workflows import options, phases, planner, screening
     from workflows.context import CampaignContext, error_message
+
+
+# Catalog techniques (and their combinations) a screen's pool may take from the knowledge
+# agent: all that apply.
+MAX_SCREENED = 200
 
 
 class PlanApproval:
@@ -76,10 +81,12 @@ class PlanApproval:
                 fatal: the plan says so and goes on without it.
         """
         ctx, request = self.ctx, self.ctx.request
+        screen = ctx.state.protocol == "multi-fidelity"
         inp = ProposalInput(
             campaign_id=ctx.id,
             request=request,
-            max_hypotheses=2 * request.max_hypotheses,
+            # A screen tries every applicable technique; a fixed plan picks from a few.
+            max_hypotheses=MAX_SCREENED if screen else 2 * request.max_hypotheses,
             # The preflight checklist reports unreadable data and blocks approval until it
             # is fixed (or overridden); the campaign does not fail on it.
             allow_unreadable_data=ctx.state.recovery == "runbook",
@@ -100,7 +107,13 @@ class PlanApproval:
             raise self._planning_failed(err) from err
         llm_handle = workflow.start_activity(
             "propose_hypotheses_llm",
-            inp.model_copy(update={"task": knowledge.task, "insights": knowledge.insights}),
+            inp.model_copy(
+                update={
+                    "task": knowledge.task,
+                    "insights": knowledge.insights,
+                    "max_hypotheses": 2 * request.max_hypotheses,
+                }
+            ),
             result_type=Proposals,
             start_to_close_timeout=options.LLM_TIMEOUT,
             retry_policy=options.LLM_RETRY,
@@ -115,10 +128,34 @@ class PlanApproval:
                 source="llm",
                 note=f"the LLM agent failed ({error_message(err)}); planned without it",
             )
-        plan = planner.build_plan(request, [knowledge, llm])
+        if screen:
+            space = await self._space_points(inp)
+            if space is None:
+                return None
+            plan = planner.build_screen_plan(request, [knowledge, llm, space])
+        else:
+            plan = planner.build_plan(request, [knowledge, llm])
         self.set_plan(plan, task=knowledge.task)
         await ctx.record()
         return plan
+
+    async def _space_points(self, inp: ProposalInput) -> Proposals | None:
+        """The action space's probes and draws for the screen; None when stopped first."""
+        handle = workflow.start_activity(
+            "propose_space_points",
+            inp.model_copy(update={"max_hypotheses": screening.MAX_POOL}),
+            result_type=Proposals,
+            start_to_close_timeout=options.PLANNING_TIMEOUT,
+            retry_policy=options.PLANNING_RETRY,
+            summary="the action space: one-knob probes and random points",
+        )
+        if not await self._unless_stopped(handle):
+            return None
+        try:
+            space: Proposals = await handle
+        except ActivityError as err:
+            raise self._planning_failed(err) from err
+        return space
 
     async def _unless_stopped(self, handle: workflow.ActivityHandle[Any]) -> bool:
         """Wait for a planning activity; False (and the activity cancelled) when the campaign

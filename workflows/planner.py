@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from contracts import CampaignRequest, Hypothesis, Plan, Proposals, RevisePlanInput, canonical
-from workflows import phases
+from workflows import phases, screening
 
 # The best proposal of each source gets a place before the rest compete on expected gain per
 # cost: a source's ideas are only tested (and so learned from) if some of them run.
@@ -189,7 +189,8 @@ def revise(request: CampaignRequest, plan: Plan, revision: RevisePlanInput) -> P
     earlier = [
         n for n in plan.notes if not n.startswith("hypotheses from") and "held back" not in n
     ]
-    return build_plan(
+    build = build_screen_plan if plan.exploration is not None else build_plan
+    return build(
         request,
         [by_source],
         pinned=pinned,
@@ -202,3 +203,59 @@ def unknown_ids(plan: Plan, ids: Iterable[str]) -> list[str]:
     """The ids that are neither planned nor held back (for the revision's validator)."""
     known = {h.id for h in [*plan.hypotheses, *plan.held_back]}
     return sorted(set(ids) - known)
+
+
+# ---- the multi-fidelity protocol's plan ------------------------------------------------------
+
+# Held-back candidates kept in the plan for an engineer to pin (the action space's own draws
+# are not: another draw is as good as a held-back one).
+MAX_HELD_BACK = 40
+
+
+def build_screen_plan(
+    request: CampaignRequest,
+    proposals: Sequence[Proposals],
+    *,
+    pinned: Sequence[str] = (),
+    budget_device_hours: float | None = None,
+    notes: Sequence[str] = (),
+) -> Plan:
+    """The multi-fidelity plan: the pool the screen affords and the schedule of the budget.
+
+    Pinned candidates head the pool; the rest follow ``screening.pool_order``. The schedule
+    (rungs, tuning trials, gates' seeds, the confirmation) is sized so that the whole budget
+    is used: what the first looks of the gates do not need buys more seeds where a
+    candidate's interval straddles the minimum effect.
+    """
+    costed = next((p for p in proposals if p.estimated_device_hours_per_trial > 0), None)
+    per_trial = costed.estimated_device_hours_per_trial if costed else 0.0
+    high = costed.estimated_device_hours_per_trial_high if costed else 0.0
+    budget = budget_device_hours or request.budget.device_hours
+    candidates = merge(proposals)
+    ordered = [h for h in candidates if h.id in pinned]
+    ordered += screening.pool_order([h for h in candidates if h.id not in pinned])
+    full_trial = per_trial * request.devices_per_trial
+    xp, pool = screening.exploration_plan(request, full_trial, ordered, budget)
+    in_pool = {h.id for h in pool}
+    held = [h for h in ordered if h.id not in in_pool and h.source != "search-space"]
+    sources = ", ".join(f"{n} {s}" for s, n in sorted(xp.pool.items()))
+    plan_notes = [*(p.note for p in proposals if p.note), *notes]
+    plan_notes.append(
+        f"screen: {len(pool)} candidates ({sources}) by successive halving on "
+        + ", ".join(f"{r.data_fraction:.0%}" for r in xp.rungs)
+        + " of the training data; then a whole-space search of "
+        f"{xp.tuning_trials} trials; gates start at {xp.first_look_seeds} seeds and grow to "
+        f"{xp.max_seeds} only where an interval straddles the minimum effect"
+    )
+    return Plan(
+        hypotheses=pool,
+        phases=screening.phase_plans(request, xp, full_trial),
+        estimated_device_hours_per_trial=per_trial,
+        estimated_device_hours_per_trial_high=high,
+        held_back=held[:MAX_HELD_BACK],
+        pinned=[h.id for h in pool if h.id in pinned],
+        notes=plan_notes,
+        budget_device_hours=budget_device_hours,
+        compute_target=compute_target(request, costed),
+        exploration=xp,
+    )

@@ -10,6 +10,7 @@ from typing import Any
 from contracts import (
     Additivity,
     CampaignRequest,
+    CampaignStatus,
     Comparison,
     GateDecision,
     LaunchProposal,
@@ -138,3 +139,81 @@ def trial_time_ratio(
 
     base, cand = mean_time(BASELINE), mean_time(candidate)
     return cand / base if base and cand is not None else None
+
+
+# ---- a multi-fidelity campaign's account of itself -------------------------------------------
+
+
+def with_account(
+    answer: LaunchProposal,
+    request: CampaignRequest,
+    plan: Plan,
+    state: CampaignStatus,
+    interrupted: str = "",
+) -> LaunchProposal:
+    """``answer`` with what the campaign explored, where its compute went, the rule that
+    ended it and what it left unspent.
+
+    Args:
+        interrupted: ``stopped`` or ``budget`` when the campaign ended early for that.
+    """
+    ledger = state.ledger
+    unspent = max(0.0, ledger.approved - ledger.spent)
+    return answer.model_copy(
+        update={
+            "explored": explored(request, plan, state),
+            "ended_by": f"{stop_rule(answer, state, interrupted)}; {unspent:.4g} of "
+            f"{ledger.approved:.4g} approved device-hours unspent",
+            "unspent_device_hours": unspent,
+        }
+    )
+
+
+def stop_rule(answer: LaunchProposal, state: CampaignStatus, interrupted: str = "") -> str:
+    """The rule that ended the campaign, in words."""
+    if interrupted == "stopped":
+        return "stopped by an engineer"
+    if interrupted == "budget":
+        return "the budget ran out and was not extended"
+    if answer.verdict == "launch":
+        return f"confirmed {answer.candidate} on the test split"
+    if "confirmation" in state.decisions:
+        return "the confirmation on fresh seeds did not support a launch"
+    passed = any(state.decisions[g].passed for g in SELECTION_GATES if g in state.decisions)
+    if not passed:
+        return "no candidate passed a gate: nothing was worth confirming"
+    return "the budget left nothing for the confirmation"
+
+
+def explored(request: CampaignRequest, plan: Plan, state: CampaignStatus) -> list[str]:
+    """One line per thing the campaign looked at, and where the compute went."""
+    lines = []
+    xp = plan.exploration
+    if xp is not None and xp.pool:
+        sources = ", ".join(f"{n} {source}" for source, n in sorted(xp.pool.items()))
+        lines.append(f"pool: {sum(xp.pool.values())} candidates ({sources})")
+    for rung in state.rungs:
+        scored = sum(v is not None for v in rung.values.values())
+        lines.append(
+            f"screen rung {rung.rung + 1}: {len(rung.values)} candidates on "
+            f"{rung.data_fraction:.0%} of the data ({scored} scored), "
+            f"{len(rung.promoted)} went on: {', '.join(rung.promoted) or 'none'}"
+        )
+    if state.tuning:
+        done = [v for v in state.tuning.values() if v is not None]
+        lines.append(
+            f"whole-space search: {len(state.tuning)} trials, {len(done)} finished "
+            f"(the rest pruned or failed)"
+        )
+    for gate in (*SELECTION_GATES, "confirmation"):
+        decision = state.decisions.get(gate)
+        if decision is None:
+            continue
+        seeds = max((c.n for c in decision.comparisons), default=0)
+        lines.append(
+            f"{gate} gate: {len(decision.comparisons)} candidate(s), up to {seeds} seeds, "
+            f"passed: {', '.join(decision.passed) or 'none'}"
+        )
+    spent = ", ".join(f"{p} {e.spent:.4g}" for p, e in state.ledger.phases.items() if e.spent)
+    lines.append(f"device-hours spent: {spent or 'none'} (of {state.ledger.approved:.4g})")
+    return lines

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
         FootprintInput,
         GateDecision,
         GateInput,
+        LaunchProposal,
         ModelRisks,
         Notification,
         Plan,
@@ -303,6 +304,7 @@ class EvidenceProtocol:
                 else ""
             ),
         )
+        answer = self._account(answer, plan)
         ctx.set(proposal=answer)
         await ctx.notify(
             Notification(
@@ -313,6 +315,10 @@ class EvidenceProtocol:
                 proposal=answer,
             )
         )
+
+    def _account(self, answer: LaunchProposal, plan: Plan) -> LaunchProposal:
+        """What the proposal adds about the campaign's own course (nothing, here)."""
+        return answer
 
     async def _risks(self, plan: Plan, arm: str) -> ModelRisks:
         """What launching ``arm`` would cost in serving: its size and its trials' time."""

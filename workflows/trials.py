@@ -268,6 +268,7 @@ class TrialRunner:
         trials = [ended if t is trial else t for t in ctx.state.trials]
         ctx.set(
             trials=trials,
+            spent_estimated=ctx.state.spent_estimated + spec.estimated_device_hours,
             ledger=ctx.state.ledger.change(
                 policy.ledger_phase(spec.phase),
                 reserved=-spec.estimated_device_hours,

@@ -1,0 +1,63 @@
+"""The multi-fidelity protocol on the time-skipping server, with activities mocked by name."""
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from contracts import Budget, CampaignResult
+from tests.fakes import FakeActivities
+from tests.workflows.drive import start_approved
+from workflows.campaign import CampaignWorkflow
+
+
+async def test_the_screen_finds_the_lever_and_the_campaign_launches_it(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    handle = await start_approved(
+        time_skipping_env,
+        queue,
+        protocol="multi-fidelity",
+        budget=Budget(device_hours=60.0, max_parallel_trials=2),
+    )
+    result: CampaignResult = await handle.result()
+    status = result.status
+
+    assert status.protocol == "multi-fidelity" and status.phase == "done"
+    plan = status.plan
+    assert plan is not None and plan.exploration is not None
+    # The probe of dropout duplicates the catalog's over-arch-dropout: screened once.
+    assert plan.exploration.pool == {"knowledge": 6, "search-space": 2}
+    assert [r.candidates for r in plan.exploration.rungs] == [8, 3, 3]
+    # Every candidate screened at 1/9 of the data, the best third (at least 3) onwards.
+    assert [len(r.values) for r in status.rungs] == [8, 3, 3]
+    assert status.rungs[0].promoted[0] == "v-probe-1"
+    assert status.decisions["validation"].passed[0] == "v-probe-1"
+    proposal = status.proposal
+    assert proposal is not None and proposal.verdict == "launch"
+    assert proposal.candidate == "v-probe-1" and proposal.changes == {"epochs": 2}
+    assert "confirmed v-probe-1" in proposal.ended_by
+    assert any(line.startswith("screen rung 1: 8 candidates") for line in proposal.explored)
+    # Screened trials leave the state once their rung is decided; the store has them all.
+    assert status.trials_archived > 0
+    assert not any(t.trial_id.endswith(("~r0", "~r1", "~r2")) for t in status.trials)
+    assert len(fakes.recorded) == len(status.trials) + status.trials_archived
+    assert status.device_hours_spent <= 60.0 + 1e-9
+    assert result.improvement is not None and result.improvement > 0.05
+
+
+async def test_a_task_where_nothing_helps_says_which_rule_ended_it(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.ne = {}  # every arm, tuned ones included, has the same mean NE
+    handle = await start_approved(
+        time_skipping_env,
+        queue,
+        protocol="multi-fidelity",
+        budget=Budget(device_hours=40.0, max_parallel_trials=2),
+    )
+    status = (await handle.result()).status
+    proposal = status.proposal
+    assert proposal is not None and proposal.verdict == "no launchable improvement"
+    assert proposal.ended_by.startswith("no candidate passed a gate")
+    assert proposal.unspent_device_hours == pytest.approx(40.0 - status.device_hours_spent)
+    query = await handle.query(CampaignWorkflow.status)
+    assert query.ended_by == "" or query.ended_by == proposal.ended_by

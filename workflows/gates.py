@@ -1,0 +1,146 @@
+"""The multi-fidelity protocol's tools: gates whose seeds grow only where they decide, and the
+budget every step keeps (what actually running trials cost so far corrects the estimates).
+
+``MultiFidelityProtocol`` (``workflows.multi_fidelity``) is built on these; the pure rules they
+follow are in ``workflows.sequential`` (the looks and the split of alpha) and
+``workflows.screening`` (the schedule).
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from contracts import Phase, Plan, TrialSpec, TrialSummary
+    from workflows import arms, phases, sequential
+    from workflows.protocol import EvidenceProtocol
+
+
+class SequentialGates(EvidenceProtocol):
+    """Sequential gates and the budget, for protocols whose size follows the budget."""
+
+    # ---- gates whose seeds grow where they decide -----------------------------------------
+
+    async def _sequential_gate(self, plan: Plan, gate: str, candidates: Sequence[str]) -> None:
+        """Gate ``candidates`` look by look (``sequential``): more seeds only for those whose
+        interval straddles the minimum effect, while the budget affords them."""
+        ctx, request = self.ctx, self.ctx.request
+        xp = plan.exploration
+        assert xp is not None
+        if not candidates:
+            ctx.note(gate, ctx.state.phase_notes.get(gate) or "no candidate to gate")
+            return
+        confirming = gate == "confirmation"
+        first = request.seeds if confirming else xp.first_look_seeds
+        schedule = sequential.looks(first, xp.max_seeds)
+        seeds_of: Callable[[int], list[int]] = (
+            (lambda n: arms.confirmation_seeds(request, n))
+            if confirming
+            else (lambda n: arms.gate_seeds(request, n))
+        )
+        phase: Phase = "confirmation" if confirming else "baseline"
+        open_ = list(candidates)
+        for n in schedule:
+            key = f"{gate}#{n}"
+            if key not in ctx.state.decisions:
+                if not open_:
+                    break
+                seeds = seeds_of(n)
+                specs = self._look_trials(plan, gate, phase, open_, seeds)
+                reserve = 0.0 if confirming else self._confirmation_reserve(plan)
+                if self._within_budget(specs, reserve=reserve) != specs:
+                    ctx.note(
+                        gate, f"the budget stopped the gate at {n - 1 if n > first else 0} seeds"
+                    )
+                    break
+                await self.trials.run_batch(specs)
+                if ctx.halted():
+                    return
+                inp = phases.gate_input(
+                    request,
+                    ctx.state.trials,
+                    open_,
+                    seeds,
+                    split="test" if confirming else "validation",
+                ).model_copy(
+                    update={
+                        "alpha": sequential.look_alpha(request.alpha, first, xp.max_seeds),
+                        "confidence": sequential.look_confidence(
+                            request.alpha, first, xp.max_seeds
+                        ),
+                    }
+                )
+                await self._gate(key, inp)
+            open_ = sequential.undecided(ctx.state.decisions[key], request.min_effect)
+        looks = [
+            ctx.state.decisions[f"{gate}#{n}"]
+            for n in schedule
+            if f"{gate}#{n}" in ctx.state.decisions
+        ]
+        final = sequential.merged(looks)
+        if final is not None:
+            ctx.set(decisions={**ctx.state.decisions, gate: final})
+            self._update_leader()
+
+    def _look_trials(
+        self, plan: Plan, gate: str, phase: Phase, open_: Sequence[str], seeds: list[int]
+    ) -> list[TrialSpec]:
+        ctx, request = self.ctx, self.ctx.request
+        own: Phase = "confirmation" if gate == "confirmation" else gate  # type: ignore[assignment]
+        runs: list[tuple[str, Phase, dict[str, Any]]] = [(arms.BASELINE, phase, {})]
+        runs += [(a, own, arms.arm_changes(request, plan, a, ctx.state.tuned)) for a in open_]
+        tag = "t" if gate == "confirmation" else "s"
+        return arms.seeded_trials(ctx.id, request, plan, runs, seeds, tag)
+
+    # ---- the budget -------------------------------------------------------------------------
+
+    def _cost_ratio(self) -> float:
+        """Actual over estimated cost of the trials finished so far (1 before any)."""
+        state = self.ctx.state
+        if state.spent_estimated <= 0:
+            return 1.0
+        return max(0.5, min(state.ledger.spent / state.spent_estimated, 4.0))
+
+    def _evidence_reserve(self, plan: Plan) -> float:
+        """What exploration leaves for evidence: a first look at the gate and the confirmation."""
+        xp = plan.exploration
+        assert xp is not None
+        k = self.ctx.request.seeds
+        gate = (1 + xp.gate_candidates) * xp.first_look_seeds
+        return (gate + (1 + min(xp.confirm_top, xp.gate_candidates)) * k) * self._full_trial()
+
+    def _confirmation_reserve(self, plan: Plan) -> float:
+        """What a gate leaves for the confirmation's first look."""
+        xp = plan.exploration
+        assert xp is not None
+        k = self.ctx.request.seeds
+        return (1 + min(xp.confirm_top, xp.gate_candidates)) * k * self._full_trial()
+
+    def _full_trial(self) -> float:
+        plan = self.ctx.state.plan
+        per_trial = plan.estimated_device_hours_per_trial if plan else 0.0
+        return per_trial * self.ctx.request.devices_per_trial * self._cost_ratio()
+
+    def _within_budget(self, specs: list[TrialSpec], reserve: float) -> list[TrialSpec]:
+        """The first of ``specs`` (in order) whose cost, corrected by what trials actually
+        cost so far, fits what is left after ``reserve``; those already run cost nothing."""
+        ctx = self.ctx
+        left = ctx.state.ledger.remaining - reserve
+        ratio = self._cost_ratio()
+        kept: list[TrialSpec] = []
+        for spec in specs:
+            cost = 0.0 if ctx.state.trial(spec.trial_id) else spec.estimated_device_hours * ratio
+            if cost > left + 1e-12:
+                break
+            left -= cost
+            kept.append(spec)
+        return kept
+
+    def _archive(self, decided: Callable[[TrialSummary], bool]) -> None:
+        """Drop finished, decided trials from the state (the store keeps them all)."""
+        ctx = self.ctx
+        keep = [t for t in ctx.state.trials if t.state == "running" or not decided(t)]
+        dropped = len(ctx.state.trials) - len(keep)
+        if dropped:
+            ctx.set(trials=keep, trials_archived=ctx.state.trials_archived + dropped)

@@ -1,0 +1,309 @@
+"""The multi-fidelity protocol: explore broadly and cheaply, spend evidence where it decides.
+
+- **Validation** screens a broad pool (every applicable catalog technique, past winners, the
+  LLM's proposals, one-knob probes and points drawn from the whole action space) by successive
+  halving over data fractions, one seed (``workflows.screening``); the best of the last rung
+  go to a gate whose seeds grow only while a candidate's interval straddles the minimum
+  effect (``workflows.sequential``).
+- **Combination** merges what passed, gated the same way.
+- **Exploitation** searches the whole action space around what the screen found (every knob,
+  TPE by default, told the screen's full-fidelity results first), pruned by successive
+  halving over epochs; the best move found is gated.
+- **Confirmation** tests the best gated candidates, ranked by the lower end of their
+  interval, on the test split with fresh seeds, corrected for testing several.
+
+The schedule is sized to the approved budget in the plan (``ExplorationPlan``); a step that
+the budget cannot afford, after keeping what the confirmation needs, is skipped and the
+proposal says which rule ended the campaign and what it left unspent. Finished screening and
+tuning trials leave the state once decided (their values stay in ``rungs`` and ``tuning``;
+every trial is in the insights database), so thousands of trials fit in one payload.
+"""
+
+import math
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from contracts import (
+        DEFAULT_ACTION_SPACE,
+        AskedTrial,
+        AskInput,
+        Comparison,
+        FootprintInput,
+        GateDecision,
+        KnownPoint,
+        LaunchProposal,
+        ModelRisks,
+        Plan,
+        SearchRef,
+        SearchSpace,
+        TrialSpec,
+        direction,
+    )
+    from workflows import arms, options, phases, proposal, screening, sequential
+    from workflows.gates import SequentialGates
+
+SELECTION_GATES = phases.SELECTION_GATES
+# Tuned moves the state keeps (besides the gated ones): the study keeps every one.
+KEEP_TUNED = 5
+
+
+class MultiFidelityProtocol(SequentialGates):
+    """Runs the multi-fidelity protocol's phases for one campaign (see the module)."""
+
+    # ---- validation: the screen's rungs, then a sequential gate --------------------------
+
+    async def _validation(self, plan: Plan) -> None:
+        ctx, request = self.ctx, self.ctx.request
+        assert plan.exploration is not None
+        rungs = plan.exploration.rungs
+        for rung in range(len(ctx.state.rungs), len(rungs)):
+            candidates = screening.rung_arms(plan, ctx.state.rungs, rung)
+            specs = self._within_budget(
+                screening.rung_trials(ctx.id, request, plan, rung, candidates),
+                reserve=self._evidence_reserve(plan),
+            )
+            if len(specs) <= 1:  # the baseline alone screens nothing
+                ctx.note("validation", f"the budget left no room for rung {rung + 1}")
+                break
+            kept = [s.arm for s in specs[1:]]
+            ctx.enter(
+                "validation",
+                f"Screening rung {rung + 1} of {len(rungs)}: {len(kept)} candidates on "
+                f"{rungs[rung].data_fraction:.0%} of the training data, one seed.",
+            )
+            await self.trials.run_batch(specs)
+            if ctx.halted():
+                return
+            decision = screening.decide_rung(request, plan, rung, kept, ctx.state.trials)
+            ctx.set(rungs=[*ctx.state.rungs, decision])
+            self._archive(lambda t, r=rung: t.trial_id.endswith(f"~r{r}"))  # type: ignore[misc]
+        finalists = ctx.state.rungs[-1].promoted if ctx.state.rungs else []
+        if len(ctx.state.rungs) < len(rungs):
+            finalists = []  # the screen did not reach full fidelity
+        await self._sequential_gate(plan, "validation", finalists)
+
+    # ---- combination ------------------------------------------------------------------------
+
+    async def _combination(self, plan: Plan) -> None:
+        ctx = self.ctx
+        validation = ctx.state.decisions.get("validation")
+        groups, skipped = phases.merges(plan, validation)
+        if not groups:
+            passed = len(validation.passed) if validation else 0
+            why = "merging needs two that passed" if passed < 2 else "every merge conflicts"
+            ctx.note("combination", "; ".join([f"no merge: {why}", *skipped]))
+            return
+        ctx.note("combination", "; ".join(skipped))
+        merged = [arms.merge_arm(g) for g in groups]
+        ctx.enter("combination", f"Merging {', '.join(merged)}.")
+        await self._sequential_gate(plan, "combination", merged)
+        decision = ctx.state.decisions.get("combination")
+        if decision is not None and validation is not None:
+            ctx.set(additivity=phases.additivity(validation, decision))
+
+    # ---- exploitation: the whole action space around what the screen found ----------------
+
+    async def _exploitation(self, plan: Plan) -> None:
+        ctx, request = self.ctx, self.ctx.request
+        xp = plan.exploration
+        assert xp is not None
+        if xp.tuning_trials == 0:
+            ctx.note("exploitation", "the budget left no tuning trials")
+            return
+        per_round = request.budget.max_parallel_trials
+        rounds = math.ceil(xp.tuning_trials / per_round)
+        study = f"{ctx.id}/tuning"
+        if ctx.state.search_rounds < rounds:
+            ctx.enter(
+                "exploitation",
+                f"Searching every knob around the screen's best ({xp.tuning_trials} "
+                f"{request.sampler} trials, pruned by successive halving).",
+            )
+        while ctx.state.search_rounds < rounds and not ctx.halted():
+            done = ctx.state.search_rounds
+            count = min(per_round, xp.tuning_trials - done * per_round)
+            estimate = count * plan.estimated_device_hours_per_trial * self._cost_ratio()
+            spent = ctx.state.ledger.phases.get("exploitation")
+            if (spent.spent if spent else 0.0) + estimate > xp.tuning_device_hours * 1.25 or (
+                estimate > ctx.state.ledger.remaining - self._evidence_reserve(plan)
+            ):
+                ctx.note("exploitation", f"tuning's budget spent after {done} round(s)")
+                break
+            asked = await self._ask(plan, study, done, count)
+            specs = [self._tuning_trial(plan, a, study) for a in asked]
+            await self.trials.run_batch(specs, after=self._tell)
+            values = {
+                s.arm: t.metric(request.metric)
+                for s in specs
+                if (t := ctx.state.trial(s.trial_id)) is not None
+            }
+            ctx.set(tuning={**ctx.state.tuning, **values}, search_rounds=done + 1)
+            self._archive(lambda t: t.phase == "exploitation" and t.trial_id.endswith("~x"))
+            self._keep_best_tuned()
+        if ctx.halted():
+            return
+        best = self._best_tuned()
+        await self._sequential_gate(plan, "exploitation", [best] if best else [])
+
+    async def _ask(self, plan: Plan, study: str, done: int, count: int) -> list[AskedTrial]:
+        ctx, request = self.ctx, self.ctx.request
+        asked: list[AskedTrial] = await workflow.execute_activity(
+            "search_ask",
+            AskInput(
+                study_name=study,
+                ask_id=f"round-{done}",
+                space=SearchSpace(fields=[k.field for k in DEFAULT_ACTION_SPACE.knobs]),
+                sampler=request.sampler,
+                seed=request.baseline.seed,
+                count=count,
+                direction=direction(request.metric),
+                known=self._known_points(plan) if done == 0 else [],
+                baseline=request.baseline,
+            ),
+            result_type=list[AskedTrial],
+            start_to_close_timeout=options.RECORD_TIMEOUT,
+            retry_policy=options.BOOKKEEPING_RETRY,
+            summary=f"ask the whole-space study for round {done + 1}",
+        )
+        baseline = request.baseline.model_dump(mode="json")
+        # Only what differs from the baseline: the study keeps the full assignment.
+        tuned = {
+            arms.tuned_arm(a.number): {k: v for k, v in a.changes.items() if baseline[k] != v}
+            for a in asked
+        }
+        ctx.set(tuned={**ctx.state.tuned, **tuned})
+        return asked
+
+    def _tuning_trial(self, plan: Plan, asked: AskedTrial, study: str) -> TrialSpec:
+        """A tuned move at full fidelity on the screen's seed, comparable with the last rung."""
+        ctx = self.ctx
+        return arms.trial_spec(
+            ctx.id,
+            ctx.request,
+            plan,
+            arm=arms.tuned_arm(asked.number),
+            phase="exploitation",
+            changes=ctx.state.tuned[arms.tuned_arm(asked.number)],
+            seed=arms.screen_seed(ctx.request),
+            tag="x",
+            search=SearchRef(study_name=study, number=asked.number),
+        )
+
+    def _known_points(self, plan: Plan) -> list[KnownPoint]:
+        """The last rung's results (and the baseline's), told to the study before it samples."""
+        ctx = self.ctx
+        if not ctx.state.rungs or len(ctx.state.rungs) < len(plan.exploration.rungs):  # type: ignore[union-attr]
+            return []
+        last = ctx.state.rungs[-1]
+        points = [KnownPoint(changes={}, value=last.baseline)] if last.baseline is not None else []
+        for arm, value in last.values.items():
+            if value is not None:
+                changes = arms.arm_changes(ctx.request, plan, arm, ctx.state.tuned)
+                points.append(KnownPoint(changes=changes, value=value))
+        return points
+
+    def _best_tuned(self) -> str | None:
+        """The tuned move to gate: the best tuning trial, when it beats the screen's best at
+        full fidelity on the same seed (else the screen's finalists already stand for it)."""
+        ctx, metric = self.ctx, self.ctx.request.metric
+        sign = -1.0 if direction(metric) == "maximize" else 1.0
+        scored = [(sign * v, arm) for arm, v in ctx.state.tuning.items() if v is not None]
+        if not scored:
+            return None
+        value, arm = min(scored)
+        last = ctx.state.rungs[-1] if ctx.state.rungs else None
+        screened = [sign * v for v in (last.values.values() if last else []) if v is not None]
+        return arm if not screened or value < min(screened) else None
+
+    def _keep_best_tuned(self) -> None:
+        """Drop all but the best tuned moves (and the gated ones) from the state."""
+        ctx, metric = self.ctx, self.ctx.request.metric
+        sign = -1.0 if direction(metric) == "maximize" else 1.0
+        ranked = sorted(
+            (a for a, v in ctx.state.tuning.items() if v is not None),
+            key=lambda a: (sign * (ctx.state.tuning[a] or 0.0), a),
+        )
+        gated = {c.hypothesis_id for d in ctx.state.decisions.values() for c in d.comparisons}
+        keep = set(ranked[:KEEP_TUNED]) | gated
+        ctx.set(tuned={a: c for a, c in ctx.state.tuned.items() if a in keep})
+
+    # ---- confirmation -----------------------------------------------------------------------
+
+    async def _confirmation(self, plan: Plan) -> None:
+        ctx = self.ctx
+        assert plan.exploration is not None
+        gated = [ctx.state.decisions[g] for g in SELECTION_GATES if g in ctx.state.decisions]
+        ranked = sequential.by_lower_bound(gated)
+        if not ranked:
+            ctx.note("confirmation", "nothing passed a gate: there is nothing to confirm")
+            return
+        chosen = await self._within_serving_limit(plan, ranked, plan.exploration.confirm_top)
+        if not chosen:
+            return
+        ctx.enter(
+            "confirmation",
+            f"Confirming {', '.join(chosen)} against the baseline on the test split, fresh seeds.",
+        )
+        await self._sequential_gate(plan, "confirmation", chosen)
+
+    async def _within_serving_limit(self, plan: Plan, ranked: list[str], top: int) -> list[str]:
+        """The best ``top`` of ``ranked`` whose size keeps the request's serving limit."""
+        ctx, limit = self.ctx, self.ctx.request.max_size_ratio
+        if limit is None:
+            return ranked[:top]
+        chosen: list[str] = []
+        for arm in ranked:
+            if len(chosen) == top:
+                break
+            risks = await self._footprint(plan, arm)
+            if max(risks.parameters_ratio, risks.embedding_ratio) <= limit:
+                chosen.append(arm)
+            else:
+                ctx.note(
+                    "confirmation",
+                    f"{arm} left out: {risks.parameters_ratio:.2f}x the parameters and "
+                    f"{risks.embedding_ratio:.2f}x the embeddings, over the {limit:g}x limit",
+                )
+        return chosen
+
+    async def _footprint(self, plan: Plan, arm: str) -> ModelRisks:
+        ctx, request = self.ctx, self.ctx.request
+        candidate = request.baseline.with_changes(
+            arms.arm_changes(request, plan, arm, ctx.state.tuned)
+        )
+        risks: ModelRisks = await workflow.execute_activity(
+            "model_footprint",
+            FootprintInput(baseline=request.baseline, candidate=candidate, dataset=request.dataset),
+            result_type=ModelRisks,
+            start_to_close_timeout=options.RECORD_TIMEOUT,
+            retry_policy=options.BOOKKEEPING_RETRY,
+            summary=f"size of {arm} vs the baseline",
+        )
+        return risks
+
+    # ---- the answer -------------------------------------------------------------------------
+
+    async def _propose(self, plan: Plan) -> None:
+        """The launch proposal: the confirmed candidate with the most certain gain."""
+        ctx = self.ctx
+        confirmation = ctx.state.decisions.get("confirmation")
+        if confirmation is not None:
+            # The proposal reads the first comparison: the passed one most sure of its gain.
+            best_first = sorted(
+                confirmation.comparisons,
+                key=lambda c: (not c.passed, -(c.gain_low if c.gain_low is not None else -1e9)),
+            )
+            decisions = {**ctx.state.decisions, "confirmation": _with(confirmation, best_first)}
+            ctx.set(decisions=decisions)
+        await super()._propose(plan)
+
+    def _account(self, answer: LaunchProposal, plan: Plan) -> LaunchProposal:
+        ctx = self.ctx
+        why = "stopped" if ctx.stopping else "budget" if ctx.budget_closed else ""
+        return proposal.with_account(answer, ctx.request, plan, ctx.state, interrupted=why)
+
+
+def _with(decision: GateDecision, comparisons: list[Comparison]) -> GateDecision:
+    passed = [c.hypothesis_id for c in comparisons if c.passed]
+    return decision.model_copy(update={"comparisons": comparisons, "passed": passed})

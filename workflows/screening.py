@@ -1,0 +1,301 @@
+"""Pure decisions of the multi-fidelity protocol's exploration: the schedule an engineer
+approves (how the budget splits, how many candidates each rung screens) and the screen's
+successive halving.
+
+The screen runs every candidate of a broad pool once, on the screen's seed, at a small data
+fraction; each rung keeps the best ``1/rate`` (ranked by gain over the baseline run at the same
+rung and seed, so the values are paired) and runs them on more data, until the last rung trains
+on all of it. Most candidates so cost a fraction of a trial, and the catalog's priors only
+order the pool: what the rungs measure decides. No temporalio here: unit-tested directly.
+"""
+
+import math
+from collections.abc import Sequence
+
+from contracts import (
+    CampaignRequest,
+    ExplorationPlan,
+    Hypothesis,
+    PhasePlan,
+    Plan,
+    RungDecision,
+    RungPlan,
+    TrialSpec,
+    TrialSummary,
+    relative_gain,
+)
+from workflows.arms import BASELINE, hypothesis_arm, screen_seed, trial_spec
+
+HALVING_RATE = 3
+RUNGS = 3  # data fractions 1/9, 1/3, 1 at rate 3
+# Of exploration's budget, the screen's share; the whole-space search around the leader
+# gets the rest.
+SCREEN_SHARE = 0.6
+# The share of a trial's cost a data fraction does not shrink (loading, building, scoring
+# validation): measured 5-10% on MovieLens-100k; the planner costs rungs with the high end.
+FIXED_COST_SHARE = 0.1
+# At most this many screened candidates go on to a gate (each costs seeds there).
+MAX_GATE_CANDIDATES = 3
+# Never fewer candidates than this at the first rung, whatever the budget says: a screen
+# of one or two is not a screen.
+MIN_POOL = 4
+# The pool's cap: the plan lists every candidate, and it travels in the campaign's state.
+MAX_POOL = 150
+CONFIRM_TOP = 2
+FIRST_LOOK_SEEDS = 3
+
+
+def fractions(rungs: int = RUNGS, rate: int = HALVING_RATE) -> list[float]:
+    """The data fraction of each rung, cheapest first: ``rate ** -(rungs - 1 - k)``."""
+    return [rate ** -(rungs - 1 - k) for k in range(rungs)]
+
+
+def rung_cost(per_trial: float, cost_factor: float, fraction: float) -> float:
+    """Estimated device-hours of one run at ``fraction`` of the data."""
+    return per_trial * cost_factor * (FIXED_COST_SHARE + (1 - FIXED_COST_SHARE) * fraction)
+
+
+def kept(screened: int, rate: int = HALVING_RATE) -> int:
+    """How many of ``screened`` go on to the next rung: the best ``1/rate``, but never fewer
+    than a gate can take (a small pool still reaches full fidelity with a choice)."""
+    return max(math.ceil(screened / rate), min(screened, MAX_GATE_CANDIDATES))
+
+
+def rung_sizes(pool: int, rungs: int = RUNGS, rate: int = HALVING_RATE) -> list[int]:
+    """Candidates at each rung: all of the pool, then what each rung keeps of the last."""
+    sizes = [pool]
+    for _ in range(rungs - 1):
+        sizes.append(kept(sizes[-1], rate))
+    return sizes
+
+
+def screen_cost(per_trial: float, cost_factors: Sequence[float]) -> float:
+    """The screen's estimated cost over a pool of these cost factors (baseline runs too)."""
+    mean = sum(cost_factors) / len(cost_factors) if cost_factors else 1.0
+    sizes = rung_sizes(len(cost_factors))
+    total = 0.0
+    for k, fraction in enumerate(fractions()):
+        cost = sum(cost_factors) if k == 0 else sizes[k] * mean
+        total += rung_cost(per_trial, cost + 1.0, fraction)  # + the baseline's run
+    return total
+
+
+def pool_order(candidates: Sequence[Hypothesis]) -> list[Hypothesis]:
+    """The screen's queue: targeted proposals (history, the LLM, the catalog) by expected
+    gain per cost, interleaved one for one with the action space's probes and points, so a
+    small pool still sees both what is known to work and what nobody thought of."""
+    targeted = sorted(
+        (h for h in candidates if h.source != "search-space"),
+        key=lambda h: (-h.expected_gain / h.cost_factor, h.id),
+    )
+    space = [h for h in candidates if h.source == "search-space"]
+    probes = [h for h in space if h.id.startswith("probe")]
+    points = [h for h in space if not h.id.startswith("probe")]
+    blind = [x for pair in _zip_longest(probes, points) for x in pair]
+    return [x for pair in _zip_longest(targeted, blind) for x in pair]
+
+
+def _zip_longest(a: Sequence[Hypothesis], b: Sequence[Hypothesis]) -> list[list[Hypothesis]]:
+    return [[*a[i : i + 1], *b[i : i + 1]] for i in range(max(len(a), len(b)))]
+
+
+def exploration_plan(
+    request: CampaignRequest, per_trial: float, ordered: Sequence[Hypothesis], budget: float
+) -> tuple[ExplorationPlan, list[Hypothesis]]:
+    """Size the schedule to the budget: the pool the screen affords, the tuning trials, the
+    gates' candidates and seeds; returns it with the candidates screened.
+
+    Args:
+        request: Seeds, the exploration share, the seeds' cap.
+        per_trial: Estimated device-hours of a full baseline trial.
+        ordered: Every candidate, in the screen's order (``pool_order``).
+        budget: The device-hours to size for.
+    """
+    per_trial = per_trial or 1e-9  # an unmeasured estimate: size by counts alone
+    exploration = request.exploration_share * budget
+    evidence = budget - exploration
+    screen_budget = SCREEN_SHARE * exploration
+    n = min(len(ordered), MIN_POOL)
+    while (
+        n < min(len(ordered), MAX_POOL)
+        and screen_cost(per_trial, [h.cost_factor for h in ordered[: n + 1]]) <= screen_budget
+    ):
+        n += 1
+    pool = list(ordered[:n])
+    factors = [h.cost_factor for h in pool]
+    mean = sum(factors) / len(factors) if factors else 1.0
+    sizes = rung_sizes(len(pool))
+    rungs = [
+        RungPlan(
+            rung=k,
+            data_fraction=fraction,
+            candidates=sizes[k],
+            estimated_device_hours=rung_cost(
+                per_trial, (sum(factors) if k == 0 else sizes[k] * mean) + 1.0, fraction
+            ),
+        )
+        for k, fraction in enumerate(fractions())
+    ]
+    tuning_budget = exploration - sum(r.estimated_device_hours for r in rungs)
+    tuning = max(0, int(tuning_budget / per_trial))
+    gate = max(1, min(MAX_GATE_CANDIDATES, sizes[-1]))
+    first = min(FIRST_LOOK_SEEDS, request.max_seeds)
+    sources: dict[str, int] = {}
+    for h in pool:
+        sources[h.source] = sources.get(h.source, 0) + 1
+    return (
+        ExplorationPlan(
+            budget_device_hours=budget,
+            exploration_share=request.exploration_share,
+            halving_rate=HALVING_RATE,
+            rungs=rungs,
+            pool=sources,
+            tuning_trials=tuning,
+            tuning_device_hours=tuning * per_trial,
+            evidence_device_hours=evidence,
+            gate_candidates=gate,
+            first_look_seeds=first,
+            max_seeds=request.max_seeds,
+            confirm_top=CONFIRM_TOP,
+            fixed_cost_share=FIXED_COST_SHARE,
+        ),
+        pool,
+    )
+
+
+# ---- the screen's rungs ---------------------------------------------------------------------
+
+
+def rung_trial_id(arm: str, rung: int) -> str:
+    return f"{arm}~r{rung}"
+
+
+def rung_trials(
+    campaign_id: str, request: CampaignRequest, plan: Plan, rung: int, arms: Sequence[str]
+) -> list[TrialSpec]:
+    """The baseline and ``arms`` at ``rung``'s data fraction, on the screen's seed."""
+    assert plan.exploration is not None
+    fraction = plan.exploration.rungs[rung].data_fraction
+    by_arm = {hypothesis_arm(h.id): h for h in plan.hypotheses}
+    runs: list[tuple[str, Hypothesis | None]] = [(BASELINE, None)]
+    runs += [(arm, by_arm[arm]) for arm in arms]
+    return [
+        trial_spec(
+            campaign_id,
+            request,
+            plan,
+            arm=arm,
+            phase="baseline" if h is None else "validation",
+            changes={} if h is None else h.changes,
+            seed=screen_seed(request),
+            tag=f"r{rung}",
+            data_fraction=fraction,
+            cost_factor=1.0 if h is None else h.cost_factor,
+            fixed_cost_share=plan.exploration.fixed_cost_share,
+        )
+        for arm, h in runs
+    ]
+
+
+def decide_rung(
+    request: CampaignRequest,
+    plan: Plan,
+    rung: int,
+    arms: Sequence[str],
+    trials: Sequence[TrialSummary],
+) -> RungDecision:
+    """Rank ``arms`` at ``rung`` by gain over the baseline's run at the same rung and seed
+    and promote the best ``1/rate``; from the last rung, the best few that beat the baseline
+    go on to the gate. A failed run ranks last and never goes on."""
+    assert plan.exploration is not None
+    xp = plan.exploration
+    by_id = {t.trial_id: t for t in trials}
+
+    def value(arm: str) -> float | None:
+        t = by_id.get(rung_trial_id(arm, rung))
+        v = t.metric(request.metric) if t is not None else None
+        return v if v is not None and math.isfinite(v) else None
+
+    base = value(BASELINE)
+    values = {arm: value(arm) for arm in arms}
+
+    def gain(arm: str) -> float:
+        v = values[arm]
+        assert v is not None
+        return relative_gain(v, base, request.metric) if base is not None else -v
+
+    ranked = sorted((a for a in arms if values[a] is not None), key=lambda a: (-gain(a), a))
+    last = rung == len(xp.rungs) - 1
+    if last:
+        promoted = [a for a in ranked if base is None or gain(a) > 0][: xp.gate_candidates]
+    else:
+        promoted = ranked[: kept(len(arms), xp.halving_rate)]
+    return RungDecision(
+        rung=rung,
+        data_fraction=xp.rungs[rung].data_fraction,
+        seed=screen_seed(request),
+        baseline=base,
+        values=values,
+        promoted=promoted,
+    )
+
+
+def rung_arms(plan: Plan, decided: Sequence[RungDecision], rung: int) -> list[str]:
+    """The arms screened at ``rung``: the whole pool first, then what the rung below kept."""
+    if rung == 0:
+        return [hypothesis_arm(h.id) for h in plan.hypotheses]
+    return list(decided[rung - 1].promoted)
+
+
+def gain_at(decision: RungDecision, arm: str, metric: str) -> float | None:
+    """An arm's gain over the baseline at a decided rung (None without both values)."""
+    value = decision.values.get(arm)
+    if value is None or decision.baseline is None:
+        return None
+    return relative_gain(value, decision.baseline, metric)
+
+
+def phase_plans(
+    request: CampaignRequest, xp: ExplorationPlan, full_trial: float
+) -> list[PhasePlan]:
+    """The schedule as the ledger's phases: the first looks of the gates in their phases,
+    and the rest of the evidence budget (more seeds where they decide) with the confirmation.
+    """
+    n0, k = xp.first_look_seeds, request.seeds
+    gate = (1 + xp.gate_candidates) * n0
+    merges = min(3, xp.gate_candidates * (xp.gate_candidates - 1) // 2) * n0
+    screen = sum(r.estimated_device_hours for r in xp.rungs)
+    confirm = (1 + min(xp.confirm_top, xp.gate_candidates)) * k
+    first_looks = (gate + merges + n0) * full_trial + screen + xp.tuning_device_hours
+    rest = max(confirm * full_trial, xp.budget_device_hours - first_looks)
+    rungs = ", ".join(f"{r.candidates} at {r.data_fraction:.0%}" for r in xp.rungs)
+    return [
+        PhasePlan(
+            phase="validation",
+            trials=sum(r.candidates + 1 for r in xp.rungs) + gate,
+            estimated_device_hours=screen + gate * full_trial,
+            condition=f"screen of {rungs} of the data (one seed, the baseline at each rung); "
+            f"the best {xp.gate_candidates} then gated on {n0} seeds and more where undecided",
+        ),
+        PhasePlan(
+            phase="combination",
+            trials=merges,
+            estimated_device_hours=merges * full_trial,
+            condition="only merges of candidates that pass the validation gate and do not conflict",
+        ),
+        PhasePlan(
+            phase="exploitation",
+            trials=xp.tuning_trials + n0,
+            estimated_device_hours=xp.tuning_device_hours + n0 * full_trial,
+            condition=f"{xp.tuning_trials} {request.sampler} trials over every knob (pruned "
+            "ones cost less), then the best, if it beats the screen's, gated",
+        ),
+        PhasePlan(
+            phase="confirmation",
+            trials=confirm,
+            estimated_device_hours=rest,
+            condition=f"the best {xp.confirm_top} gated candidates by the lower end of their "
+            f"interval, on the test split with {k} fresh seeds; the rest of the budget buys "
+            "more seeds where an interval straddles the minimum effect",
+        ),
+    ]
