@@ -63,7 +63,9 @@ def load_settings() -> Settings:
     try:
         return Settings(**_overrides)
     except ValidationError as err:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(
+            f"{e['loc'][0] if e['loc'] else 'settings'}: {e['msg']}" for e in err.errors()
+        )
         raise fail(f"invalid settings: {problems}") from None
 
 

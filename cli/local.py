@@ -28,6 +28,7 @@ from contracts import (
     CampaignResult,
     CampaignStatus,
     ControlInput,
+    ControlResult,
     DatasetRef,
     ExtendBudgetInput,
     Insight,
@@ -55,6 +56,7 @@ PUBLIC_MODELS: list[type[BaseModel]] = [
     ResolveTrialInput,
     RunbookEntry,
     ControlInput,
+    ControlResult,
     ExtendBudgetInput,
     JobFinishedInput,
     TrialSpec,
@@ -266,9 +268,17 @@ def schema(
     out.mkdir(parents=True, exist_ok=True)
     for model in PUBLIC_MODELS:
         path = out / f"{model.__name__}.json"
-        path.write_text(json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n")
+        path.write_text(json.dumps(public_schema(model), indent=2, sort_keys=True) + "\n")
         console.print(f"wrote {path}")
     # The knobs a trial may move and their ranges: data, for clients and research agents.
     path = out / ACTION_SPACE_FILE
     path.write_text(DEFAULT_ACTION_SPACE.model_dump_json(indent=2) + "\n")
     console.print(f"wrote {path}")
+
+
+def public_schema(model: type[BaseModel]) -> dict[str, object]:
+    """The JSON Schema of what crosses the wire: a spec as a client may send it (validation),
+    a record as openrea sends it (serialization: computed fields such as
+    ``device_hours_spent`` included, marked read-only)."""
+    mode = "validation" if issubclass(model, Spec) else "serialization"
+    return model.model_json_schema(mode=mode)

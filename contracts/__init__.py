@@ -23,6 +23,7 @@ from contracts.campaign import (
     TrialSummary,
     canonical,
 )
+from contracts.control import ControlResult, IgnoredSignal
 from contracts.dataset import DatasetRef, TableColumns, TableSpec
 from contracts.evidence import (
     Additivity,
@@ -138,6 +139,7 @@ __all__ = [
     "CandidateRuns",
     "Comparison",
     "ControlInput",
+    "ControlResult",
     "DatasetRef",
     "Diagnosis",
     "Escalation",
@@ -150,6 +152,7 @@ __all__ = [
     "GateInput",
     "HalveBatchSize",
     "Hypothesis",
+    "IgnoredSignal",
     "Insight",
     "InsightQuery",
     "Interaction",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, computed_field, field_validator, model_validator
 
 from contracts.base import Record, Spec
+from contracts.control import IgnoredSignal
 from contracts.dataset import DatasetRef
 from contracts.evidence import Additivity, GateDecision, LaunchProposal, ScreenDecision
 from contracts.job import JobHandle
@@ -80,7 +81,10 @@ class CampaignRequest(Spec):
         dataset: The data to train and evaluate on.
         metric: The validation metric to improve.
         budget: The compute asked for.
-        approvers: Who may approve the plan (e.g. Slack handles or emails).
+        approvers: Who may approve the plan (e.g. Slack handles or emails); they may also
+            pause, resume and stop the campaign.
+        operators: Who may pause, resume and stop the campaign besides its approvers (an
+            on-call rota), without approving plans or budgets.
         execution: Where trials run (see ``Execution``).
         heartbeat_timeout_s: How long an in-worker trainer may be silent before it is
             presumed dead and its trial retried (from its last checkpoint) elsewhere.
@@ -107,6 +111,7 @@ class CampaignRequest(Spec):
     metric: Metric = "ne"
     budget: Budget
     approvers: list[str] = Field(min_length=1)
+    operators: list[str] = Field(default_factory=list)
     execution: Execution = "in-worker"
     heartbeat_timeout_s: float = Field(default=120.0, ge=5.0, le=86_400.0)
     devices_per_trial: int = Field(default=1, ge=1, le=64)
@@ -299,7 +304,13 @@ class ExtendBudgetInput(Spec):
 
 
 class ControlInput(Spec):
-    """The ``pause``, ``resume`` and ``stop`` signals: who asked, and why."""
+    """The ``pause``, ``resume`` and ``stop`` updates (and their signals): who asks, and why.
+
+    Attributes:
+        by: Who asks; must be one of the request's approvers or operators (required by the
+            updates; a signal without it is ignored, the reason kept in the status).
+        reason: Why; kept in the campaign's message and history.
+    """
 
     by: str = ""
     reason: str = ""
@@ -420,6 +431,10 @@ class CampaignStatus(Record):
         preflight: The checklist run before approval (``recovery == "runbook"``).
         remedies: Every remedy applied to a failed trial, and how its run ended.
         escalations: Trials handed to an engineer, open (no resolution yet) or answered.
+        ignored_signals: The last signals the campaign did not act on, and why (a malformed
+            input, a sender who may not steer it).
+        preflight_running: The preflight checklist is running (in the ``status`` query's
+            answer; approval waits for it).
     """
 
     campaign_id: str
@@ -453,6 +468,8 @@ class CampaignStatus(Record):
     preflight: PreflightReport | None = None
     remedies: list[RemedyAttempt] = Field(default_factory=list)
     escalations: list[Escalation] = Field(default_factory=list)
+    ignored_signals: list[IgnoredSignal] = Field(default_factory=list)
+    preflight_running: bool = False
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -147,14 +147,17 @@ class Approvals:
                 return f"{verb} of {action.trial_id} by {approver}"
             case "reject":
                 await self._check_may_reject(handle, approver)
-                await handle.signal(
-                    CampaignWorkflow.stop, ControlInput(by=approver, reason=REJECT_REASON)
+                await handle.execute_update(
+                    CampaignWorkflow.stop_campaign,
+                    ControlInput(by=approver, reason=REJECT_REASON),
+                    id=uid,
                 )
                 return f"Rejected by {approver}: the campaign stops"
 
     async def _check_may_reject(self, handle: WorkflowHandle[Any, Any], approver: str) -> None:
-        """A stop is a signal, which has no validator: check here what ``approve``'s
-        validator would, from the campaign's own answers (its request and its status)."""
+        """A reject is the ``stop`` update, whose validator lets operators stop too: check
+        here what ``approve``'s validator would (an approver, a plan pending), from the
+        campaign's own answers (its request and its status)."""
         approvers = (await self._request(handle)).approvers
         if approver not in approvers:
             raise ClickRefused(

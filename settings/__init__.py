@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -11,7 +11,8 @@ class Settings(BaseSettings):
     """Where the Temporal server is and where openrea keeps its files.
 
     Every field can be set as an environment variable: ``REA_TEMPORAL_ADDRESS``,
-    ``REA_NAMESPACE``, ``REA_DATA_DIR``, ``REA_UI_PORT``, ``REA_TRAINING_SLOTS``,
+    ``REA_NAMESPACE``, ``REA_DATA_DIR``, ``REA_UI_PORT``, ``REA_HTTP_PORT``,
+    ``REA_TRAINING_SLOTS``,
     ``REA_SEARCH_STORAGE``, ``REA_DATABASE_URL``, ``REA_LLM_BASE_URL``, ``REA_LLM_MODEL``,
     ``REA_LLM_API_KEY``, ``REA_LLM_TIMEOUT_S``, ``REA_JOB_MEMORY_LIMIT_GB``.
 
@@ -21,6 +22,14 @@ class Settings(BaseSettings):
 
     Observability (see ``activities/telemetry.py``): ``REA_OTLP_ENDPOINT``,
     ``REA_TRACE_CONSOLE``, ``REA_TRACE_FILE``.
+
+    Transport security (every process that connects: the CLI, workers, the Slack app, jobs):
+    ``REA_TEMPORAL_TLS`` (TLS with the system's roots), ``REA_TEMPORAL_TLS_CA`` (the
+    server's CA, PEM), ``REA_TEMPORAL_TLS_CERT`` and ``REA_TEMPORAL_TLS_KEY`` (this client's
+    certificate and key, for mTLS), ``REA_TEMPORAL_TLS_SERVER_NAME`` (the name the server's
+    certificate is checked against, when it is not the address's host) and
+    ``REA_TEMPORAL_API_KEY`` (sent as a bearer token, over TLS). Give absolute paths: jobs
+    read them from their own working directory.
 
     Slack approvals (``rea slack``; ``rea up`` runs it too once the token and signing secret
     are set): ``REA_SLACK_BOT_TOKEN`` (the bot's ``xoxb-`` token; empty: notifications are
@@ -37,6 +46,30 @@ class Settings(BaseSettings):
     namespace: str = "default"
     data_dir: Path = Path(".rea")
     ui_port: int = Field(default=8233, ge=1, le=65535)
+    http_port: int = Field(
+        default=7243,
+        ge=1,
+        le=65535,
+        description="Port of the dev server's HTTP API (`rea up`; docs/api.md).",
+    )
+    temporal_tls: bool = Field(
+        default=False, description="Connect over TLS (implied by any REA_TEMPORAL_TLS_* file)."
+    )
+    temporal_tls_ca: Path | None = Field(
+        default=None, description="PEM file of the CA that signed the server's certificate."
+    )
+    temporal_tls_cert: Path | None = Field(
+        default=None, description="PEM file of this client's certificate (mTLS)."
+    )
+    temporal_tls_key: Path | None = Field(
+        default=None, description="PEM file of this client's private key (mTLS)."
+    )
+    temporal_tls_server_name: str = Field(
+        default="", description="Server name to verify, when not the address's host."
+    )
+    temporal_api_key: str = Field(
+        default="", description="API key (bearer token) for Temporal Cloud or a proxy."
+    )
     training_slots: int = Field(
         default=1, ge=1, description="Trials one training worker runs at once."
     )
@@ -138,6 +171,24 @@ class Settings(BaseSettings):
         if not host or not port.isdigit():
             raise ValueError(f"expected host:port such as localhost:7233, got {address!r}")
         return address
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> "Settings":
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError(
+                "REA_TEMPORAL_TLS_CERT and REA_TEMPORAL_TLS_KEY go together (mTLS needs both)"
+            )
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Connect over TLS: asked for, or a CA or client certificate given."""
+        return bool(self.temporal_tls or self.temporal_tls_ca or self.temporal_tls_cert)
+
+    @property
+    def http_url(self) -> str:
+        """The dev server's HTTP API (`rea up`)."""
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def host(self) -> str:

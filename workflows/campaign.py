@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         CampaignResult,
         CampaignStatus,
         ControlInput,
+        ControlResult,
         Escalation,
         ExtendBudgetInput,
         JobFinishedInput,
@@ -40,7 +41,8 @@ with workflow.unsafe.imports_passed_through():
         RevisePlanInput,
     )
     from workflows import options, planner, refusals
-    from workflows.context import CampaignContext, control_message, validated_request
+    from workflows.context import CampaignContext, validated_request
+    from workflows.control import Control
     from workflows.jobs import control_job
     from workflows.plan_approval import PlanApproval
     from workflows.protocol import PHASES as EVIDENCE_PHASES
@@ -76,6 +78,7 @@ class CampaignWorkflow:
         self._ctx = ctx = CampaignContext(request, state)
         self._planning = PlanApproval(ctx)
         self._trials = TrialRunner(ctx)
+        self._control = Control(ctx)
 
     @workflow.run
     async def run(
@@ -162,50 +165,46 @@ class CampaignWorkflow:
         ctx.request_stop(f"Stopped: max wall time of {limit} reached.")
 
     # ---- handlers -------------------------------------------------------------------------
+    # Every update and signal takes its input as sent (``*sent``: the SDK decodes varargs as
+    # plain JSON) and parses it with ``refusals.parse``: a malformed input is refused as
+    # InvalidInput naming the field (updates) or ignored with the reason in the status
+    # (signals), never a decoding error, a TypeError or a failed workflow task.
 
     @workflow.query
     def status(self) -> CampaignStatus:
         """Where the campaign is: phase, plan, approval, trials, best metric, ledger."""
-        return self._ctx.state
+        ctx = self._ctx
+        s = ctx.state
+        preflight_running = ctx.rechecking or (
+            s.phase == "planning" and s.recovery == "runbook" and s.plan is not None
+        )
+        return (
+            s.model_copy(update={"preflight_running": preflight_running})
+            if preflight_running
+            else s
+        )
 
     @workflow.update
-    def approve(self, approval: ApproveInput) -> Approval:
-        """Approve the pending plan.
+    def approve(self, *sent: object) -> Approval:
+        """Approve the pending plan (an ``ApproveInput``).
 
-        Approving again returns the first approval unchanged; asking for other hours then is
-        refused by the validator (that is what ``extend_budget`` is for).
+        Idempotent: approving again (with no hours, or the same hours) returns the first
+        approval unchanged, whoever asks; asking for other hours is refused by the validator
+        (that is what ``extend_budget`` is for).
         """
-        ctx = self._ctx
-        if ctx.state.approval is None:
-            planned = ctx.state.plan.budget_device_hours if ctx.state.plan else None
-            hours = approval.device_hours or planned or ctx.request.budget.device_hours
-            preflight = ctx.state.preflight
-            failing = preflight is not None and not preflight.passed
-            ctx.set(
-                approval=Approval(
-                    approver=approval.approver,
-                    comment=approval.comment,
-                    approved_at=workflow.now(),
-                    device_hours=hours,
-                    preflight_override=approval.override_preflight if failing else "",
-                ),
-                ledger=ctx.state.ledger.model_copy(update={"approved": hours}),
-                message=f"Approved by {approval.approver}: {hours} device-hours.",
-            )
-        assert ctx.state.approval is not None
-        return ctx.state.approval
+        return self._control.approve(refusals.parse(ApproveInput, sent, "approve"))
 
     @approve.validator
-    def _validate_approve(self, approval: ApproveInput) -> None:
-        refusals.check_approve(self._ctx, approval)
+    def _validate_approve(self, *sent: object) -> None:
+        refusals.check_approve(self._ctx, refusals.parse(ApproveInput, sent, "approve"))
 
     @workflow.update
-    def revise_plan(self, revision: RevisePlanInput) -> Plan:
-        """Change the pending plan: drop or pin hypotheses, plan for another budget.
-
-        The planner re-ranks the plan's own candidates (planned and held back); the revised
-        plan is what the engineer then approves.
+    def revise_plan(self, *sent: object) -> Plan:
+        """Change the pending plan (a ``RevisePlanInput``): drop or pin hypotheses, plan for
+        another budget. The planner re-ranks the plan's own candidates (planned and held
+        back); the revised plan is what the engineer then approves.
         """
+        revision = refusals.parse(RevisePlanInput, sent, "revise_plan")
         ctx = self._ctx
         assert ctx.state.plan is not None
         plan = planner.revise(ctx.request, ctx.state.plan, revision)
@@ -218,11 +217,12 @@ class CampaignWorkflow:
         return plan
 
     @revise_plan.validator
-    def _validate_revise_plan(self, revision: RevisePlanInput) -> None:
+    def _validate_revise_plan(self, *sent: object) -> None:
+        revision = refusals.parse(RevisePlanInput, sent, "revise_plan")
         refusals.check_revise_plan(self._ctx, revision)
 
     @workflow.update
-    async def recheck_preflight(self, control: ControlInput) -> PreflightReport:
+    async def recheck_preflight(self, *sent: object) -> PreflightReport:
         """Run the preflight checklist again (after fixing what it found). A plan made while
         the data could not be read is made again first, now that its cost can be measured."""
         ctx = self._ctx
@@ -240,79 +240,97 @@ class CampaignWorkflow:
         return ctx.state.preflight
 
     @recheck_preflight.validator
-    def _validate_recheck_preflight(self, control: ControlInput) -> None:
+    def _validate_recheck_preflight(self, *sent: object) -> None:
+        # Anyone may run the checklist again (a ControlInput, ``{}`` will do).
+        refusals.parse(ControlInput, sent, "recheck_preflight")
         refusals.check_recheck_preflight(self._ctx)
 
     @workflow.update
-    def resolve_trial(self, answer: ResolveTrialInput) -> Escalation:
-        """An engineer's answer to an escalated trial: retry (as it is or with changes), skip
-        it, or stop the campaign. The trial's waiter acts on it."""
-        ctx = self._ctx
-        escalations = list(ctx.state.escalations)
-        index = max(
-            i
-            for i, e in enumerate(escalations)
-            if e.trial_id == answer.trial_id and e.resolution is None
-        )
-        escalations[index] = escalations[index].model_copy(update={"resolution": answer})
-        ctx.set(
-            escalations=escalations,
-            message=f"{answer.trial_id}: {answer.action} by {answer.approver}"
-            + (f" ({answer.comment})" if answer.comment else "")
-            + ".",
-        )
-        ctx.publish()
-        return escalations[index]
+    def resolve_trial(self, *sent: object) -> Escalation:
+        """An engineer's answer to an escalated trial (a ``ResolveTrialInput``): retry it (as
+        it is or with changes), skip it, or stop the campaign. The trial's waiter acts on it."""
+        return self._control.resolve_trial(refusals.parse(ResolveTrialInput, sent, "resolve_trial"))
 
     @resolve_trial.validator
-    def _validate_resolve_trial(self, answer: ResolveTrialInput) -> None:
+    def _validate_resolve_trial(self, *sent: object) -> None:
+        answer = refusals.parse(ResolveTrialInput, sent, "resolve_trial")
         refusals.check_resolve_trial(self._ctx, answer)
 
     @workflow.update
-    def extend_budget(self, extension: ExtendBudgetInput) -> Ledger:
-        """Add device-hours to the approved budget; a campaign halted on budget resumes."""
-        ctx = self._ctx
-        ctx.halting = False
-        ledger = ctx.state.ledger
-        ctx.set(
-            ledger=ledger.model_copy(update={"approved": ledger.approved + extension.device_hours}),
-            needs_attention="",
-            message=f"Budget extended by {extension.device_hours} device-hours "
-            f"by {extension.approver}.",
-        )
-        ctx.publish()
-        return ctx.state.ledger
+    def extend_budget(self, *sent: object) -> Ledger:
+        """Add device-hours to the approved budget (an ``ExtendBudgetInput``); a campaign
+        halted on budget resumes."""
+        return self._control.extend_budget(refusals.parse(ExtendBudgetInput, sent, "extend_budget"))
 
     @extend_budget.validator
-    def _validate_extend_budget(self, extension: ExtendBudgetInput) -> None:
+    def _validate_extend_budget(self, *sent: object) -> None:
+        extension = refusals.parse(ExtendBudgetInput, sent, "extend_budget")
         refusals.check_extend_budget(self._ctx, extension)
 
-    @workflow.signal
-    def pause(self, control: ControlInput) -> None:
-        """Launch no new trials until resumed; running trials finish."""
-        self._ctx.set(paused=True, message=control_message("Paused", control))
-        self._ctx.show_details()
+    # pause, resume and stop: updates that answer (or refuse), and signals of the same names
+    # for older clients (ignored, with the reason kept, when they may not act).
+
+    @workflow.update(name="pause")
+    def pause_campaign(self, *sent: object) -> ControlResult:
+        """Launch no new trials until resumed; running trials finish (a ``ControlInput``)."""
+        return self._control.pause(refusals.parse(ControlInput, sent, "pause"))
+
+    @pause_campaign.validator
+    def _validate_pause(self, *sent: object) -> None:
+        refusals.check_control(self._ctx, "pause", refusals.parse(ControlInput, sent, "pause"))
+
+    @workflow.update(name="resume")
+    def resume_campaign(self, *sent: object) -> ControlResult:
+        """Launch trials again after a pause (a ``ControlInput``)."""
+        return self._control.resume(refusals.parse(ControlInput, sent, "resume"))
+
+    @resume_campaign.validator
+    def _validate_resume(self, *sent: object) -> None:
+        refusals.check_control(self._ctx, "resume", refusals.parse(ControlInput, sent, "resume"))
+
+    @workflow.update(name="stop")
+    def stop_campaign(self, *sent: object) -> ControlResult:
+        """Stop: running trials checkpoint and stop; the campaign ends in phase ``stopped``
+        with its result so far (a ``ControlInput``). Stopping again answers the same."""
+        return self._control.stop(refusals.parse(ControlInput, sent, "stop"))
+
+    @stop_campaign.validator
+    def _validate_stop(self, *sent: object) -> None:
+        refusals.check_control(self._ctx, "stop", refusals.parse(ControlInput, sent, "stop"))
 
     @workflow.signal
-    def resume(self, control: ControlInput) -> None:
-        """Launch trials again after a pause."""
-        self._ctx.set(paused=False, message=control_message("Resumed", control))
-        self._ctx.show_details()
+    def pause(self, *sent: object) -> None:
+        """Older clients' pause (the ``pause`` update answers)."""
+        if control := self._control.from_signal("pause", sent):
+            self._control.pause(control)
 
     @workflow.signal
-    def stop(self, control: ControlInput) -> None:
-        """Stop: cancel running trials (they checkpoint) and report what has been learned."""
-        self._ctx.request_stop(control_message("Stopped", control))
+    def resume(self, *sent: object) -> None:
+        """Older clients' resume (the ``resume`` update answers)."""
+        if control := self._control.from_signal("resume", sent):
+            self._control.resume(control)
 
     @workflow.signal
-    def job_finished(self, finished: JobFinishedInput) -> None:
-        """An external job reports its result (stale reports of earlier launches are ignored).
+    def stop(self, *sent: object) -> None:
+        """Older clients' stop (the ``stop`` update answers)."""
+        if control := self._control.from_signal("stop", sent):
+            self._control.stop(control)
+
+    @workflow.signal
+    def job_finished(self, *sent: object) -> None:
+        """An external job reports its result (a ``JobFinishedInput``; stale reports of
+        earlier launches are ignored).
 
         A report can arrive before the campaign has seen its launch complete (a job that
         ends within moments, a busy worker): it is kept by job id until the launch is seen,
         rather than dropped for the fallback poll to find a minute later.
         """
         ctx = self._ctx
+        try:
+            finished = refusals.parse(JobFinishedInput, sent, "job_finished")
+        except ApplicationError as err:
+            self._control.ignore("job_finished", err.message, sent)
+            return
         trial = ctx.state.trial(finished.trial_id)
         if trial is None:
             return

@@ -283,7 +283,8 @@ async def test_forged_stale_and_unknown_clicks_change_nothing(
     assert await stack.click(plan, "rea_approve", user="U02") == 200
     [refused] = await stack.api.wait_for("chat.postMessage", "Refused: approver: 'mallory'")
     assert refused["thread_ts"] == plan["ts"]
-    # A reject (a signal, no validator) is checked against the request's approvers first.
+    # A reject (the stop update, which operators may send too) is checked against the
+    # request's approvers first.
     assert await stack.click(plan, "rea_reject", user="U02") == 200
     await stack.api.wait_for("chat.postEphemeral", "may not reject")
 

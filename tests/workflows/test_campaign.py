@@ -206,7 +206,7 @@ async def test_approval_before_the_plan_is_ready_is_rejected(
     # terminated under it, which would stall every later test's simulated time.
     fakes.planning_may_finish.set()
     await wait_for_phase(handle, "awaiting_approval")
-    await handle.signal(CampaignWorkflow.stop, ControlInput())
+    await handle.signal(CampaignWorkflow.stop, ControlInput(by=APPROVER))
     await handle.result()
 
 

@@ -90,7 +90,7 @@ async def test_approving_again_with_other_hours_is_refused(
     )
     assert again.device_hours == 5.0
     assert (await handle.query(CampaignWorkflow.status)).ledger.approved == 5.0
-    await handle.signal(CampaignWorkflow.stop, ControlInput())
+    await handle.signal(CampaignWorkflow.stop, ControlInput(by=APPROVER))
     await handle.result()
 
 
