@@ -6,7 +6,11 @@ anything a workflow should decide.
 """
 
 import asyncio
+import os
+import shlex
+import shutil
 import signal
+import sys
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -31,8 +35,26 @@ runbook_app = typer.Typer(
     help="The failure patterns and remedies openrea applies on its own.", no_args_is_help=True
 )
 app.add_typer(runbook_app, name="runbook")
-console = Console()
-err_console = Console(stderr=True)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that wraps to the terminal, and off a terminal (a log, a pipe, CI) wraps
+    nothing: lines stay whole for grep and copy, unless COLUMNS asks for a width."""
+    probe = Console(stderr=stderr)
+    if probe.is_terminal or "COLUMNS" in os.environ:
+        return probe
+    return Console(stderr=stderr, width=LOG_WIDTH, soft_wrap=True)
+
+
+# Tables off a terminal are laid out this wide at most (they take only what they need).
+LOG_WIDTH = 200
+console = make_console()
+err_console = make_console(stderr=True)
+
+# Exit codes: 0 done; 1 the campaign refused (an update's validator) or failed, or a
+# preflight failed; 2 a mistake in the command or its input, or no server; 3 a training
+# run diverged; 130 interrupted (Ctrl-C).
+REFUSED = 1
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -67,6 +89,24 @@ def load_settings() -> Settings:
             f"{e['loc'][0] if e['loc'] else 'settings'}: {e['msg']}" for e in err.errors()
         )
         raise fail(f"invalid settings: {problems}") from None
+
+
+def rea_command() -> str:
+    """How to run `rea` again from this shell, as it was run: ``rea`` when that is on the
+    PATH (an activated virtualenv), else its path (e.g. ``.venv/bin/rea``), so that the
+    commands we print can be pasted as printed."""
+    invoked = Path(sys.argv[0])
+    script = invoked if invoked.name == "rea" else Path(sys.executable).parent / "rea"
+    on_path = shutil.which("rea")
+    if on_path and script.exists() and Path(on_path).resolve() == script.resolve():
+        return "rea"
+    if not script.exists():
+        return "rea"
+    try:
+        shown = str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(script.absolute())
+    return shlex.quote(shown)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -109,7 +149,7 @@ def run(coro: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
     except ServerUnreachable as err:
-        raise fail(str(err)) from None
+        raise fail(str(err).replace("`rea ", f"`{rea_command()} ")) from None
 
 
 def load_json(path: Path, model: type[M], label: str) -> M:

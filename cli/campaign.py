@@ -5,27 +5,19 @@ workflow's, and what it shows comes from ``cli.render_campaign``.
 """
 
 import json
-import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from temporalio.client import Client, WorkflowExecution
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import WorkflowExecution
 
-from cli.apps import ROOT, campaign_app, console, fail, load_json, load_settings, make_input, run
+from cli.apps import campaign_app, console, fail, load_settings, make_input, rea_command, run
 from cli.follow import (
     approve_command,
-    approve_when_planned,
     follow,
-    show_plan_and_next_step,
 )
 from cli.handle import (
-    CampaignHandle,
     campaign_handle,
-    not_running,
     query_status,
     retrying_activities,
     update,
@@ -41,13 +33,12 @@ from cli.render_campaign import (
     render_summary,
     render_trials,
 )
-from cli.serve import embedded
 from client import make_client
 from contracts import (
     ApproveInput,
-    CampaignRequest,
     CampaignStatus,
     ControlInput,
+    ControlResult,
     Escalation,
     ExtendBudgetInput,
     PreflightReport,
@@ -55,82 +46,18 @@ from contracts import (
     RevisePlanInput,
 )
 from workflows.campaign import CampaignWorkflow
-from workflows.options import ORCHESTRATION_QUEUE
 
-DEFAULT_CAMPAIGN = ROOT / "examples" / "ml100k-campaign.json"
-
-
-def new_campaign_id() -> str:
-    """A fresh workflow id: ``campaign-<UTC time>-<4 hex digits>``."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return f"campaign-{stamp}-{secrets.token_hex(2)}"
+# Who acts: `--as` everywhere (`--by`, the first name of pause/resume/stop's flag, still works).
+AS_HELP = "Required: your name, as listed in the request's approvers."
+HiddenBy = Annotated[str | None, typer.Option("--by", hidden=True)]
 
 
-@campaign_app.command("start")
-def campaign_start(
-    spec: Annotated[
-        Path, typer.Argument(help="CampaignRequest JSON (see schema/CampaignRequest.json).")
-    ] = DEFAULT_CAMPAIGN,
-    campaign_id: Annotated[str | None, typer.Option("--id", help="Workflow id.")] = None,
-    auto_approve: Annotated[
-        bool, typer.Option(help="Approve the plan as the first approver without asking.")
-    ] = False,
-    watch: Annotated[bool, typer.Option(help="Follow progress until the campaign ends.")] = True,
-    embedded_server: Annotated[
-        bool,
-        typer.Option(
-            "--embedded", help="Start a dev server and worker for this command, then stop them."
-        ),
-    ] = False,
-) -> None:
-    """Start a campaign (by default the embedded MovieLens-100k example).
-
-    Without --auto-approve it waits for the plan, shows it and prints the approve command.
-    """
-    request = load_json(spec, CampaignRequest, "campaign spec")
-    settings = load_settings()
-    if settings.job_backend != "local" and "execution" not in request.model_fields_set:
-        # A cluster backend is configured: trials go to it unless the spec says otherwise.
-        request = request.model_copy(update={"execution": "job"})
-        console.print(f"Trials run as {settings.job_backend} jobs (REA_JOB_BACKEND).")
-    workflow_id = campaign_id or new_campaign_id()
-
-    async def go(client: Client) -> None:
-        try:
-            handle: CampaignHandle = await client.start_workflow(
-                CampaignWorkflow.run,  # type: ignore[arg-type]
-                request,
-                id=workflow_id,
-                task_queue=ORCHESTRATION_QUEUE,
-                static_summary=request.goal or None,
-            )
-        except WorkflowAlreadyStartedError:
-            raise fail(
-                f"--id: a campaign {workflow_id!r} already exists; pick another id, or leave "
-                "--id out for a fresh one (`rea campaign status` shows the existing one)"
-            ) from None
-        # soft_wrap: a URL split by rich's wrapping cannot be clicked or copied whole.
-        console.print(
-            f"Started [bold]{workflow_id}[/]  Web UI: {settings.workflow_url(workflow_id)}",
-            soft_wrap=True,
-        )
-        if auto_approve:
-            await approve_when_planned(handle, request.approvers[0])
-        elif not watch:
-            await show_plan_and_next_step(handle, request.approvers[0])
-        if watch:
-            # The approve hint only where nobody approves for the engineer.
-            hint = "" if auto_approve else request.approvers[0]
-            await follow(client, handle, settings, approver=hint)
-
-    async def main() -> None:
-        if embedded_server:
-            async with embedded(settings) as client:
-                await go(client)
-        else:
-            await go(await make_client(settings))
-
-    run(main())
+def who(as_: str | None, by: str | None, may: str = "approvers") -> str:
+    """The name given with --as (or its old spelling --by); a one-line error when none is."""
+    name = as_ or by
+    if not name:
+        raise fail(f"--as: say who you are, as listed in the campaign's {may}, e.g. --as NAME")
+    return name
 
 
 @campaign_app.command("status")
@@ -170,9 +97,8 @@ def campaign_status(
 @campaign_app.command("approve")
 def campaign_approve(
     campaign_id: str,
-    approver: Annotated[
-        str, typer.Option("--as", help="Your name, as listed in the request's approvers.")
-    ],
+    as_: Annotated[str | None, typer.Option("--as", help=AS_HELP)] = None,
+    by: HiddenBy = None,
     hours: Annotated[
         float | None, typer.Option(help="Approve this many device-hours instead of the request.")
     ] = None,
@@ -187,6 +113,7 @@ def campaign_approve(
     ] = "",
 ) -> None:
     """Approve a campaign's pending plan."""
+    approver = who(as_, by)
     approval_input = make_input(
         ApproveInput,
         {"approver": "--as", "device_hours": "--hours"},
@@ -198,6 +125,13 @@ def campaign_approve(
 
     async def main() -> None:
         approval = await update(campaign_id, CampaignWorkflow.approve, approval_input)
+        if approval.approver != approver:  # approving is idempotent: the first one stands
+            console.print(
+                f"Already approved by {approval.approver} at "
+                f"{approval.approved_at:%Y-%m-%d %H:%M:%S} ({approval.device_hours:g} "
+                "device-hours); nothing changed."
+            )
+            return
         console.print(
             f"Approved {approval.device_hours:g} device-hours as {approval.approver} "
             f"at {approval.approved_at:%Y-%m-%d %H:%M:%S}"
@@ -214,9 +148,8 @@ def campaign_approve(
 @campaign_app.command("revise")
 def campaign_revise(
     campaign_id: str,
-    approver: Annotated[
-        str, typer.Option("--as", help="Your name, as listed in the request's approvers.")
-    ],
+    as_: Annotated[str | None, typer.Option("--as", help=AS_HELP)] = None,
+    by: HiddenBy = None,
     drop: Annotated[list[str] | None, typer.Option(help="A hypothesis id to leave out.")] = None,
     pin: Annotated[
         list[str] | None, typer.Option(help="A hypothesis id to keep (planned or held back).")
@@ -225,6 +158,7 @@ def campaign_revise(
     comment: Annotated[str, typer.Option(help="Kept in the plan's notes.")] = "",
 ) -> None:
     """Revise a campaign's pending plan (drop or pin hypotheses, change the budget)."""
+    approver = who(as_, by)
     revision = make_input(
         RevisePlanInput,
         {"approver": "--as", "device_hours": "--hours", "drop": "--drop", "pin": "--pin"},
@@ -269,13 +203,17 @@ def campaign_plan(
 @campaign_app.command("extend-budget")
 def campaign_extend_budget(
     campaign_id: str,
-    approver: Annotated[
-        str, typer.Option("--as", help="Your name, as listed in the request's approvers.")
-    ],
-    hours: Annotated[float, typer.Option(help="Device-hours to add to the approved budget.")],
+    as_: Annotated[str | None, typer.Option("--as", help=AS_HELP)] = None,
+    by: HiddenBy = None,
+    hours: Annotated[
+        float | None, typer.Option(help="Device-hours to add to the approved budget.")
+    ] = None,
     comment: Annotated[str, typer.Option(help="Kept in the campaign's history.")] = "",
 ) -> None:
     """Add device-hours to a campaign's approved budget (a halted campaign resumes)."""
+    approver = who(as_, by)
+    if hours is None:
+        raise fail("--hours: say how many device-hours to add, e.g. --hours 5")
     extension = make_input(
         ExtendBudgetInput,
         {"approver": "--as", "device_hours": "--hours"},
@@ -311,9 +249,8 @@ def campaign_preflight(campaign_id: str) -> None:
 def campaign_resolve(
     campaign_id: str,
     trial_id: str,
-    approver: Annotated[
-        str, typer.Option("--as", help="Your name, as listed in the request's approvers.")
-    ],
+    as_: Annotated[str | None, typer.Option("--as", help=AS_HELP)] = None,
+    by: HiddenBy = None,
     retry: Annotated[bool, typer.Option("--retry", help="Run the trial again.")] = False,
     skip: Annotated[bool, typer.Option("--skip", help="Leave it failed; go on.")] = False,
     stop: Annotated[bool, typer.Option("--stop", help="Stop the campaign.")] = False,
@@ -328,6 +265,7 @@ def campaign_resolve(
     comment: Annotated[str, typer.Option(help="Why; kept in the history.")] = "",
 ) -> None:
     """Answer an escalated trial: retry it (as it is or with --set changes), skip it, or stop."""
+    approver = who(as_, by)
     actions = [a for a, chosen in (("retry", retry), ("skip", skip), ("stop", stop)) if chosen]
     if len(actions) != 1:
         raise fail("give exactly one of --retry, --skip, --stop")
@@ -353,7 +291,7 @@ def campaign_resolve(
     if answer.action == "retry":
         console.print(
             "Next time openrea can do this on its own:\n"
-            f"  rea runbook add-from-escalation {campaign_id} {trial_id}"
+            f"  {rea_command()} runbook add-from-escalation {campaign_id} {trial_id}"
         )
 
 
@@ -371,32 +309,41 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return changes
 
 
-def _signal_command(name: str, help_text: str) -> None:
+def _control_command(name: str, method: Any, help_text: str) -> None:
     def command(
         campaign_id: str,
-        by: Annotated[str, typer.Option(help="Who asks.")] = "",
-        reason: Annotated[str, typer.Option(help="Why.")] = "",
+        as_: Annotated[
+            str | None,
+            typer.Option(
+                "--as", help="Required: your name, as listed in its approvers or operators."
+            ),
+        ] = None,
+        by: HiddenBy = None,
+        reason: Annotated[str, typer.Option(help="Why; kept in the campaign's history.")] = "",
     ) -> None:
-        async def main() -> None:
-            handle = campaign_handle(await make_client(load_settings()), campaign_id)
-            try:
-                await handle.signal(name, ControlInput(by=by, reason=reason))
-            except RPCError as err:
-                if err.status != RPCStatusCode.NOT_FOUND:
-                    raise
-                raise await not_running(handle) from None
-            console.print(f"Sent {name} to {campaign_id}.")
+        control = ControlInput(by=who(as_, by, may="approvers or operators"), reason=reason)
 
-        run(main())
+        async def main() -> ControlResult:
+            answer: ControlResult = await update(campaign_id, method, control)
+            return answer
+
+        answer = run(main())
+        console.print(f"{answer.message} (phase {answer.phase})", soft_wrap=True)
 
     command.__doc__ = help_text
     campaign_app.command(name)(command)
 
 
-_signal_command("pause", "Launch no new trials until resumed; running trials finish.")
-_signal_command("resume", "Launch trials again after a pause.")
-_signal_command(
-    "stop", "End the campaign in any phase: running trials checkpoint and stop; it reports."
+_control_command(
+    "pause",
+    CampaignWorkflow.pause_campaign,
+    "Launch no new trials until resumed; running trials finish.",
+)
+_control_command("resume", CampaignWorkflow.resume_campaign, "Launch trials again after a pause.")
+_control_command(
+    "stop",
+    CampaignWorkflow.stop_campaign,
+    "End the campaign in any phase: running trials checkpoint and stop; it reports.",
 )
 
 

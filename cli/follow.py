@@ -6,8 +6,15 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 
-from cli.apps import console, fail
-from cli.handle import CampaignHandle, poll_status, query_status, running_progress, why_closed
+from cli.apps import REFUSED, console, fail, rea_command
+from cli.handle import (
+    CampaignHandle,
+    poll_status,
+    query_status,
+    refusal,
+    running_progress,
+    why_closed,
+)
 from cli.render import progress_display
 from cli.render_campaign import render_escalation, render_plan, render_preflight, render_result
 from contracts import ApproveInput, CampaignStatus
@@ -18,7 +25,7 @@ from workflows.campaign import CampaignWorkflow
 
 def approve_command(campaign_id: str, approver: str) -> str:
     """The command line that approves the campaign's pending plan as ``approver``."""
-    return f"rea campaign approve {campaign_id} --as {approver}"
+    return f"{rea_command()} campaign approve {campaign_id} --as {approver}"
 
 
 async def wait_for_plan(handle: CampaignHandle) -> CampaignStatus:
@@ -40,17 +47,21 @@ async def show_pending_plan(handle: CampaignHandle) -> bool:
     return True
 
 
-async def show_plan_and_next_step(handle: CampaignHandle, approver: str) -> None:
+async def show_plan_and_next_step(handle: CampaignHandle, approver: str) -> bool:
     """Show the pending plan and the command that approves it (after a preflight recheck
-    when the checklist failed)."""
-    if await show_pending_plan(handle):
-        console.print(
-            f"Next: check again once fixed with\n  rea campaign preflight {handle.id}\nthen "
-            if not (await query_status(handle)).preflight_passed
-            else "Next: ",
-            end="",
-        )
-        console.print(f"approve the plan with\n  {approve_command(handle.id, approver)}")
+    when the checklist failed); False when the preflight checklist failed."""
+    if not await show_pending_plan(handle):
+        return True
+    passed = (await query_status(handle)).preflight_passed
+    console.print(
+        "Next: "
+        if passed
+        else "Next: check again once fixed with\n"
+        f"  {rea_command()} campaign preflight {handle.id}\nthen ",
+        end="",
+    )
+    console.print(f"approve the plan with\n  {approve_command(handle.id, approver)}")
+    return passed
 
 
 async def approve_when_planned(handle: CampaignHandle, approver: str) -> None:
@@ -66,7 +77,7 @@ async def approve_when_planned(handle: CampaignHandle, approver: str) -> None:
         )
     except WorkflowUpdateFailedError as err:
         # --auto-approve never overrides a failing checklist: that takes a person's reason.
-        raise fail(f"not approved: {err.cause}") from None
+        raise fail(f"not approved: {refusal(err)}", REFUSED) from None
     console.print(f"Approved as {approval.approver} ({approval.device_hours:g} device-hours).")
 
 

@@ -17,7 +17,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.apps import fail, load_settings
+from cli.apps import REFUSED, fail, load_settings, rea_command
 from client import make_client
 from contracts import CampaignResult, CampaignStatus, TrialProgress
 from workflows.campaign import CampaignWorkflow
@@ -50,7 +50,7 @@ async def not_running(handle: CampaignHandle) -> typer.Exit:
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
-        return fail(f"no campaign {handle.id!r}; `rea campaign list` shows them")
+        return fail(f"no campaign {handle.id!r}; `{rea_command()} campaign list` shows them")
 
 
 async def why_closed(handle: CampaignHandle) -> str:
@@ -76,16 +76,21 @@ async def why_closed(handle: CampaignHandle) -> str:
 
 
 async def update(campaign_id: str, method: Any, arg: BaseModel) -> Any:
-    """Run an update on a campaign; a rejection is a one-line error naming the reason."""
+    """Run an update on a campaign; a refusal is a one-line error naming the reason (exit 1)."""
     handle = campaign_handle(await make_client(load_settings()), campaign_id)
     try:
         return await handle.execute_update(method, arg)
     except WorkflowUpdateFailedError as err:
-        raise fail(f"rejected: {err.cause}") from None
+        raise fail(f"rejected: {refusal(err)}", REFUSED) from None
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
         raise await not_running(handle) from None
+
+
+def refusal(err: WorkflowUpdateFailedError) -> str:
+    """The campaign's reason, its `rea ...` commands as this shell runs them."""
+    return str(err.cause).replace("`rea ", f"`{rea_command()} ")
 
 
 async def poll_status(

@@ -3,14 +3,16 @@ the Slack app; and ``embedded``, a server and workers for the length of one comm
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 import typer
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 import devserver
-from cli.apps import app, console, fail, load_settings, run
+from cli.apps import app, console, fail, load_settings, rea_command, run
 from client import make_client
 from settings import Settings
 
@@ -19,16 +21,29 @@ from settings import Settings
 def server() -> None:
     """Run the Temporal dev server (SQLite under the data dir, Web UI) in the foreground."""
     settings = load_settings()
-    with dev_server(settings) as dev:
-        console.print(f"Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}")
+    with dev_server(settings, http=True) as dev:
+        console.print(addresses(settings), soft_wrap=True)
         with contextlib.suppress(KeyboardInterrupt):
             dev.wait()
 
 
+def addresses(settings: Settings) -> str:
+    """The server's three addresses, one per line, as clients use them."""
+    return (
+        f"  gRPC (SDKs, temporal CLI):  {settings.temporal_address}\n"
+        f"  HTTP API (docs/api.md):     {settings.http_url}\n"
+        f"  Web UI:                     {settings.ui_url}"
+    )
+
+
 @contextlib.contextmanager
-def dev_server(settings: Settings) -> Iterator[devserver.DevServer]:
-    """The dev server for one command; a port in use or a failed start is a one-line error."""
-    dev = devserver.DevServer(settings)
+def dev_server(settings: Settings, http: bool = False) -> Iterator[devserver.DevServer]:
+    """The dev server for one command; a port in use or a failed start is a one-line error.
+
+    Args:
+        http: Serve the HTTP API on ``REA_HTTP_PORT`` (`rea up`, `rea server`).
+    """
+    dev = devserver.DevServer(settings, http=http)
     try:
         dev.start()
     except (devserver.ServerStartError, FileNotFoundError) as err:
@@ -52,6 +67,7 @@ def worker(
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise fail(f"--role: unknown role(s) {sorted(unknown)}; choose from {list(ROLES)}")
+    quiet_expected_failures()
     with contextlib.suppress(KeyboardInterrupt):
         run(run_workers(load_settings(), roles))  # type: ignore[arg-type]
 
@@ -61,11 +77,18 @@ def up() -> None:
     """Run the dev server and a worker with every role (and the Slack app when Slack is
     configured), and keep them running."""
     settings = load_settings()
-    with dev_server(settings):
-        slack = f", Slack app on port {settings.slack_port}" if settings.slack_configured else ""
+    quiet_expected_failures()
+    with dev_server(settings, http=True):
+        slack = (
+            f"\n  Slack app:                  port {settings.slack_port}"
+            if settings.slack_configured
+            else ""
+        )
         console.print(
-            f"openrea is up: Temporal at {settings.temporal_address}, Web UI at {settings.ui_url}"
-            f"{slack}\nStart a campaign in another shell: rea campaign start"
+            f"openrea is up (Ctrl-C stops it; campaigns wait in {settings.data_dir}):\n"
+            f"{addresses(settings)}{slack}\n"
+            f"Start a campaign in another shell: {rea_command()} campaign start",
+            soft_wrap=True,
         )
         with contextlib.suppress(KeyboardInterrupt):
             run(_workers_and_slack(settings))
@@ -131,3 +154,29 @@ async def embedded(settings: Settings) -> AsyncIterator[Client]:
             workers.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await workers
+
+
+class _ExpectedFailures(logging.Filter):
+    """A failed activity whose error is non-retryable (bad data, a model that cannot fit) is
+    the user's to fix, and the campaign says how: one line on the console, not a traceback.
+    Other failures keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        if isinstance(err, ApplicationError) and err.non_retryable:
+            record.msg = f"{record.getMessage()}: {err.type}: {err.message} (not retried)"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_expected_failures() -> None:
+    """Workers' console logging: warnings and errors, expected failures on one line."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_ExpectedFailures())
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)

