@@ -7,6 +7,7 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -106,6 +107,14 @@ class LocalTrial(Spec):
 EXIT_DIVERGED = 3
 
 
+def eta(done: float, elapsed_s: float) -> str:
+    """``ETA 12s`` (or ``1m05s``) when a share ``done`` of the work took ``elapsed_s``."""
+    if done <= 0.0:
+        return ""
+    left = round(elapsed_s * (1.0 - done) / done)
+    return f"ETA {left // 60}m{left % 60:02d}s" if left >= 60 else f"ETA {left}s"
+
+
 @app.command()
 def train(
     spec: Annotated[Path, typer.Argument(help="JSON with optional 'model' and 'dataset' keys.")],
@@ -119,12 +128,15 @@ def train(
 
     trial = load_json(spec, LocalTrial, "spec")
     with progress_display(console) as progress:
-        bar = progress.add_task("training", total=None)
+        bar = progress.add_task("loading the data", total=None)
+        started = time.monotonic()
 
         def on_progress(p: TrialProgress) -> None:
+            done = p.step / max(p.total_steps, 1)
             progress.update(
                 bar, completed=p.step, total=p.total_steps,
-                description=f"epoch {p.epoch} loss {p.train_loss:.4f}",
+                description=f"epoch {p.epoch} loss {p.train_loss:.4f} "
+                f"{eta(done, time.monotonic() - started)}",
             )  # fmt: skip
 
         try:
@@ -167,12 +179,27 @@ def compare(
     values: dict[str, dict[int, tuple[float, float]]] = {"baseline": {}, "candidate": {}}
     with progress_display(console) as progress:
         bar = progress.add_task("training", total=2 * seeds)
+        started = time.monotonic()
         for seed in range(first, first + seeds):
             for name, trial in trials.items():
                 progress.update(bar, description=f"{name} seed {seed}")
+                runs_done = len(values["baseline"]) + len(values["candidate"])
+
+                def on_progress(
+                    p: TrialProgress, label: str = f"{name} seed {seed}", before: int = runs_done
+                ) -> None:
+                    # The whole comparison's ETA: runs done plus this one's share.
+                    done = (before + p.step / max(p.total_steps, 1)) / (2 * seeds)
+                    progress.update(
+                        bar, description=f"{label} step {p.step}/{p.total_steps} loss "
+                        f"{p.train_loss:.4f} {eta(done, time.monotonic() - started)}",
+                    )  # fmt: skip
+
                 try:
                     outcome = train_model(
-                        trial.model.model_copy(update={"seed": seed}), trial.dataset
+                        trial.model.model_copy(update={"seed": seed}),
+                        trial.dataset,
+                        on_progress=on_progress,
                     )
                 except TrainingError as err:
                     raise fail(f"{name} seed {seed}: {type(err).__name__}: {err}") from None

@@ -22,7 +22,7 @@ from opentelemetry.trace import Span
 from torch import nn
 
 from contracts import DatasetRef, Metrics, ModelSpec, TrialProgress
-from ranking_models import checkpoint, memory, summaries
+from ranking_models import checkpoint, memory, summaries, threads
 from ranking_models.checkpoint import LoopState
 from ranking_models.data import CtrDataset, Split
 from ranking_models.datasets import check_data, load_dataset
@@ -117,9 +117,12 @@ def train(
             or a batch did not fit in memory.
         TrainingCancelled: ``should_stop`` returned True.
     """
+    # The trial's thread team, sized in this thread before its first op and resized to
+    # the free cores as it trains (see ``threads``).
+    team = threads.TrialThreads()
     options = _Options(
         on_progress=on_progress,
-        should_stop=should_stop,
+        should_stop=team.polling(should_stop),
         progress_every=progress_every,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,

@@ -12,7 +12,7 @@ class Settings(BaseSettings):
 
     Every field can be set as an environment variable: ``REA_TEMPORAL_ADDRESS``,
     ``REA_NAMESPACE``, ``REA_DATA_DIR``, ``REA_UI_PORT``, ``REA_HTTP_PORT``,
-    ``REA_TRAINING_SLOTS``,
+    ``REA_TRAINING_SLOTS``, ``REA_TRIAL_THREADS``,
     ``REA_SEARCH_STORAGE``, ``REA_DATABASE_URL``, ``REA_LLM_BASE_URL``, ``REA_LLM_MODEL``,
     ``REA_LLM_API_KEY``, ``REA_LLM_TIMEOUT_S``, ``REA_JOB_MEMORY_LIMIT_GB``.
 
@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     )
     training_slots: int = Field(
         default=1, ge=1, description="Trials one training worker runs at once."
+    )
+    trial_threads: int = Field(
+        default=0,
+        ge=0,
+        description="CPU threads of each trial; 0: its share of the cores (cores / "
+        "training_slots) less the cores other processes keep busy, rechecked as it trains.",
     )
     trace_console: bool = Field(
         default=False, description="Print OpenTelemetry spans and metrics to stderr."

@@ -169,7 +169,11 @@ def notify_activities(settings: Settings) -> NotifyActivities:
 def training_worker(client: Client, settings: Settings, task_queue: str = TRAINING_QUEUE) -> Worker:
     """Training in this worker, ``settings.training_slots`` trials at once."""
     from activities.training import TrainingActivities
+    from ranking_models import threads
     from ranking_models.trainer import train
+
+    # Each trial's thread team is its share of the cores: a trial per slot (see threads).
+    threads.configure(slots=settings.training_slots, fixed=settings.trial_threads)
 
     # Exploitation trials report each epoch to their study, whose pruner may stop them.
     search = SearchActivities(settings.search_storage_url)

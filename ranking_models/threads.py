@@ -1,0 +1,189 @@
+"""Each trial's CPU thread budget, so trials and their neighbours do not stall each other.
+
+Torch runs every parallel op on a team of intra-op (OpenMP) threads that meet at a
+barrier at the op's end, spinning on their cores while they wait. When the team has more
+threads than there are free cores (two trials of two threads on two cores, or one trial
+beside any CPU-bound process), a thread the scheduler put aside holds up the whole team at
+every op: a 1.7 s MovieLens trial took 4.5 to 58.8 s beside one CPU-bound process, and
+1.7-1.9 s with one thread.
+
+So a trial's team is sized, in the trial's own thread, before its first op:
+
+* its share: the host's cores (those this process may run on) divided by the worker's
+  training slots (``configure``), or ``REA_TRIAL_THREADS`` when set;
+* less the cores other processes keep busy, measured from ``/proc/stat`` less this
+  process's own CPU time, again every ``RECHECK_S`` while it trains, so a neighbour that
+  comes or goes mid-trial changes the team within a second (at least one thread).
+
+The wait policy is left as OpenMP's default (spin, then sleep): with the team sized to the
+free cores, spinning costs nothing, and ``OMP_WAIT_POLICY=PASSIVE`` made the idle 2-thread
+trial 1.5x slower (``bench/shared_host.py`` measures it beside the others).
+"""
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+# Seconds between two looks at the host's load while a trial trains.
+RECHECK_S = 0.5
+# Cores kept for a neighbour once it uses this much of one: a neighbour at 60% of a core
+# already stalls a team that counts on that core.
+BUSY_CORE = 0.6
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def host_cores() -> int:
+    """The cores this process may run on (its affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class _Config:
+    slots: int = 1
+    fixed: int | None = None  # None: REA_TRIAL_THREADS, read when a trial starts
+
+
+_CONFIG = _Config()
+
+
+def configure(*, slots: int = 1, fixed: int | None = None) -> None:
+    """Sets how many trials this process runs at once, and an explicit thread count.
+
+    Args:
+        slots: Trials running at once in this process (a training worker's slots).
+        fixed: Threads per trial; 0: automatic; None: ``REA_TRIAL_THREADS`` (unset: 0).
+    """
+    _CONFIG.slots = max(1, slots)
+    _CONFIG.fixed = None if fixed is None else max(0, fixed)
+
+
+def fixed_threads() -> int:
+    """``REA_TRIAL_THREADS`` as a count (0: automatic)."""
+    text = os.environ.get("REA_TRIAL_THREADS", "").strip()
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise ValueError(f"REA_TRIAL_THREADS: expected a whole number of threads, got {text!r}")
+    return int(text)
+
+
+def share(cores: int | None = None, slots: int | None = None) -> int:
+    """A trial's share of the host: its cores divided by the slots, at least one."""
+    return max(1, (cores or host_cores()) // (slots or _CONFIG.slots))
+
+
+class HostLoad:
+    """Cores other processes kept busy since the last look (``/proc/stat`` less this
+    process's CPU time); None where ``/proc/stat`` is not readable."""
+
+    def __init__(self) -> None:
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", "rb") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        busy_s = (sum(fields[:8]) - idle) / _CLOCK_TICKS  # guest time is inside user
+        own = os.times()
+        return time.monotonic(), busy_s, own.user + own.system
+
+    def age(self) -> float | None:
+        """Seconds since the last look (None: no ``/proc/stat``)."""
+        return None if self._last is None else time.monotonic() - self._last[0]
+
+    def others(self) -> float | None:
+        """Busy cores of other processes, averaged since the previous call."""
+        now, last = self._sample(), self._last
+        if now is None or last is None or now[0] - last[0] < 0.05:
+            return None
+        self._last = now
+        wall = now[0] - last[0]
+        return max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / wall
+
+
+# The shortest and longest windows a trial's first look at the host may average over.
+FIRST_LOOK_S = (0.1, 5.0)
+_FIRST_LOOK = threading.Lock()
+_PROCESS_LOAD: "HostLoad | None" = None
+
+
+def first_look() -> float | None:
+    """Busy cores of other processes just before a trial starts.
+
+    Averaged since the previous trial's first look (or this module's import: the data
+    loading before a first trial) when that window is between ``FIRST_LOOK_S``; else over a
+    fresh window of the shortest length (the trial waits that long).
+    """
+    global _PROCESS_LOAD
+    with _FIRST_LOOK:
+        load = _PROCESS_LOAD
+        age = load.age() if load is not None else None
+        if load is None or age is None or age > FIRST_LOOK_S[1]:
+            load = _PROCESS_LOAD = HostLoad()
+            age = 0.0
+        if age < FIRST_LOOK_S[0]:
+            time.sleep(FIRST_LOOK_S[0] - age)
+        return load.others()
+
+
+def threads_for(share_: int, cores: int, others: float | None) -> int:
+    """The team size: the share, less the cores that others keep busy (at least one)."""
+    if others is None:
+        return share_
+    free = cores - int(others + (1.0 - BUSY_CORE))  # a core counts busy from BUSY_CORE
+    return max(1, min(share_, free))
+
+
+class TrialThreads:
+    """Sizes the calling thread's intra-op team for one trial and keeps it sized.
+
+    Create it in the thread that trains; call ``recheck`` often (it looks at the host
+    every ``RECHECK_S`` only). With ``REA_TRIAL_THREADS`` (or ``configure(fixed=...)``) the
+    count is that, and never changes.
+    """
+
+    def __init__(self) -> None:
+        self.cores = host_cores()
+        self.fixed = fixed_threads() if _CONFIG.fixed is None else _CONFIG.fixed
+        self.share = self.fixed or share(self.cores)
+        self.used: set[int] = set()
+        # Sized before the first op: a team too large for the free cores stalls from the
+        # first step (the neighbour is there before the trial, typically).
+        self._set(self.fixed or threads_for(self.share, self.cores, first_look()))
+        self._load = HostLoad()
+        self._next = time.monotonic() + RECHECK_S
+
+    def _set(self, count: int) -> None:
+        if torch.get_num_threads() != count:
+            torch.set_num_threads(count)
+        self.used.add(count)
+
+    def recheck(self) -> None:
+        """Resizes the team to the free cores, at most every ``RECHECK_S``."""
+        if self.fixed or time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + RECHECK_S
+        self._set(threads_for(self.share, self.cores, self._load.others()))
+
+    def polling(self, should_stop: Callable[[], bool] | None) -> Callable[[], bool]:
+        """``should_stop`` (polled before every step) that also rechecks the team."""
+
+        def poll() -> bool:
+            self.recheck()
+            return should_stop is not None and should_stop()
+
+        return poll
+
+
+_PROCESS_LOAD = HostLoad()  # the first trial's first look averages since import
