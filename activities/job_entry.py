@@ -193,6 +193,8 @@ async def report(folder: Path, result: TrialResult | None) -> None:
     it (the campaign then asks the scheduler)."""
     job = json.loads((folder / "job.json").read_text())
     spec = TrialSpec.model_validate(job["spec"])
+    # TLS and the API key (REA_TEMPORAL_TLS_*, REA_TEMPORAL_API_KEY) come from the environment
+    # the job inherits from its jobs worker, as every other REA_* setting not in job.json.
     settings = Settings(temporal_address=job["temporal_address"], namespace=job["namespace"])
     client = await make_client(settings)
     handle = client.get_workflow_handle(spec.campaign_id)
