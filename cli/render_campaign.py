@@ -19,7 +19,6 @@ from contracts import (
     PreflightReport,
     RemedyAttempt,
     TrialSummary,
-    direction,
     relative_gain,
 )
 from workflows.policy import BASELINE_TRIAL_ID
@@ -176,6 +175,7 @@ def render_summary(status: CampaignStatus) -> str:
         if status.best_metric is not None
         else "",
         f"  ({SINGLE_SEED_CAVEAT})" if single_seed_best(status) else "",
+        f"[bold yellow]{baseline_warning(status)}[/]" if baseline_warning(status) else "",
         *(f"{phase}: {note}" for phase, note in status.phase_notes.items()),
         f"[bold]{status.proposal.headline}[/]" if status.proposal else "",
         f"[bold red]needs attention:[/] {status.needs_attention}" if status.needs_attention else "",
@@ -205,7 +205,7 @@ def best_label(status: CampaignStatus) -> str:
 
 
 def describe_best(status: CampaignStatus) -> str:
-    """E.g. "v-lower-dense-lr: NE 0.9139 vs 0.9198 baseline, −0.64% (better)"."""
+    """E.g. "v-lower-dense-lr: NE 0.9139 vs 0.9198 baseline, gain +0.64% (better)"."""
     metric, best, baseline = status.metric, status.best_metric, status.baseline_metric
     if best is None:
         return "-"
@@ -213,12 +213,27 @@ def describe_best(status: CampaignStatus) -> str:
     if baseline is None or status.best_trial_id == BASELINE_TRIAL_ID:
         return text
     gain = relative_gain(best, baseline, metric)  # positive is better, on any metric
-    # Shown as the signed change of the number itself, (best - baseline) / |baseline|, so
-    # that it reads beside the two values printed; the verdict says which way is better.
-    change = gain if direction(metric) == "maximize" else -gain
+    # The gain, signed as every other view signs it (the evidence, the proposal, compare).
     verdict = "better" if gain > 0 else "worse" if gain else "no change"
-    sign = "+" if change > 0 else "\N{MINUS SIGN}" if change < 0 else "±"
-    return f"{text} vs {baseline:.5g} baseline, {sign}{abs(change):.2%} ({verdict})"
+    return f"{text} vs {baseline:.5g} baseline, gain {gain:+.2%} ({verdict})"
+
+
+def baseline_warning(status: CampaignStatus) -> str:
+    """A baseline with NE of 1 or more predicts worse than the label's mean: every gain over
+    it is suspect until the data and the baseline are checked ("" otherwise)."""
+    ne = status.baseline_metric if status.metric == "ne" else None
+    if ne is None or ne < 1.0:
+        return ""
+    return (
+        f"warning: the baseline's NE is {ne:.5g} (1 or more): it predicts worse than the "
+        "label's mean; check the data and the baseline before trusting gains over it"
+    )
+
+
+def arm_label(arm: str) -> str:
+    """An arm as people read it: a tuned arm ``x2`` is "x2 (tuned #2)", not "×2"."""
+    number = arm[1:] if arm.startswith("x") else ""
+    return f"{arm} (tuned #{number})" if number.isdigit() else arm
 
 
 def metric_name(metric: str) -> str:
@@ -308,6 +323,8 @@ def render_result(result: CampaignResult) -> Table:
         f"{status.device_hours_spent:.3g} of {status.device_hours_approved:g} device-hours spent "
         f"in {len(status.trials)} trials"
     )
+    if warning := baseline_warning(status):
+        lines.append(f"[bold yellow]{warning}[/]")
     if status.proposal is not None:
         style = "bold green" if status.proposal.verdict == "launch" else "bold"
         lines.append(f"[{style}]{status.proposal.headline}[/]")
@@ -334,7 +351,7 @@ def render_evidence(status: CampaignStatus) -> Table:
         for c in decision.comparisons:
             tested = c.gain_low is not None and c.gain_high is not None
             table.add_row(
-                f"  {c.hypothesis_id}",
+                f"  {arm_label(c.hypothesis_id)}",
                 str(c.n),
                 f"{c.gain:+.2%} [{c.gain_low:+.2%}, {c.gain_high:+.2%}]" if tested else "",
                 f"{c.p_adjusted:.2g}" if tested else "",

@@ -222,7 +222,7 @@ def _summary(status: CampaignStatus) -> str:
             else "not approved yet",
         ),
         ("Trials", str(len(status.trials))),
-        ("Baseline", baseline),
+        ("Baseline", baseline + _baseline_warning(status)),
         ("Best trial", best),
     ]
     for label, text in (
@@ -285,15 +285,27 @@ def _hypotheses(status: CampaignStatus) -> str:
                     verdict,
                 ]
             )
+    ended = status.phase in ("done", "stopped", "failed")
+    screened_out = {
+        ids
+        for r in (status.screen.results if status.screen else [])
+        if not r.promoted
+        for ids in arm_hypotheses.get(r.arm, [r.arm.removeprefix("v-")])
+    }
     for h in hypotheses.values():
         if h.id not in gated:
+            why = (
+                "dropped at the screen"
+                if h.id in screened_out
+                else ("not gated" if ended else "not gated yet")
+            )
             rows.append(
                 [
                     "–",
                     f"<code>{escape(h.id)}</code>",
                     escape(h.title),
                     escape(h.source),
-                    "not gated yet",
+                    why,
                     "–",
                     "–",
                 ]
@@ -424,3 +436,14 @@ def _proposal(status: CampaignStatus) -> str:
             + "</ul>"
         )
     return "".join(parts)
+
+
+def _baseline_warning(status: CampaignStatus) -> str:
+    """NE of 1 or more: the baseline predicts worse than the label's mean (as the CLI says)."""
+    ne = status.baseline_metric if status.metric == "ne" else None
+    if ne is None or ne < 1.0:
+        return ""
+    return (
+        ' <span class="fail">warning: NE of 1 or more predicts worse than the label\'s mean; '
+        "check the data and the baseline before trusting gains over it</span>"
+    )

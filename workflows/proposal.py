@@ -47,7 +47,7 @@ def learned(
         if phase not in decisions:
             continue
         for c in decisions[phase].comparisons:
-            verdict = "passed" if c.passed else "not shown"
+            verdict = "passed" if c.passed else "not shown to beat the baseline"
             lines.append(f"{phase}: {describe(c)}: {verdict}")
     lines += [f"merge {a.arm}: {a.verdict}" for a in additivity_ if a.verdict != "untested"]
     lines += [f"{phase}: {note}" for phase, note in notes.items()]

@@ -100,9 +100,10 @@ def test_improvements_read_unambiguously_in_the_metric_direction() -> None:
     better = CampaignStatus(
         campaign_id="c", best_trial_id="v-x", best_metric=0.91389, baseline_metric=0.91977
     )
-    assert describe_best(better) == "v-x: NE 0.91389 vs 0.91977 baseline, \u22120.64% (better)"
+    # The gain, signed as the evidence and the proposal sign it: lower NE is a positive gain.
+    assert describe_best(better) == "v-x: NE 0.91389 vs 0.91977 baseline, gain +0.64% (better)"
     auc = better.model_copy(update={"metric": "auc", "best_metric": 0.8, "baseline_metric": 0.78})
-    assert describe_best(auc).endswith("+2.56% (better)")
+    assert describe_best(auc).endswith("gain +2.56% (better)")
     same = better.model_copy(update={"best_trial_id": "baseline", "best_metric": 0.91977})
     assert describe_best(same) == "baseline: NE 0.91977"
 
@@ -267,3 +268,28 @@ def test_a_running_slurm_trial_shows_its_job_id() -> None:
 
     assert trial_state(running) == "running (Slurm job 42)"
     assert trial_state(running.model_copy(update={"job": None})) == "running"
+
+
+def test_wording_reads_the_same_in_every_view(tmp_path: Path) -> None:
+    """A tuned arm is not "×2", a baseline worse than the mean is flagged in the CLI and the
+    report, and a finished campaign's report says why a hypothesis was never gated."""
+    from cli.render_campaign import arm_label, baseline_warning, render_summary
+    from contracts import CampaignStatus, Hypothesis, PhasePlan, Plan, ScreenDecision
+    from contracts.evidence import ScreenResult
+    from report import write_report
+
+    assert arm_label("x2") == "x2 (tuned #2)" and arm_label("v-x2") == "v-x2"
+    plan = Plan(
+        hypotheses=[Hypothesis(id="wide", title="Wide", changes={"embedding_dim": 32})],
+        phases=[PhasePlan(phase="validation", trials=1, estimated_device_hours=1.0)],
+        estimated_device_hours_per_trial=1.0,
+    )
+    screen = ScreenDecision(epochs=1, seed=0, results=[ScreenResult(arm="v-wide", value=1.1)])
+    done = CampaignStatus(
+        campaign_id="c", phase="done", plan=plan, screen=screen, baseline_metric=1.0074
+    )
+    assert "1.0074" in baseline_warning(done) and "label's mean" in render_summary(done)
+    assert baseline_warning(done.model_copy(update={"baseline_metric": 0.92})) == ""
+    page = write_report(done, tmp_path).read_text()
+    assert "dropped at the screen" in page and "not gated yet" not in page
+    assert "predicts worse than the label" in page
