@@ -204,10 +204,14 @@ class PlanningActivities:
             inp.max_hypotheses,
             cost_factor=cost_factor if relative_cost else None,
         )
+        # The plan says where its cost estimate came from (the host, or past trials too).
+        source = getattr(self._estimate_seconds, "source", None)
+        estimate = f"cost estimate: {source(request.baseline, request.dataset)}" if source else ""
         return proposals.model_copy(
             update={
                 "task": task,
                 "insights": insights,
+                "note": "; ".join(n for n in (proposals.note, estimate) if n),
                 "estimated_device_hours_per_trial": typical_s / 3600.0,
                 "estimated_device_hours_per_trial_high": max(high_s, typical_s) / 3600.0,
                 "jobs_run_on": self._jobs_run_on,

@@ -4,7 +4,10 @@ Two estimates of one trial:
 
 * ``estimate_seconds_range`` (the planner's, on this host): times short real training
   and evaluation steps of the spec on the dataset and extrapolates to every step of every
-  epoch, plus a fixed overhead; ``estimate_seconds`` is its low (typical) end. At
+  epoch, plus the trial's fixed costs, each measured: building the model and its
+  optimizers, checking the data, and reading streamed data (a block read and parsed,
+  times the rows every pass reads); ``estimate_seconds`` is its low (typical) end.
+  ``activities.estimates`` corrects it by what past trials on the same data cost. At
   MovieLens scale a step is dominated by per-op overhead, which no FLOP count predicts,
   so measuring the real step is the honest way. The calibration is made robust to other
   processes on the host (see ``_measured_seconds``). Measurements are cached per
@@ -31,13 +34,13 @@ import torch.nn.functional as F
 
 from contracts import DatasetRef, ModelSpec
 from ranking_models import memory
-from ranking_models.data import Batch, CtrDataset, Split
-from ranking_models.datasets import load_dataset
+from ranking_models.data import Batch, CtrDataset, Split, StreamingSplit
+from ranking_models.datasets import check_data, load_dataset
 from ranking_models.dlrm import build_model, dense_parameters, interaction_width
 from ranking_models.optim import dense_optimizer
 from ranking_models.trainer import EVAL_BATCH_SIZE
 
-# Model building and bookkeeping per trial (data loading is cached per process).
+# Bookkeeping per trial beyond what is measured (progress reports, the final checkpoint).
 FIXED_OVERHEAD_S = 0.1
 # Calibration: untimed steps (allocator, caches), then up to TIMED_STEPS timed ones. Many
 # short steps rather than a few: under load only some of them run undisturbed, and the
@@ -229,8 +232,9 @@ def _single_threaded(fn: Callable[[], _T]) -> _T:
 @functools.lru_cache(maxsize=256)
 def _measured_seconds(
     spec_json: str, dataset_json: str
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Seconds per training step and per evaluated sample of a spec on CPU, each (low, high).
+) -> tuple[tuple[float, float], tuple[float, float], float]:
+    """Seconds per training step and per evaluated sample of a spec on CPU, each (low, high),
+    and the seconds building the model and its optimizer took.
 
     The steps are timed two ways, and each quantile takes the faster of the two:
 
@@ -255,8 +259,10 @@ def _measured_seconds(
     # As the trainer does: a model that cannot fit fails here by arithmetic, typed and
     # non-retryable, instead of the planner's host allocating it to time a few steps.
     memory.check_fits(spec, data.schema)
+    built = time.perf_counter()
     net = build_model(spec, data.schema, device="cpu")
     optimizer = dense_optimizer(spec, dense_parameters(net))
+    build_s = time.perf_counter() - built
     eval_batch = data.validation.batch(slice(0, EVAL_BATCH_SIZE))
 
     def calibrate(clock: Callable[[], float]) -> tuple[list[float], list[float]]:
@@ -291,7 +297,51 @@ def _measured_seconds(
             min(_quantile(wall[index], HIGH_QUANTILE), _quantile(cpu[index], HIGH_QUANTILE)),
         )
 
-    return low_high(0), low_high(1)
+    return low_high(0), low_high(1), build_s
+
+
+def _read_seconds_per_row(data: CtrDataset) -> float:
+    """Seconds to read and parse one row of streamed data (0 for data held in memory).
+
+    Times reading the first training block as a trial's first pass does; a source that
+    keeps parsed blocks (small tables) answers later reads from memory, as it will for
+    the trial.
+    """
+    split = data.train
+    if not isinstance(split, StreamingSplit):
+        return 0.0
+    started = time.perf_counter()
+    rows = len(split.source.block(0))
+    return (time.perf_counter() - started) / max(rows, 1)
+
+
+def fixed_seconds(spec: ModelSpec, dataset: DatasetRef) -> dict[str, float]:
+    """The measured per-trial costs beside the steps, by part (seconds).
+
+    ``build``: the model and its optimizers; ``check``: the data checks a trial runs
+    first (``check_data``, the base rate); ``read``: streamed rows read and parsed over
+    every pass (train each epoch, validation each epoch, test once); ``other``:
+    ``FIXED_OVERHEAD_S``. Measured once per (spec, dataset) and process, as the steps are.
+    """
+    return dict(_fixed_seconds(spec.model_dump_json(), dataset.model_dump_json()))
+
+
+@functools.lru_cache(maxsize=256)
+def _fixed_seconds(spec_json: str, dataset_json: str) -> tuple[tuple[str, float], ...]:
+    spec = ModelSpec.model_validate_json(spec_json)
+    dataset = DatasetRef.model_validate_json(dataset_json)
+    data = load_dataset(dataset, max_table_rows=spec.max_table_rows)
+    _, _, build_s = _measured_seconds(spec_json, dataset_json)
+    started = time.perf_counter()
+    check_data(data)
+    check_s = time.perf_counter() - started
+    rows_read = spec.epochs * (len(data.train) + len(data.validation)) + len(data.test)
+    return (
+        ("build", build_s),
+        ("check", check_s),
+        ("read", _read_seconds_per_row(data) * rows_read),
+        ("other", FIXED_OVERHEAD_S),
+    )
 
 
 def estimate_seconds_range(spec: ModelSpec, dataset: DatasetRef) -> tuple[float, float]:
@@ -299,8 +349,8 @@ def estimate_seconds_range(spec: ModelSpec, dataset: DatasetRef) -> tuple[float,
 
     Times short real steps of the spec (cached per process; robust to other processes on
     the host, see ``_measured_seconds``) and extrapolates to ``epochs`` passes over the
-    train split, one validation pass per epoch and a test pass, plus
-    ``FIXED_OVERHEAD_S``.
+    train split, one validation pass per epoch and a test pass, plus the measured fixed
+    costs (``fixed_seconds``).
 
     Args:
         spec: The model.
@@ -318,11 +368,12 @@ def estimate_seconds_range(spec: ModelSpec, dataset: DatasetRef) -> tuple[float,
             ``memory.check_fits``; checked before it is built).
     """
     data = load_dataset(dataset, max_table_rows=spec.max_table_rows)
-    step_s, eval_sample_s = _measured_seconds(spec.model_dump_json(), dataset.model_dump_json())
+    step_s, eval_sample_s, _ = _measured_seconds(spec.model_dump_json(), dataset.model_dump_json())
+    fixed = sum(fixed_seconds(spec, dataset).values())
     steps = spec.epochs * data.train.num_batches(spec.batch_size)
     eval_samples = spec.epochs * len(data.validation) + len(data.test)
     low, high = (
-        FIXED_OVERHEAD_S + steps * step + eval_samples * sample
+        fixed + steps * step + eval_samples * sample
         for step, sample in zip(step_s, eval_sample_s, strict=True)
     )
     return low, high

@@ -64,6 +64,7 @@ def orchestration_worker(
 ) -> Worker:
     """Campaign workflows with planning, research-agent and bookkeeping activities."""
     from activities.agents.llm import LlmActivities, LlmAgent
+    from activities.estimates import HistoryCorrected
     from activities.preflight import PreflightActivities, production_ports
     from ranking_models.cost import estimate_seconds_range
     from ranking_models.tasks import describe_task, relative_cost
@@ -73,7 +74,8 @@ def orchestration_worker(
     # the file and field named, not a campaign at its first failure.
     runbook = load_runbook(settings.runbook_dir)
     planning = PlanningActivities(
-        estimate_seconds=estimate_seconds_range,
+        # The host's estimate, corrected by what past trials on the same data cost.
+        estimate_seconds=HistoryCorrected(estimate_seconds_range, store),
         store=store,
         describe_task=describe_task,
         relative_cost=relative_cost,
