@@ -293,3 +293,33 @@ def test_wording_reads_the_same_in_every_view(tmp_path: Path) -> None:
     page = write_report(done, tmp_path).read_text()
     assert "dropped at the screen" in page and "not gated yet" not in page
     assert "predicts worse than the label" in page
+
+
+def test_an_expected_activity_failure_logs_one_line_not_a_traceback() -> None:
+    """`rea up`'s console: a failure the user must fix (non-retryable: a model too big at
+    planning) is one line; an unexpected one keeps its traceback."""
+    import logging
+    import sys
+
+    from temporalio.exceptions import ApplicationError
+
+    from cli.serve import _ExpectedFailures
+
+    def record(err: Exception) -> logging.LogRecord:
+        try:
+            raise err
+        except Exception:
+            info = sys.exc_info()
+        return logging.LogRecord("temporalio.activity", logging.WARNING, __file__, 1,
+                                 "Completing activity as failed (%s)", ("plan",), info)  # fmt: skip
+
+    handler = logging.StreamHandler()
+    handler.addFilter(_ExpectedFailures())
+    expected = record(ApplicationError("embedding tables need 90 GiB", type="BadSpecError",
+                                       non_retryable=True))  # fmt: skip
+    assert handler.filter(expected)
+    line = handler.format(expected)
+    assert "Traceback" not in line and len(line.splitlines()) == 1
+    assert "BadSpecError: embedding tables need 90 GiB" in line
+    unexpected = record(RuntimeError("boom"))
+    assert handler.filter(unexpected) and "Traceback" in handler.format(unexpected)

@@ -3,9 +3,13 @@ update are refused as InvalidInput naming the field, malformed or unauthorised s
 ignored with the reason in the status, pause/resume/stop answer only approvers and
 operators, and no failure a client receives carries a stack trace or a server path."""
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
+import temporalio.activity
+from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
@@ -13,9 +17,10 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from contracts import ApproveInput, ControlInput
+from contracts import ApproveInput, CampaignStatus, ControlInput, PreflightInput, PreflightReport
 from tests.factories import APPROVER
 from tests.fakes import FakeActivities
+from tests.workflows.conftest import campaign_workers
 from tests.workflows.drive import start, wait_for_phase
 from workflows.campaign import CampaignWorkflow
 
@@ -181,3 +186,48 @@ async def test_pause_resume_and_stop_answer_approvers_and_operators_only(
     result = await handle.result()
     assert result.status.phase == "stopped"
     assert result.status.stop_reason == "Stopped by oncall@example.com: enough."
+
+
+async def test_a_running_preflight_shows_in_status_and_holds_approval(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities
+) -> None:
+    may_finish = threading.Event()
+
+    @activity.defn(name="preflight_campaign")
+    def slow_preflight(inp: PreflightInput) -> PreflightReport:
+        while not may_finish.wait(0.05):
+            activity.heartbeat()
+        return PreflightReport(items=[])
+
+    others = [a for a in fakes.all() if activity_name(a) != "preflight_campaign"]
+    fakes.all = lambda: [*others, slow_preflight]  # type: ignore[method-assign]
+    async with campaign_workers(time_skipping_env, queue, fakes):
+        handle = await start(time_skipping_env, queue)
+        status = await poll(handle, lambda s: s.preflight_running)
+        assert status.phase == "planning" and status.plan is not None
+        may_finish.set()
+        status = await poll(handle, lambda s: s.phase == "awaiting_approval")
+        assert not status.preflight_running
+
+        may_finish.clear()
+        recheck = asyncio.create_task(handle.execute_update("recheck_preflight", {}))
+        await poll(handle, lambda s: s.preflight_running)
+        cause = await refused(handle, "approve", [{"approver": APPROVER}])
+        assert cause.type == "PreflightRunning"
+        may_finish.set()
+        await recheck
+        assert not (await handle.query(CampaignWorkflow.status)).preflight_running
+        await handle.execute_update(CampaignWorkflow.stop_campaign, ControlInput(by=APPROVER))
+
+
+def activity_name(fn: Any) -> str:
+    return temporalio.activity._Definition.must_from_callable(fn).name
+
+
+async def poll(handle: WorkflowHandle, done: Any) -> CampaignStatus:
+    for _ in range(400):
+        status = await handle.query(CampaignWorkflow.status)
+        if done(status):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError("the status never got there")
