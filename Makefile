@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-llm chaos slurm slurm-down schema clean bench-agent bench-warm bench-capacity
+.PHONY: demo test test-llm chaos slurm slurm-down schema clean bench-agent bench-warm bench-capacity gpu-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -76,3 +76,10 @@ clean:
 # campaigns of cheap fake jobs on a dev server (about 4 minutes on 2 cores; docs/deploy.md).
 bench-capacity: $(STAMP)
 	$(BIN)/python -m bench.worker_capacity
+
+# On a CUDA host with PyTorch and nothing else (no .venv, no Temporal): train a DLRM on the
+# GPU, check it against the CPU, print samples/s and memory for batches 512 to 65,536
+# (docs/performance.md). Without CUDA it says so in one line. GPU_PY picks the interpreter.
+GPU_PY ?= python3
+gpu-check:
+	$(GPU_PY) bench/gpu_check.py
