@@ -18,9 +18,7 @@ from ranking_models.errors import BadDataError
 from ranking_models.smoke import inspect_data
 from ranking_models.trainer import train
 
-COLUMNS = TableColumns(
-    label="click", dense=("price",), sparse=("user", "ad"), multi=("recent",)
-)
+COLUMNS = TableColumns(label="click", dense=("price",), sparse=("user", "ad"), multi=("recent",))
 
 
 def _table(rows: int = 40, *, days: int = 4) -> pa.Table:
@@ -206,7 +204,11 @@ def test_headerless_tsv_with_names(tmp_path):
     path = tmp_path / "t.tsv"
     path.write_text("".join(_csv_row(i).replace(",", "\t") + "\n" for i in range(20)))
     ref = _ref(path, format="tsv", header=False, names=tuple(CSV_COLUMNS.split(",")))
-    assert load_dataset(ref, max_table_rows=64).splits() == {"train": 10, "validation": 5, "test": 5}
+    assert load_dataset(ref, max_table_rows=64).splits() == {
+        "train": 10,
+        "validation": 5,
+        "test": 5,
+    }
 
 
 @pytest.mark.parametrize(
