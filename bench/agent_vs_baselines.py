@@ -65,12 +65,15 @@ from bench.campaign import openrea_search
 from bench.plots import plot
 from bench.records import KNOB_FIELDS, Bench, SearchRun
 from bench.scoring import SCORING_SEED0, score, summarize
-from bench.tables import fmt_gain, render, targets_verdict, write_json
-from bench.tasks import ROOT, Task, load_tasks, quick_task
+from bench.tables import fmt_gain, launch_lines, render, spend_lines, targets_verdict, write_json
+from bench.tasks import ROOT, Task, load_tasks, quick_task, scaled
 from bench.trials import reference
 from contracts import CampaignStatus
 
 METHODS = ("openrea", "random", "tpe")
+# Run on request: openrea's fixed-size protocol of the versions before (the yardstick's past).
+OPTIONAL_METHODS = ("openrea-evidence",)
+OPENREA = ("openrea", "openrea-evidence")
 # Budget of the searchers when openrea is not run: this many baseline trials' worth.
 FALLBACK_BUDGET_TRIALS = 10
 
@@ -88,7 +91,7 @@ def run_method(
 ) -> SearchRun:
     """One method on one task and seed, its bar following its trials or its spending."""
     label = f"  {task.name} s{seed} {method}"
-    if method == "openrea":
+    if method in OPENREA:
 
         def on_status(status: CampaignStatus) -> None:
             done = sum(1 for t in status.trials if t.state != "running")
@@ -98,7 +101,7 @@ def run_method(
                 bar, description=f"{label} ({status.phase})", completed=done, total=total
             )
 
-        return openrea_search(bench, task, seed, on_status)
+        return openrea_search(bench, task, seed, on_status, method)
     # Device-seconds, so that the bar shows whole numbers.
     progress.update(bar, description=f"{label} (device-s)", total=round(budget * 3600, 1))
     return optuna_search(
@@ -148,14 +151,16 @@ def run_seed(
             f"choice {run_.choice or 'baseline'}",
             soft_wrap=True,
         )
-        ours = run_ if method == "openrea" else ours
+        ours = run_ if method == "openrea" or (ours is None and method in OPENREA) else ours
         runs.append(run_)
     return runs
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs every method on every task and seed, scores the choices, prints and writes."""
-    tasks = load_tasks(args.tasks)
+    tasks = [scaled(t, args.budget_scale) for t in load_tasks(args.tasks)]
+    if args.only:
+        tasks = [t for t in tasks if t.name in args.only]
     if args.quick:
         tasks = [quick_task(tasks[0])]
     bench = Bench(knobs=[k for k in KNOB_FIELDS if k not in args.skip_knobs])
@@ -167,6 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scoring_seeds": [SCORING_SEED0 + k for k in range(args.scoring_seeds)],
         "knobs": bench.knobs,
         "quick": args.quick,
+        "budget_scale": args.budget_scale,
     }
     json_path = Path(args.out) / "agent_vs_baselines.json"
     runs: list[SearchRun] = []
@@ -186,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not console.is_terminal:
         console.width = max(console.width, 120)  # piped: 80 columns would wrap every cell
     console.print(render(summary, args.methods))
-    for line in targets_verdict(summary, runs):
+    for line in [*targets_verdict(summary, runs), *launch_lines(runs), *spend_lines(runs)]:
         console.print(line, soft_wrap=True)
     settings["wall_s"] = time.perf_counter() - started
     write_json(json_path, settings, runs, summary)
@@ -219,12 +225,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--skip-knobs", default="", help="comma-separated knobs the searchers leave alone"
     )
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    parser.add_argument(
+        "--budget-scale",
+        type=float,
+        default=1.0,
+        help="multiply every task's approved device-hours (e.g. 10 for the large budget)",
+    )
+    parser.add_argument("--only", default="", help="comma-separated task names to run")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = set(methods) - set(METHODS)
+    known = (*METHODS, *OPTIONAL_METHODS)
+    unknown = set(methods) - set(known)
     if unknown or not methods:
-        parser.error(f"--methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")
-    args.methods = [m for m in METHODS if m in methods]  # openrea first: it sets the budget
+        parser.error(f"--methods: unknown {sorted(unknown)}; choose from {list(known)}")
+    # openrea first: it sets the budget of the searchers
+    args.methods = [m for m in (*OPENREA, *METHODS[1:]) if m in methods]
+    args.only = [t.strip() for t in args.only.split(",") if t.strip()]
+    if args.budget_scale <= 0:
+        parser.error("--budget-scale: must be > 0")
     args.skip_knobs = [k.strip() for k in args.skip_knobs.split(",") if k.strip()]
     unknown = set(args.skip_knobs) - set(KNOB_FIELDS)
     if unknown or len(args.skip_knobs) == len(KNOB_FIELDS):

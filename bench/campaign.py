@@ -108,25 +108,38 @@ def campaign_trials(status: CampaignStatus, metric: str) -> list[TrialPoint]:
     ]
 
 
+# The benchmark's names of openrea's protocols: the default, and the fixed-size one before it.
+PROTOCOLS = {"openrea": "multi-fidelity", "openrea-evidence": "evidence"}
+
+
 def openrea_search(
-    bench: Bench, task: Task, seed: int, on_status: Callable[[CampaignStatus], None]
+    bench: Bench,
+    task: Task,
+    seed: int,
+    on_status: Callable[[CampaignStatus], None],
+    method: str = "openrea",
 ) -> SearchRun:
     """The campaign on search seed ``seed``: its ledger's spend and its choice."""
     started = time.perf_counter()
-    request = seeded(task.request, seed)
-    campaign_id = f"bench-{task.name}-s{seed}-{int(time.time())}"
+    request = seeded(task.request, seed).model_copy(update={"protocol": PROTOCOLS[method]})
+    campaign_id = f"bench-{task.name}-s{seed}-{method}-{int(time.time())}"
     result = asyncio.run(run_campaign(request, campaign_id, on_status))
     spec, note = openrea_choice(request, result)
     spent = result.status.ledger.spent
+    plan = result.status.plan
     return SearchRun(
         task=task.name,
-        method="openrea",
+        method=method,
         seed=seed,
         budget_device_hours=spent,
         spent_device_hours=spent,
         reference_validation=reference(bench, task, seed).validation,
         trials=campaign_trials(result.status, request.metric),
         choice=spec.changes_from(request.baseline),
-        note=f"{note}; {len(result.status.trials)} trials, phase {result.status.phase}",
+        note=f"{note}; {len(result.status.trials) + result.status.trials_archived} trials, "
+        f"phase {result.status.phase}"
+        + (f"; {result.status.proposal.ended_by}" if result.status.proposal else ""),
         wall_s=time.perf_counter() - started,
+        planned_device_hours=plan.estimated_device_hours if plan else None,
+        launched=note.startswith("launch"),
     )

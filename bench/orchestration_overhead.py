@@ -140,6 +140,8 @@ async def measure(
                 budget=Budget(device_hours=1.0, max_parallel_trials=1, max_trials=trials),
                 approvers=["bench"],
                 max_hypotheses=trials - 1,
+                # A fixed number of trials: the fixed-size protocol (a screen sizes to a budget).
+                protocol="evidence",
             )
             handle = await client.start_workflow(
                 CampaignWorkflow.run, request, id=f"bench-{uuid.uuid4()}", task_queue=queue

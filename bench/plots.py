@@ -29,9 +29,14 @@ def plot(path: Path, runs: Sequence[SearchRun], tasks: Sequence[Task]) -> Path:
     matplotlib.use("Agg")  # no display: render straight to a file
     import matplotlib.pyplot as plt
 
-    colours = {"openrea": "#d62728", "random": "#7f7f7f", "tpe": "#1f77b4"}
+    colours = {
+        "openrea": "#d62728",
+        "openrea-evidence": "#ff9896",
+        "random": "#7f7f7f",
+        "tpe": "#1f77b4",
+    }
     # TPE's few start-up trials are random: at small budgets the two curves often coincide.
-    styles = {"openrea": "-", "random": ":", "tpe": "--"}
+    styles = {"openrea": "-", "openrea-evidence": "-.", "random": ":", "tpe": "--"}
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         labelled: set[str] = set()

@@ -62,6 +62,8 @@ class SearchRun:
     note: str = ""
     score: Score | None = None
     wall_s: float = 0.0
+    planned_device_hours: float | None = None
+    launched: bool = False
 
     @property
     def test_gain(self) -> float:

@@ -82,3 +82,32 @@ def write_json(path: Path, settings: dict, runs: Sequence[SearchRun], summary: d
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def launch_lines(runs: Sequence[SearchRun]) -> list[str]:
+    """How many of openrea's launches independent rescoring refutes (mean gain <= 0)."""
+    lines = []
+    for method in sorted({r.method for r in runs if r.method.startswith("openrea")}):
+        launched = [r for r in runs if r.method == method and r.launched]
+        refuted = [r for r in launched if r.test_gain <= 0]
+        where = ", ".join(f"{r.task} s{r.seed} ({fmt_gain(r.test_gain)})" for r in refuted)
+        lines.append(
+            f"{method}: {len(launched)} launch(es) in {sum(r.method == method for r in runs)} "
+            f"campaigns; refuted by rescoring on fresh seeds: {len(refuted)}"
+            + (f" ({where})" if where else "")
+        )
+    return lines
+
+
+def spend_lines(runs: Sequence[SearchRun]) -> list[str]:
+    """Planned against spent device-hours of every openrea campaign."""
+    lines = []
+    for r in runs:
+        if r.planned_device_hours is None:
+            continue
+        ratio = r.spent_device_hours / r.planned_device_hours if r.planned_device_hours else 0
+        lines.append(
+            f"{r.method} {r.task} s{r.seed}: planned {r.planned_device_hours:.4f}, spent "
+            f"{r.spent_device_hours:.4f} device-h ({ratio:.0%} of the plan)"
+        )
+    return lines

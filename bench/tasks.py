@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED_STRIDE = 1000
 # --quick: the first task, cut to this many rows, with a small campaign.
 QUICK_ROWS = 20_000
-QUICK_REQUEST = {"seeds": 2, "exploitation_trials": 1}
-QUICK_MAX_TRIALS = 8
+QUICK_REQUEST = {"seeds": 2, "exploitation_trials": 1, "max_seeds": 3}
+QUICK_MAX_TRIALS = 40
+# --quick: about this many seconds of training for openrea (the others match its spend).
+QUICK_DEVICE_HOURS = 0.004  # 14.4 s
 
 
 @dataclass
@@ -47,11 +49,24 @@ def quick_task(task: Task) -> Task:
         update={
             "dataset": request.dataset.model_copy(update={"max_rows": QUICK_ROWS}),
             "baseline": request.baseline.model_copy(update={"epochs": 1}),
-            "budget": request.budget.model_copy(update={"max_trials": QUICK_MAX_TRIALS}),
+            "budget": request.budget.model_copy(
+                update={"max_trials": QUICK_MAX_TRIALS, "device_hours": QUICK_DEVICE_HOURS}
+            ),
             **extra,
         }
     )
     return Task(task.name, CampaignRequest.model_validate(request.model_dump()))
+
+
+def scaled(task: Task, scale: float) -> Task:
+    """``task`` with its approved device-hours multiplied by ``scale``."""
+    if scale == 1.0:
+        return task
+    budget = task.request.budget
+    request = task.request.model_copy(
+        update={"budget": budget.model_copy(update={"device_hours": budget.device_hours * scale})}
+    )
+    return Task(f"{task.name}@x{scale:g}", request)
 
 
 def seeded(request: CampaignRequest, seed: int) -> CampaignRequest:

@@ -145,6 +145,8 @@ async def run_campaign(client: Client, queue: str, trials: int, parallel: int) -
         budget=Budget(device_hours=1000.0, max_parallel_trials=parallel, max_trials=trials),
         approvers=["bench"],
         max_hypotheses=trials - 1,
+        # A fixed number of trials: the fixed-size protocol (a screen sizes to a budget).
+        protocol="evidence",
     )
     handle = await client.start_workflow(
         CampaignWorkflow.run, request, id=f"capacity-{uuid.uuid4()}", task_queue=queue

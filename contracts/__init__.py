@@ -20,7 +20,6 @@ from contracts.campaign import (
     Protocol,
     RevisePlanInput,
     TrialRecord,
-    TrialSummary,
     canonical,
 )
 from contracts.control import ControlResult, IgnoredSignal
@@ -39,6 +38,7 @@ from contracts.evidence import (
     SeededMetric,
     Verdict,
 )
+from contracts.exploration import ExplorationPlan, KnownPoint, RungDecision, RungPlan
 from contracts.insights import (
     CampaignRecord,
     Insight,
@@ -115,6 +115,7 @@ from contracts.trial import (
     TrialSpec,
     TrialState,
 )
+from contracts.trial_summary import TrialSummary
 
 __all__ = [
     "ACTION_ID_PREFIX",
@@ -144,6 +145,7 @@ __all__ = [
     "Diagnosis",
     "Escalation",
     "Execution",
+    "ExplorationPlan",
     "ExtendBudgetInput",
     "FailureReport",
     "FootprintInput",
@@ -162,6 +164,7 @@ __all__ = [
     "JobStatus",
     "Knob",
     "KnobKind",
+    "KnownPoint",
     "LaunchJobInput",
     "LaunchProposal",
     "Ledger",
@@ -199,6 +202,8 @@ __all__ = [
     "RetryElsewhere",
     "RevisePlanInput",
     "RunbookEntry",
+    "RungDecision",
+    "RungPlan",
     "Sampler",
     "ScreenDecision",
     "ScreenResult",

@@ -10,7 +10,7 @@ from contracts.base import Record, Spec
 from contracts.control import IgnoredSignal
 from contracts.dataset import DatasetRef
 from contracts.evidence import Additivity, GateDecision, LaunchProposal, ScreenDecision
-from contracts.job import JobHandle
+from contracts.exploration import ExplorationPlan, RungDecision
 from contracts.ledger import Ledger
 from contracts.metrics import Metric
 from contracts.model import ModelSpec
@@ -19,7 +19,8 @@ from contracts.provenance import Provenance
 from contracts.runbook import Escalation, RemedyAttempt
 from contracts.search import Sampler
 from contracts.task import TaskDescriptor
-from contracts.trial import Metrics, Phase, TrialResult, TrialSpec, TrialState
+from contracts.trial import Phase, TrialResult, TrialSpec
+from contracts.trial_summary import TrialSummary
 
 # "failed": planning hit an error no retry can fix (bad data, a spec that cannot be built or
 # cannot fit in memory); the campaign ends and says which field to fix.
@@ -34,10 +35,14 @@ CampaignPhase = Literal[
     "stopped",
     "failed",
 ]
-# How a campaign decides. "evidence": seeded, paired and gated phases ending in a launch
-# proposal confirmed on the test split. "single-seed": the first versions' best-of-one-run,
-# kept only so that campaigns started by them replay and finish as they began.
-Protocol = Literal["single-seed", "evidence"]
+# How a campaign decides. "multi-fidelity": a successive-halving screen over a broad pool, a
+# whole-space search around the leader, gates whose seeds grow only where they decide, and
+# a confirmation of the best few on the test split; its size follows the approved budget.
+# "evidence": the fixed-size seeded, paired and gated phases of the versions before, ending
+# in a launch proposal confirmed on the test split. "single-seed": the first versions'
+# best-of-one-run. The older two are kept so that the campaigns they started replay and
+# finish as they began.
+Protocol = Literal["single-seed", "evidence", "multi-fidelity"]
 # in-worker: a training worker runs the trial as a heartbeating activity.
 # job: the trial runs as its own job, holding no worker, on the jobs worker's backend (a
 # local process, or a Slurm batch job: REA_JOB_BACKEND); it signals the campaign when done,
@@ -103,6 +108,15 @@ class CampaignRequest(Spec):
             shows it; training and job launches refuse anything outside it).
         escalation_wait_hours: How long an escalated trial waits for an engineer's answer;
             then it is skipped (left failed) and the campaign goes on without it.
+        protocol: How the campaign decides (see ``Protocol``): ``multi-fidelity`` (the
+            default), or ``evidence``, the fixed-size protocol of the versions before.
+        exploration_share: The share of the budget for exploration (the screen and the
+            whole-space search); the rest buys evidence (multi-fidelity campaigns).
+        max_seeds: Seeds per arm a gate may grow to while a candidate's interval straddles
+            the minimum effect (multi-fidelity campaigns).
+        max_size_ratio: Serving constraint: a launch may have at most this many times the
+            baseline's parameters, embeddings included (None: unconstrained, and the size
+            is reported as a risk).
     """
 
     goal: str = Field(default="", max_length=500)
@@ -123,6 +137,10 @@ class CampaignRequest(Spec):
     max_hypotheses: int = Field(default=6, ge=1, le=1000)
     access: AccessScope = Field(default_factory=AccessScope)
     escalation_wait_hours: float = Field(default=72.0, ge=0.0)
+    protocol: Literal["evidence", "multi-fidelity"] = "multi-fidelity"
+    exploration_share: float = Field(default=0.6, gt=0.0, lt=1.0)
+    max_seeds: int = Field(default=8, ge=2, le=64)
+    max_size_ratio: float | None = Field(default=None, gt=0.0)
 
     @model_validator(mode="after")
     def _multi_device_runs_as_jobs(self) -> "CampaignRequest":
@@ -209,6 +227,8 @@ class Plan(Record):
             the approver names other hours (None: the request's budget).
         compute_target: Where the estimate assumes trials run (a Slurm partition, the
             training workers); empty for plans made before it was said.
+        exploration: How a multi-fidelity campaign spends its budget (None for the older
+            protocols).
     """
 
     hypotheses: list[Hypothesis]
@@ -221,6 +241,7 @@ class Plan(Record):
     notes: list[str] = Field(default_factory=list)
     budget_device_hours: float | None = None
     compute_target: str = ""
+    exploration: ExplorationPlan | None = None
 
     @property
     def estimated_device_hours(self) -> float:
@@ -338,62 +359,6 @@ class TrialRecord(Record):
     remedy: str = ""
 
 
-class TrialSummary(Record):
-    """A trial as the campaign's state remembers it: small, so that a campaign of thousands of
-    trials fits in one payload (specs follow from the plan; full records are in the store).
-
-    ``launched_at`` and ``ended_at`` are the campaign's clock (workflow time) when the trial
-    was launched and when its result was kept: the report's timeline. Campaigns started
-    before they existed leave them empty. ``log_tail`` is a failed trial's last log lines
-    (its job's stdout and stderr).
-    """
-
-    trial_id: str
-    phase: Phase
-    hypothesis_ids: list[str] = Field(default_factory=list)
-    arm: str = ""
-    seed: int = 0
-    state: TrialState | Literal["running"] = "running"
-    validation: Metrics | None = None
-    test: Metrics | None = None
-    estimated_device_hours: float = 0.0
-    device_hours: float = 0.0
-    duration_s: float = 0.0
-    error: str = ""
-    error_type: str = ""
-    job: JobHandle | None = None
-    remedy_of: str = ""
-    launched_at: datetime | None = None
-    ended_at: datetime | None = None
-    log_tail: str = ""
-
-    def metric(self, name: str) -> float | None:
-        """The validation value of ``name``, or None when the trial has none."""
-        return None if self.validation is None else getattr(self.validation, name)
-
-    def test_metric(self, name: str) -> float | None:
-        """The test value of ``name``, or None when the trial has none."""
-        return None if self.test is None else getattr(self.test, name)
-
-    def finished(self, result: TrialResult, ended_at: datetime | None = None) -> "TrialSummary":
-        """This summary updated with a finished trial's result (kept at ``ended_at``)."""
-        return self.model_copy(
-            update={
-                "ended_at": ended_at,
-                "state": result.state,
-                "validation": result.validation,
-                "test": result.test,
-                "device_hours": result.device_hours,
-                "duration_s": result.duration_s,
-                "error": result.error,
-                "error_type": result.error_type,
-                # Only a failure's: what an engineer reads first, kept small.
-                "log_tail": result.log_tail if result.state == "failed" else "",
-                "job": None,
-            }
-        )
-
-
 class CampaignStatus(Record):
     """The campaign's whole state: the ``status`` query's answer, the body of the final result,
     and what continue-as-new carries into the next run.
@@ -435,6 +400,18 @@ class CampaignStatus(Record):
             input, a sender who may not steer it).
         preflight_running: The preflight checklist is running (in the ``status`` query's
             answer; approval waits for it).
+        rungs: The screen's rungs as decided (multi-fidelity campaigns).
+        trials_archived: Finished trials dropped from ``trials`` to keep the state small
+            (their decisions are in ``rungs`` and ``decisions``; every trial is in the
+            insights database).
+        ended_by: The rule that ended the campaign, and what it left unspent.
+        tuning: The validation value of the best trials of the whole-space search (and of
+            the gated ones), by arm, on the screen's seed at full fidelity; the study keeps
+            every trial.
+        spent_estimated: The estimates of the finished trials, summed: with the ledger's
+            spend, how far actual costs run from the estimates.
+        looks: Each look of a sequential gate, by ``<gate>#<seeds>`` (``decisions`` holds each
+            gate's decision over its looks).
     """
 
     campaign_id: str
@@ -470,6 +447,12 @@ class CampaignStatus(Record):
     escalations: list[Escalation] = Field(default_factory=list)
     ignored_signals: list[IgnoredSignal] = Field(default_factory=list)
     preflight_running: bool = False
+    rungs: list[RungDecision] = Field(default_factory=list)
+    trials_archived: int = 0
+    ended_by: str = ""
+    tuning: dict[str, float | None] = Field(default_factory=dict)
+    spent_estimated: float = 0.0
+    looks: dict[str, GateDecision] = Field(default_factory=dict)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -106,6 +106,7 @@ def orchestration_worker(
         activities=orchestration_activities(
             [
                 planning.propose_hypotheses,
+                planning.propose_space_points,
                 planning.plan_campaign,
                 llm.propose_hypotheses_llm,
                 preflight.preflight_campaign,

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.context import CampaignContext, validated_request
     from workflows.control import Control
     from workflows.jobs import control_job
+    from workflows.multi_fidelity import MultiFidelityProtocol
     from workflows.plan_approval import PlanApproval
     from workflows.protocol import PHASES as EVIDENCE_PHASES
     from workflows.protocol import EvidenceProtocol
@@ -119,6 +120,13 @@ class CampaignWorkflow:
             ctx.set(planner="dual-source")
         if first_run and workflow.patched("runbooks"):
             ctx.set(recovery="runbook")
+        # Read only in a first run: a campaign continued as new keeps the protocol it chose.
+        if (
+            first_run
+            and ctx.request.protocol == "multi-fidelity"
+            and workflow.patched("multi-fidelity")
+        ):
+            ctx.set(protocol="multi-fidelity")
         plan = ctx.state.plan or await self._planning.make_plan()
         if plan is None:  # stopped while planning
             return ctx.result(None)
@@ -127,7 +135,7 @@ class CampaignWorkflow:
                 await self._planning.preflight()
             await self._planning.await_approval(plan)
             plan = ctx.state.plan or plan  # as revised before approval
-        if ctx.state.protocol == "evidence":
+        if ctx.state.protocol != "single-seed":
             return await self._run_evidence(plan)
         # The guardrail timer is a new command: campaigns started before it replay without it.
         guard = None
@@ -146,7 +154,10 @@ class CampaignWorkflow:
         guard = None
         if not ctx.stopping:
             guard = asyncio.create_task(self._guard_wall_clock())
-        await EvidenceProtocol(ctx, self._trials).run(plan)
+        protocol = (
+            MultiFidelityProtocol if ctx.state.protocol == "multi-fidelity" else EvidenceProtocol
+        )
+        await protocol(ctx, self._trials).run(plan)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if guard is not None:
             guard.cancel()

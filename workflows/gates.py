@@ -12,8 +12,8 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from contracts import Phase, Plan, TrialSpec, TrialSummary
-    from workflows import arms, phases, sequential
+    from contracts import GateDecision, GateInput, Phase, Plan, TrialSpec, TrialSummary
+    from workflows import arms, options, phases, sequential
     from workflows.protocol import EvidenceProtocol
 
 
@@ -43,7 +43,7 @@ class SequentialGates(EvidenceProtocol):
         open_ = list(candidates)
         for n in schedule:
             key = f"{gate}#{n}"
-            if key not in ctx.state.decisions:
+            if key not in ctx.state.looks:
                 if not open_:
                     break
                 seeds = seeds_of(n)
@@ -71,8 +71,8 @@ class SequentialGates(EvidenceProtocol):
                         ),
                     }
                 )
-                await self._gate(key, inp)
-            open_ = sequential.undecided(ctx.state.decisions[key], request.min_effect)
+                await self._look(key, inp)
+            open_ = sequential.undecided(ctx.state.looks[key], request.min_effect)
         looks = [
             ctx.state.decisions[f"{gate}#{n}"]
             for n in schedule
@@ -82,6 +82,20 @@ class SequentialGates(EvidenceProtocol):
         if final is not None:
             ctx.set(decisions={**ctx.state.decisions, gate: final})
             self._update_leader()
+
+    async def _look(self, key: str, inp: GateInput) -> GateDecision:
+        """One look of a sequential gate (the gate activity), kept in ``state.looks``."""
+        ctx = self.ctx
+        decision: GateDecision = await workflow.execute_activity(
+            "gate_hypotheses",
+            inp,
+            result_type=GateDecision,
+            start_to_close_timeout=options.RECORD_TIMEOUT,
+            retry_policy=options.BOOKKEEPING_RETRY,
+            summary=f"{key}: {len(inp.candidates)} candidate(s) vs the baseline",
+        )
+        ctx.set(looks={**ctx.state.looks, key: decision})
+        return decision
 
     def _look_trials(
         self, plan: Plan, gate: str, phase: Phase, open_: Sequence[str], seeds: list[int]

@@ -217,7 +217,8 @@ class MultiFidelityProtocol(SequentialGates):
         return arm if not screened or value < min(screened) else None
 
     def _keep_best_tuned(self) -> None:
-        """Drop all but the best tuned moves (and the gated ones) from the state."""
+        """Drop all but the best tuned moves (and the gated ones) from the state: the study
+        keeps every one, and a campaign of thousands of tuning trials must fit a payload."""
         ctx, metric = self.ctx, self.ctx.request.metric
         sign = -1.0 if direction(metric) == "maximize" else 1.0
         ranked = sorted(
@@ -226,7 +227,10 @@ class MultiFidelityProtocol(SequentialGates):
         )
         gated = {c.hypothesis_id for d in ctx.state.decisions.values() for c in d.comparisons}
         keep = set(ranked[:KEEP_TUNED]) | gated
-        ctx.set(tuned={a: c for a, c in ctx.state.tuned.items() if a in keep})
+        ctx.set(
+            tuned={a: c for a, c in ctx.state.tuned.items() if a in keep},
+            tuning={a: v for a, v in ctx.state.tuning.items() if a in keep},
+        )
 
     # ---- confirmation -----------------------------------------------------------------------
 

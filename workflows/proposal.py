@@ -199,11 +199,11 @@ def explored(request: CampaignRequest, plan: Plan, state: CampaignStatus) -> lis
             f"{rung.data_fraction:.0%} of the data ({scored} scored), "
             f"{len(rung.promoted)} went on: {', '.join(rung.promoted) or 'none'}"
         )
-    if state.tuning:
-        done = [v for v in state.tuning.values() if v is not None]
+    tuned = state.ledger.phases.get("exploitation")
+    if state.search_rounds and tuned is not None:
         lines.append(
-            f"whole-space search: {len(state.tuning)} trials, {len(done)} finished "
-            f"(the rest pruned or failed)"
+            f"whole-space search: {state.search_rounds} round(s) of tuning trials, "
+            f"{tuned.spent:.4g} device-hours (gates of tuned moves included)"
         )
     for gate in (*SELECTION_GATES, "confirmation"):
         decision = state.decisions.get(gate)
