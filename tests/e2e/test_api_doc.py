@@ -248,6 +248,9 @@ async def test_the_http_shorthand_turns_empty_lists_into_null_and_the_full_form_
 
     # The same empty lists in the full (base64) form arrive intact.
     campaign = f"api-full-{uuid.uuid4().hex[:8]}"
-    assert (await run("http/start-full-payload", server, campaign)).strip().endswith("RUNNING")
-    assert (await run("http/wait-for-plan", server, campaign)).strip() == "awaiting_approval"
-    assert (await run("cli/stop", server, campaign)).splitlines()[-1] == "stopped"
+    status, phase, stopping = (await run("http/start-full-payload", server, campaign)).split()
+    assert (status, phase, stopping) == (
+        "WORKFLOW_EXECUTION_STATUS_RUNNING",
+        "awaiting_approval",
+        "true",
+    )

@@ -22,6 +22,7 @@ from tests.factories import APPROVER
 from tests.fakes import FakeActivities
 from tests.workflows.conftest import campaign_workers
 from tests.workflows.drive import start, wait_for_phase
+from tests.workflows.test_replay import replayer
 from workflows.campaign import CampaignWorkflow
 
 OPERATOR = "oncall@example.com"
@@ -146,6 +147,9 @@ async def test_malformed_and_unauthorised_signals_are_ignored_with_the_reason_ke
     # An approver's signal still works: older clients keep stopping campaigns.
     await handle.signal(CampaignWorkflow.stop, ControlInput(by=APPROVER, reason="done"))
     await wait_for_phase(handle, "stopped")
+    await handle.result()
+    # The ignored signals (behind their patch) replay as they ran.
+    assert (await replayer().replay_workflow(await handle.fetch_history())).replay_failure is None
 
 
 async def test_pause_resume_and_stop_answer_approvers_and_operators_only(
@@ -186,6 +190,7 @@ async def test_pause_resume_and_stop_answer_approvers_and_operators_only(
     result = await handle.result()
     assert result.status.phase == "stopped"
     assert result.status.stop_reason == "Stopped by oncall@example.com: enough."
+    assert (await replayer().replay_workflow(await handle.fetch_history())).replay_failure is None
 
 
 async def test_a_running_preflight_shows_in_status_and_holds_approval(
