@@ -61,6 +61,22 @@ class _Progress:
         self._prune = prune
         self._asked_after = 0  # the last epoch whose value went to the pruner in this attempt
         self.pruned: PruneDecision | None = None  # the pruner's first "stop", if any
+        self._started = time.monotonic()
+        cap = spec.max_device_hours
+        self._cap_s = None if cap is None else cap * 3600.0 / spec.devices
+
+    def over_cap(self) -> bool:
+        """True once the trial has cost its ``max_device_hours`` (then it counts as pruned)."""
+        if self._cap_s is None or time.monotonic() - self._started < self._cap_s:
+            return False
+        if self.pruned is None:
+            assert self._spec.max_device_hours is not None
+            self.pruned = PruneDecision(
+                prune=True,
+                reason=f"stopped at its cost cap of {self._spec.max_device_hours:.3g} "
+                "device-hours",
+            )
+        return True
 
     def __call__(self, progress: TrialProgress) -> None:
         spec = self._spec
@@ -174,6 +190,7 @@ class TrainingActivities:
                 # they checkpoint, and the retry resumes them on the next worker.
                 should_stop=lambda: (
                     progress.pruned is not None
+                    or progress.over_cap()
                     or activity.is_cancelled()
                     or activity.is_worker_shutdown()
                 ),

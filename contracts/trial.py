@@ -54,6 +54,9 @@ class TrialSpec(Spec):
         data_fraction: The share of the training split each epoch trains on (a screening
             rung's fidelity); validation and test are always whole. Below 1 a trial runs on
             one device.
+        max_device_hours: The most the trial may cost: past it, it stops as ``pruned`` (a
+            point of a blind search can cost a thousand baseline trials; a screen must not
+            wait for it). None: no cap.
     """
 
     campaign_id: str = Field(min_length=1)
@@ -70,6 +73,7 @@ class TrialSpec(Spec):
     access: AccessScope | None = None
     remedy_of: str = ""
     data_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_device_hours: float | None = Field(default=None, gt=0.0)
 
     @model_validator(mode="after")
     def _fraction_on_one_device(self) -> "TrialSpec":

@@ -26,7 +26,7 @@ from contracts import (
     TrialRecord,
     describe,
 )
-from store.insights import Evidence, distil
+from store.insights import Evidence, distil, screen_evidence, strongest
 from store.tables import (
     Base,
     CampaignRow,
@@ -304,11 +304,9 @@ class InsightsStore:
         query = query or InsightQuery()
         with Session(self._engine) as session:
             campaigns = {c.campaign_id: c for c in session.scalars(select(CampaignRow))}
-            decisions = session.scalars(
-                select(DecisionRow).where(
-                    DecisionRow.split == "validation", DecisionRow.metric == query.metric
-                )
-            ).all()
+            decisions = strongest(
+                session.scalars(select(DecisionRow).where(DecisionRow.metric == query.metric)).all()
+            )
             costs = _arm_costs(
                 session.execute(
                     select(
@@ -346,6 +344,15 @@ class InsightsStore:
                         cost_ratio=arm_cost / base_cost if arm_cost and base_cost else None,
                     )
                 )
+            for c in campaigns.values():
+                if c.metric == query.metric:
+                    evidence += screen_evidence(
+                        c.campaign_id,
+                        c.status,
+                        ModelSpec.model_validate(c.request["baseline"]),
+                        TaskDescriptor.model_validate(c.task) if c.task else None,
+                        gated={e.arm for e in evidence if e.campaign_id == c.campaign_id},
+                    )
             additivity = [
                 (
                     c.campaign_id,

@@ -218,7 +218,7 @@ class CampaignWorkflow:
         revision = refusals.parse(RevisePlanInput, sent, "revise_plan")
         ctx = self._ctx
         assert ctx.state.plan is not None
-        plan = planner.revise(ctx.request, ctx.state.plan, revision)
+        plan = planner.revise(ctx.request, ctx.state.plan, revision, task=ctx.state.task)
         self._planning.set_plan(
             plan,
             message=f"Plan revised by {revision.approver}: {len(plan.hypotheses)} hypotheses, "

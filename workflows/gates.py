@@ -13,7 +13,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from contracts import GateDecision, GateInput, Phase, Plan, TrialSpec, TrialSummary
-    from workflows import arms, options, phases, sequential
+    from workflows import arms, options, phases, screening, sequential
     from workflows.protocol import EvidenceProtocol
 
 
@@ -73,11 +73,8 @@ class SequentialGates(EvidenceProtocol):
                 )
                 await self._look(key, inp)
             open_ = sequential.undecided(ctx.state.looks[key], request.min_effect)
-        looks = [
-            ctx.state.decisions[f"{gate}#{n}"]
-            for n in schedule
-            if f"{gate}#{n}" in ctx.state.decisions
-        ]
+        keys = [f"{gate}#{n}" for n in schedule]
+        looks = [ctx.state.looks[k] for k in keys if k in ctx.state.looks]
         final = sequential.merged(looks)
         if final is not None:
             ctx.set(decisions={**ctx.state.decisions, gate: final})
@@ -150,6 +147,17 @@ class SequentialGates(EvidenceProtocol):
             left -= cost
             kept.append(spec)
         return kept
+
+    def _capped(self, specs: list[TrialSpec], most: float | None = None) -> list[TrialSpec]:
+        """``specs``, each stopping past ``COST_CAP`` times its (corrected) estimate, and past
+        ``most`` device-hours when given."""
+        ratio = self._cost_ratio()
+        out = []
+        for spec in specs:
+            cap = screening.COST_CAP * spec.estimated_device_hours * ratio
+            cap = min(cap, most) if most else cap
+            out.append(spec.model_copy(update={"max_device_hours": cap}) if cap > 0 else spec)
+        return out
 
     def _archive(self, decided: Callable[[TrialSummary], bool]) -> None:
         """Drop finished, decided trials from the state (the store keeps them all)."""

@@ -60,7 +60,7 @@ class MultiFidelityProtocol(SequentialGates):
         for rung in range(len(ctx.state.rungs), len(rungs)):
             candidates = screening.rung_arms(plan, ctx.state.rungs, rung)
             specs = self._within_budget(
-                screening.rung_trials(ctx.id, request, plan, rung, candidates),
+                self._capped(screening.rung_trials(ctx.id, request, plan, rung, candidates)),
                 reserve=self._evidence_reserve(plan),
             )
             if len(specs) <= 1:  # the baseline alone screens nothing
@@ -131,7 +131,10 @@ class MultiFidelityProtocol(SequentialGates):
                 ctx.note("exploitation", f"tuning's budget spent after {done} round(s)")
                 break
             asked = await self._ask(plan, study, done, count)
-            specs = [self._tuning_trial(plan, a, study) for a in asked]
+            specs = self._capped(
+                [self._tuning_trial(plan, a, study) for a in asked],
+                most=0.25 * xp.tuning_device_hours,
+            )
             await self.trials.run_batch(specs, after=self._tell)
             values = {
                 s.arm: t.metric(request.metric)

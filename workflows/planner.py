@@ -9,7 +9,15 @@ import heapq
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from contracts import CampaignRequest, Hypothesis, Plan, Proposals, RevisePlanInput, canonical
+from contracts import (
+    CampaignRequest,
+    Hypothesis,
+    Plan,
+    Proposals,
+    RevisePlanInput,
+    TaskDescriptor,
+    canonical,
+)
 from workflows import phases, screening
 
 # The best proposal of each source gets a place before the rest compete on expected gain per
@@ -160,6 +168,15 @@ def build_plan(
     )
 
 
+def full_steps(request: CampaignRequest, rows: int) -> int | None:
+    """Steps of a full baseline trial on ``rows`` rows in all splits (None: unknown)."""
+    if rows <= 0:
+        return None
+    dataset, baseline = request.dataset, request.baseline
+    train = rows * (1 - dataset.validation_fraction - dataset.test_fraction)
+    return max(1, int(train / baseline.batch_size)) * baseline.epochs
+
+
 def compute_target(request: CampaignRequest, costed: Proposals | None) -> str:
     """Where the plan's estimate assumes trials run."""
     if request.execution == "in-worker":
@@ -167,9 +184,14 @@ def compute_target(request: CampaignRequest, costed: Proposals | None) -> str:
     return costed.jobs_run_on if costed and costed.jobs_run_on else ""
 
 
-def revise(request: CampaignRequest, plan: Plan, revision: RevisePlanInput) -> Plan:
+def revise(
+    request: CampaignRequest,
+    plan: Plan,
+    revision: RevisePlanInput,
+    task: TaskDescriptor | None = None,
+) -> Plan:
     """The plan re-made from its own candidates (planned and held back) with the engineer's
-    drops, pins and budget."""
+    drops, pins and budget (``task``: what the first plan measured of the data)."""
     drop = set(revision.drop)
     pool = [h for h in [*plan.hypotheses, *plan.held_back] if h.id not in drop]
     pinned = [p for p in [*plan.pinned, *revision.pin] if p not in drop]
@@ -178,6 +200,7 @@ def revise(request: CampaignRequest, plan: Plan, revision: RevisePlanInput) -> P
         hypotheses=pool,
         estimated_device_hours_per_trial=plan.estimated_device_hours_per_trial,
         estimated_device_hours_per_trial_high=plan.estimated_device_hours_per_trial_high,
+        task=task,
     )
     what = [
         f"dropped {', '.join(revision.drop)}" if revision.drop else "",
@@ -235,7 +258,10 @@ def build_screen_plan(
     ordered = [h for h in candidates if h.id in pinned]
     ordered += screening.pool_order([h for h in candidates if h.id not in pinned])
     full_trial = per_trial * request.devices_per_trial
-    xp, pool = screening.exploration_plan(request, full_trial, ordered, budget)
+    task = next((p.task for p in proposals if p.task is not None), None)
+    xp, pool = screening.exploration_plan(
+        request, full_trial, ordered, budget, full_steps(request, task.rows if task else 0)
+    )
     in_pool = {h.id for h in pool}
     held = [h for h in ordered if h.id not in in_pool and h.source != "search-space"]
     sources = ", ".join(f"{n} {s}" for s, n in sorted(xp.pool.items()))
@@ -249,7 +275,9 @@ def build_screen_plan(
     )
     return Plan(
         hypotheses=pool,
-        phases=screening.phase_plans(request, xp, full_trial),
+        phases=screening.phase_plans(
+            request, xp, full_trial, spread=max(high, per_trial) / per_trial if per_trial else 1.0
+        ),
         estimated_device_hours_per_trial=per_trial,
         estimated_device_hours_per_trial_high=high,
         held_back=held[:MAX_HELD_BACK],

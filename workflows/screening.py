@@ -27,7 +27,10 @@ from contracts import (
 from workflows.arms import BASELINE, hypothesis_arm, screen_seed, trial_spec
 
 HALVING_RATE = 3
-RUNGS = 3  # data fractions 1/9, 1/3, 1 at rate 3
+RUNGS = 3  # data fractions 1/9, 1/3, 1 at rate 3, on data large enough
+# The cheapest rung trains at least this many steps: below it a run says nothing (on small
+# data the screen has fewer rungs, down to one at full fidelity).
+MIN_RUNG_STEPS = 60
 # Of exploration's budget, the screen's share; the whole-space search around the leader
 # gets the rest.
 SCREEN_SHARE = 0.6
@@ -41,13 +44,38 @@ MAX_GATE_CANDIDATES = 3
 MIN_POOL = 4
 # The pool's cap: the plan lists every candidate, and it travels in the campaign's state.
 MAX_POOL = 150
+# Candidates a screen takes whatever its budget (up to MIN_POOL) cost at most this much.
+MAX_FORCED_COST = 2.0
+# A screened candidate's cost is budgeted at no more than this many baseline trials: a
+# dearer one stops at its cost cap (COST_CAP times this).
+MAX_SCREEN_COST = 8.0
+# A trial of the whole-space search costs about this many baseline trials on average (its
+# points range over every knob; the cost cap stops the dearest).
+TUNING_COST = 2.0
+# A screened or tuned trial stops (as pruned) past this many times its estimate, corrected
+# by what trials actually cost so far.
+COST_CAP = 4.0
 CONFIRM_TOP = 2
-FIRST_LOOK_SEEDS = 3
 
 
-def fractions(rungs: int = RUNGS, rate: int = HALVING_RATE) -> list[float]:
-    """The data fraction of each rung, cheapest first: ``rate ** -(rungs - 1 - k)``."""
-    return [rate ** -(rungs - 1 - k) for k in range(rungs)]
+def fractions(full_steps: int | None = None) -> list[float]:
+    """The data fraction of each rung, cheapest first: 1/9, 1/3 and 1 (rate 3), unless the
+    cheapest would train fewer than ``MIN_RUNG_STEPS`` of the baseline's ``full_steps``: then
+    it starts there, with fewer rungs as it nears the whole data."""
+    first = HALVING_RATE ** -(RUNGS - 1)
+    if full_steps:
+        first = max(first, MIN_RUNG_STEPS / full_steps)
+    if first >= 0.6:
+        return [1.0]
+    if first >= 1 / HALVING_RATE:
+        return [first, 1.0]
+    return [first, math.sqrt(first), 1.0]
+
+
+def screen_factor(h: Hypothesis) -> float:
+    """A candidate's cost factor for the screen's budget: its estimate, at most
+    ``MAX_SCREEN_COST`` (a dearer run is stopped at its cost cap, so it costs no more)."""
+    return min(h.cost_factor, MAX_SCREEN_COST)
 
 
 def rung_cost(per_trial: float, cost_factor: float, fraction: float) -> float:
@@ -61,7 +89,7 @@ def kept(screened: int, rate: int = HALVING_RATE) -> int:
     return max(math.ceil(screened / rate), min(screened, MAX_GATE_CANDIDATES))
 
 
-def rung_sizes(pool: int, rungs: int = RUNGS, rate: int = HALVING_RATE) -> list[int]:
+def rung_sizes(pool: int, rungs: int, rate: int = HALVING_RATE) -> list[int]:
     """Candidates at each rung: all of the pool, then what each rung keeps of the last."""
     sizes = [pool]
     for _ in range(rungs - 1):
@@ -69,12 +97,12 @@ def rung_sizes(pool: int, rungs: int = RUNGS, rate: int = HALVING_RATE) -> list[
     return sizes
 
 
-def screen_cost(per_trial: float, cost_factors: Sequence[float]) -> float:
+def screen_cost(per_trial: float, cost_factors: Sequence[float], fracs: Sequence[float]) -> float:
     """The screen's estimated cost over a pool of these cost factors (baseline runs too)."""
     mean = sum(cost_factors) / len(cost_factors) if cost_factors else 1.0
-    sizes = rung_sizes(len(cost_factors))
+    sizes = rung_sizes(len(cost_factors), len(fracs))
     total = 0.0
-    for k, fraction in enumerate(fractions()):
+    for k, fraction in enumerate(fracs):
         cost = sum(cost_factors) if k == 0 else sizes[k] * mean
         total += rung_cost(per_trial, cost + 1.0, fraction)  # + the baseline's run
     return total
@@ -100,7 +128,11 @@ def _zip_longest(a: Sequence[Hypothesis], b: Sequence[Hypothesis]) -> list[list[
 
 
 def exploration_plan(
-    request: CampaignRequest, per_trial: float, ordered: Sequence[Hypothesis], budget: float
+    request: CampaignRequest,
+    per_trial: float,
+    ordered: Sequence[Hypothesis],
+    budget: float,
+    full_steps: int | None = None,
 ) -> tuple[ExplorationPlan, list[Hypothesis]]:
     """Size the schedule to the budget: the pool the screen affords, the tuning trials, the
     gates' candidates and seeds; returns it with the candidates screened.
@@ -110,21 +142,24 @@ def exploration_plan(
         per_trial: Estimated device-hours of a full baseline trial.
         ordered: Every candidate, in the screen's order (``pool_order``).
         budget: The device-hours to size for.
+        full_steps: Steps of a full baseline trial (None: unknown), for the rungs' fractions.
     """
     per_trial = per_trial or 1e-9  # an unmeasured estimate: size by counts alone
     exploration = request.exploration_share * budget
     evidence = budget - exploration
     screen_budget = SCREEN_SHARE * exploration
-    n = min(len(ordered), MIN_POOL)
-    while (
-        n < min(len(ordered), MAX_POOL)
-        and screen_cost(per_trial, [h.cost_factor for h in ordered[: n + 1]]) <= screen_budget
-    ):
-        n += 1
-    pool = list(ordered[:n])
-    factors = [h.cost_factor for h in pool]
+    fracs = fractions(full_steps)
+    pool: list[Hypothesis] = []
+    for h in ordered:
+        if len(pool) == MAX_POOL:
+            break
+        cost = screen_cost(per_trial, [*(screen_factor(p) for p in pool), screen_factor(h)], fracs)
+        # A candidate the screen cannot afford is skipped, not waited for.
+        if cost <= screen_budget or (len(pool) < MIN_POOL and h.cost_factor <= MAX_FORCED_COST):
+            pool.append(h)
+    factors = [screen_factor(h) for h in pool]
     mean = sum(factors) / len(factors) if factors else 1.0
-    sizes = rung_sizes(len(pool))
+    sizes = rung_sizes(len(pool), len(fracs))
     rungs = [
         RungPlan(
             rung=k,
@@ -134,12 +169,12 @@ def exploration_plan(
                 per_trial, (sum(factors) if k == 0 else sizes[k] * mean) + 1.0, fraction
             ),
         )
-        for k, fraction in enumerate(fractions())
+        for k, fraction in enumerate(fracs)
     ]
     tuning_budget = exploration - sum(r.estimated_device_hours for r in rungs)
-    tuning = max(0, int(tuning_budget / per_trial))
-    gate = max(1, min(MAX_GATE_CANDIDATES, sizes[-1]))
-    first = min(FIRST_LOOK_SEEDS, request.max_seeds)
+    tuning = max(0, int(tuning_budget / (per_trial * TUNING_COST)))
+    first = min(request.seeds, request.max_seeds)
+    gate, confirm = evidence_size(request, per_trial, evidence, sizes[-1], first)
     sources: dict[str, int] = {}
     for h in pool:
         sources[h.source] = sources.get(h.source, 0) + 1
@@ -151,16 +186,30 @@ def exploration_plan(
             rungs=rungs,
             pool=sources,
             tuning_trials=tuning,
-            tuning_device_hours=tuning * per_trial,
+            tuning_device_hours=max(0.0, tuning_budget),
             evidence_device_hours=evidence,
             gate_candidates=gate,
             first_look_seeds=first,
             max_seeds=request.max_seeds,
-            confirm_top=CONFIRM_TOP,
+            confirm_top=confirm,
             fixed_cost_share=FIXED_COST_SHARE,
         ),
         pool,
     )
+
+
+def evidence_size(
+    request: CampaignRequest, per_trial: float, evidence: float, finalists: int, first: int
+) -> tuple[int, int]:
+    """How many candidates the gate and the confirmation can take on ``evidence``: the most
+    (up to ``MAX_GATE_CANDIDATES`` and ``CONFIRM_TOP``) whose first looks fit, at least one
+    each (a budget too small even for that is the plan's to say, over its budget)."""
+    k = request.seeds
+    for gate in range(min(MAX_GATE_CANDIDATES, max(finalists, 1)), 0, -1):
+        for confirm in range(min(CONFIRM_TOP, gate), 0, -1):
+            if ((1 + gate) * first + (1 + confirm) * k) * per_trial <= evidence:
+                return gate, confirm
+    return 1, 1
 
 
 # ---- the screen's rungs ---------------------------------------------------------------------
@@ -190,7 +239,7 @@ def rung_trials(
             seed=screen_seed(request),
             tag=f"r{rung}",
             data_fraction=fraction,
-            cost_factor=1.0 if h is None else h.cost_factor,
+            cost_factor=1.0 if h is None else screen_factor(h),
             fixed_cost_share=plan.exploration.fixed_cost_share,
         )
         for arm, h in runs
@@ -256,18 +305,26 @@ def gain_at(decision: RungDecision, arm: str, metric: str) -> float | None:
 
 
 def phase_plans(
-    request: CampaignRequest, xp: ExplorationPlan, full_trial: float
+    request: CampaignRequest, xp: ExplorationPlan, full_trial: float, spread: float = 1.0
 ) -> list[PhasePlan]:
     """The schedule as the ledger's phases: the first looks of the gates in their phases,
     and the rest of the evidence budget (more seeds where they decide) with the confirmation.
+
+    Args:
+        spread: The estimate's high end over its typical value: the plan uses the budget
+            up to where its high end meets it.
     """
     n0, k = xp.first_look_seeds, request.seeds
     gate = (1 + xp.gate_candidates) * n0
-    merges = min(3, xp.gate_candidates * (xp.gate_candidates - 1) // 2) * n0
+    merges = (
+        min(3, xp.gate_candidates * (xp.gate_candidates - 1) // 2) * n0
+        if xp.gate_candidates > 1
+        else 0
+    )
     screen = sum(r.estimated_device_hours for r in xp.rungs)
     confirm = (1 + min(xp.confirm_top, xp.gate_candidates)) * k
     first_looks = (gate + merges + n0) * full_trial + screen + xp.tuning_device_hours
-    rest = max(confirm * full_trial, xp.budget_device_hours - first_looks)
+    rest = max(confirm * full_trial, xp.budget_device_hours / spread - first_looks)
     rungs = ", ".join(f"{r.candidates} at {r.data_fraction:.0%}" for r in xp.rungs)
     return [
         PhasePlan(

@@ -23,6 +23,7 @@ from contracts import (
     Plan,
     Provenance,
     RemedyAttempt,
+    RungDecision,
     TaskDescriptor,
     TrialRecord,
     TrialSpec,
@@ -237,6 +238,55 @@ def test_insights_report_interactions_of_merges(store: InsightsStore) -> None:
     (interaction,) = by_change["embedding_dim ×2"].interactions
     assert interaction.change == "dense_lr ÷3"
     assert interaction.excess == pytest.approx(-0.006) and interaction.n == 1
+
+
+def test_a_confirmation_that_lost_counts_as_a_loss_not_a_validation_win(
+    store: InsightsStore,
+) -> None:
+    record = campaign("c1", SMALL, {"v-wider": (0.008, 0.004)})
+    lost_on_test = GateDecision(
+        metric="ne",
+        correction="holm",
+        alpha=0.05,
+        min_effect=0.0,
+        split="test",
+        comparisons=[comparison("v-wider", -0.005, 0.006, False)],
+    )
+    status = record.status
+    decisions = {**status.decisions, "confirmation": lost_on_test}
+    store.record_campaign(
+        record.model_copy(update={"status": status.model_copy(update={"decisions": decisions})})
+    )
+    (wider,) = [i for i in store.insights() if i.change == "embedding_dim ×2"]
+    assert wider.mean_gain == pytest.approx(-0.005) and wider.passed == 0
+
+
+def test_a_screen_s_full_data_rung_is_weak_evidence_for_what_no_gate_weighed(
+    store: InsightsStore,
+) -> None:
+    record = campaign("c1", SMALL, {"v-wider": (0.008, 0.004)})
+    rung = RungDecision(
+        rung=1,
+        data_fraction=1.0,
+        seed=0,
+        baseline=0.80,
+        values={"v-wider": 0.79, "v-lower-lr": 0.78},
+        promoted=["v-wider"],
+    )
+    plan = record.status.plan
+    assert plan is not None
+    status = record.status.model_copy(
+        update={
+            "rungs": [rung],
+            "plan": plan.model_copy(update={"hypotheses": plan.hypotheses + plan.held_back}),
+        }
+    )
+    store.record_campaign(record.model_copy(update={"status": status}))
+    by_change = {i.change: i for i in store.insights()}
+    screened = by_change["dense_lr ÷3"]
+    assert screened.mean_gain == pytest.approx(0.025) and screened.passed == 0
+    assert screened.gain_low is not None and screened.gain_high - screened.gain_low > 0.03
+    assert by_change["embedding_dim ×2"].comparisons == 1  # the gate's, not the screen's too
 
 
 def test_pooling_weights_precision_and_similarity() -> None:
