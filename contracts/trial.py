@@ -57,6 +57,9 @@ class TrialSpec(Spec):
         max_device_hours: The most the trial may cost: past it, it stops as ``pruned`` (a
             point of a blind search can cost a thousand baseline trials; a screen must not
             wait for it). None: no cap.
+        exploratory: A screen's or a search's candidate: when it fails, it is dropped, with
+            no remedy and no escalation (that a point diverges is what the search learns;
+            remedies are for the runs a decision rests on).
     """
 
     campaign_id: str = Field(min_length=1)
@@ -74,6 +77,7 @@ class TrialSpec(Spec):
     remedy_of: str = ""
     data_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
     max_device_hours: float | None = Field(default=None, gt=0.0)
+    exploratory: bool = False
 
     @model_validator(mode="after")
     def _fraction_on_one_device(self) -> "TrialSpec":

@@ -191,7 +191,7 @@ class MultiFidelityProtocol(SequentialGates):
             seed=arms.screen_seed(ctx.request),
             tag="x",
             search=SearchRef(study_name=study, number=asked.number),
-        )
+        ).model_copy(update={"exploratory": True})
 
     def _known_points(self, plan: Plan) -> list[KnownPoint]:
         """The last rung's results (and the baseline's), told to the study before it samples."""

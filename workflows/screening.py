@@ -241,7 +241,7 @@ def rung_trials(
             data_fraction=fraction,
             cost_factor=1.0 if h is None else screen_factor(h),
             fixed_cost_share=plan.exploration.fixed_cost_share,
-        )
+        ).model_copy(update={"exploratory": h is not None})
         for arm, h in runs
     ]
 

@@ -56,6 +56,7 @@ class TrialRunner:
         result = await self.train_and_record(spec)
         if (
             ctx.state.recovery == "runbook"
+            and not spec.exploratory
             and recovery.needs_recovery(spec, result)
             and not ctx.halted()
         ):
