@@ -26,9 +26,7 @@ def check(document: Any, name: str, definition: str = "") -> None:
         schema = {"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
     jsonschema.validate(document, schema)
     if not definition:  # every property sent is described: no field missing from the schema
-        assert set(document) <= set(schema["properties"]), set(document) - set(
-            schema["properties"]
-        )
+        assert set(document) <= set(schema["properties"]), set(document) - set(schema["properties"])
 
 
 async def raw_query(handle: WorkflowHandle) -> Any:
@@ -53,9 +51,7 @@ async def test_live_status_update_result_and_proposal_match_the_committed_schema
     check(status, "CampaignStatus")
     assert {"device_hours_spent", "device_hours_approved"} <= set(status)
 
-    approval = await handle.execute_update(
-        "approve", {"approver": APPROVER}, result_type=RawValue
-    )
+    approval = await handle.execute_update("approve", {"approver": APPROVER}, result_type=RawValue)
     check(json.loads(approval.payload.data), "CampaignStatus", "Approval")
 
     await handle.result()
