@@ -208,7 +208,7 @@ class PreflightActivities:
             )
         estimate, high = plan.estimated_device_hours, plan.estimated_device_hours_high
         span = f"{estimate:.4g}" + (f" to {high:.4g}" if high > estimate else "")
-        ok = high <= budget
+        ok = high <= budget * (1 + 1e-9)  # a plan sized to its budget meets it exactly
         return PreflightItem(
             check="cost",
             ok=ok,

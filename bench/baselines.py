@@ -15,11 +15,12 @@ from optuna.trial import TrialState, create_trial
 
 from activities import search
 from activities.search import changes_from_params, search_distributions
-from bench.records import Bench, SearchRun, TrialPoint
+from bench.records import Bench, Reference, SearchRun, TrialPoint
 from bench.tasks import Task, seeded
 from bench.trials import reference, run_trial
-from contracts import ModelSpec, SearchSpace, best_first
+from contracts import CampaignRequest, ModelSpec, SearchSpace, best_first
 from contracts import direction as metric_direction
+from workflows.screening import COST_CAP
 
 
 def make_sampler(method: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -75,7 +76,7 @@ def optuna_search(
     while spent < budget:
         trial = study.ask(dists)
         changes = changes_from_params(space, trial.params)
-        point = run_trial(request, changes, budget - spent)
+        point = run_trial(request, changes, budget - spent, cost_cap(request, changes, ref))
         if point.validation is None:
             study.tell(trial, state=TrialState.FAIL)
         else:
@@ -98,6 +99,17 @@ def optuna_search(
         f"{sum(t.state == 'cut' for t in trials)} cut at the budget",
         wall_s=time.perf_counter() - started,
     )
+
+
+def cost_cap(request: CampaignRequest, changes: dict[str, Any], ref: Reference) -> float:
+    """The device-hours a searcher's trial may take: the cap openrea puts on its own search's
+    trials (``COST_CAP`` times the baseline's cost scaled by the epochs), so that both stop
+    a runaway point the same way."""
+    try:
+        epochs = request.baseline.with_changes(changes).epochs
+    except ValueError:
+        epochs = request.baseline.epochs
+    return COST_CAP * ref.device_hours * epochs / max(request.baseline.epochs, 1)
 
 
 def best_trial(trials: Sequence[TrialPoint], metric: str) -> TrialPoint:

@@ -25,22 +25,29 @@ def hours(seconds: float, devices: int) -> float:
 # ---- one trial, in this process --------------------------------------------------------------
 
 
-def run_trial(request: CampaignRequest, changes: dict[str, Any], hours_left: float) -> TrialPoint:
-    """Train the baseline with ``changes``, stopping it when ``hours_left`` runs out.
+def run_trial(
+    request: CampaignRequest,
+    changes: dict[str, Any],
+    hours_left: float,
+    cap_hours: float = math.inf,
+) -> TrialPoint:
+    """Train the baseline with ``changes``, stopping it when ``hours_left`` runs out or it
+    reaches ``cap_hours`` (a point of the whole space can cost a thousand baseline trials;
+    the searchers stop it as openrea stops its own: ``cut``, no metric).
 
     A move that cannot be built or trained (invalid spec, divergence, out of memory) is a
     failed trial; its time counts all the same.
     """
     devices = request.devices_per_trial
     started = time.perf_counter()
-    deadline = started + hours_left * 3600.0 / devices
+    deadline = started + min(hours_left, cap_hours) * 3600.0 / devices
     point = TrialPoint(changes=changes, state="succeeded", device_hours=0.0)
     try:
         model = request.baseline.with_changes(changes)
         outcome = train(model, request.dataset, should_stop=lambda: time.perf_counter() >= deadline)
         point.validation = value_of(outcome.validation, request.metric)
     except TrainingCancelled:
-        point.state, point.error = "cut", "stopped when the budget ran out"
+        point.state, point.error = "cut", "stopped at its cost cap or when the budget ran out"
     except (ValidationError, TrainingError) as err:
         point.state, point.error = "failed", f"{type(err).__name__}: {err}"[:300]
     point.device_hours = hours(time.perf_counter() - started, devices)

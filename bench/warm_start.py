@@ -1,15 +1,17 @@
 """Warm start: does what one campaign learned make the next one, on a similar task, cheaper?
 
-    python -m bench.warm_start [--task examples/tasks/synthetic-dense.json] [--scoring-seeds 3]
-        [--out .rea/bench] [--quick]
+    python -m bench.warm_start [--task examples/tasks/synthetic-dense.json] [--pairs 3]
+        [--scoring-seeds 3] [--out .rea/bench] [--quick]
 
-1. ``history``: a full campaign on task A (the task file) fills a fresh insights database.
-2. On task B (task A's generator with another seed: the same kind of planted structure, drawn
+For each of ``--pairs`` pairs of tasks (A, B):
+1. ``history``: a full campaign on task A (the task file's generator, drawn with the pair's
+   seed) fills a fresh insights database.
+2. On task B (the same generator with another seed: the same kind of planted structure, drawn
    again), three campaigns, each through the real workflow as in ``bench.agent_vs_baselines``:
    - ``cold``: the full campaign with an empty database (the reference);
-   - ``cold-small``: a campaign cut to about half the compute (``SMALL``: fewer hypotheses
-     and tuning trials) with an empty database: the control;
-   - ``warm-small``: the same cut campaign with the database ``history`` filled.
+   - ``cold-small``: a campaign with half the budget (``SMALL``) and an empty database: the
+     control;
+   - ``warm-small``: the same half-budget campaign with the database ``history`` filled.
 3. Every choice (a launch proposal's change, or the baseline when there is none) is scored
    against the baseline on the TEST split on fresh scoring seeds, paired by seed.
 
@@ -42,8 +44,8 @@ from bench.scoring import SCORING_SEED0, interval, score
 from bench.tasks import Task, quick_task
 from contracts import CampaignRequest, CampaignStatus
 
-# The cut campaign: half the hypotheses and a third of the tuning; the planner fits the rest.
-SMALL = {"max_hypotheses": 3, "exploitation_trials": 2}
+# The cut campaign: half the approved budget (a campaign sizes itself to its budget).
+SMALL = 0.5
 # Task B's generator seed is task A's plus this.
 OTHER_DRAW = 101
 
@@ -68,12 +70,12 @@ class Run:
         return sum(self.gains) / len(self.gains) if self.gains else 0.0
 
 
-def other_draw(request: CampaignRequest) -> CampaignRequest:
-    """Task B: the same generator with another seed (a similar task, not the same one)."""
+def other_draw(request: CampaignRequest, offset: int = OTHER_DRAW) -> CampaignRequest:
+    """The same generator with another seed (a similar task, not the same one)."""
     dataset = request.dataset
     if dataset.name != "synthetic-criteo":
         raise SystemExit("--task: warm start needs a synthetic-criteo task (B is a new draw)")
-    synthetic = dataset.synthetic.model_copy(update={"seed": dataset.synthetic.seed + OTHER_DRAW})
+    synthetic = dataset.synthetic.model_copy(update={"seed": dataset.synthetic.seed + offset})
     return request.model_copy(
         update={"dataset": dataset.model_copy(update={"synthetic": synthetic})}
     )
@@ -127,18 +129,24 @@ def render(runs: list[Run]) -> Table:
     return table
 
 
-def verdict(runs: dict[str, Run]) -> list[str]:
+def verdict(runs: dict[str, Run]) -> tuple[bool, list[str]]:
+    """One pair's verdict: did warm-small reach cold's test gain (within cold's interval)
+    with at most half its compute?"""
     cold, warm, control = runs["cold"], runs["warm-small"], runs["cold-small"]
     share = warm.spent_device_hours / cold.spent_device_hours if cold.spent_device_hours else 0
-    reached = warm.gain >= cold.gain
-    return [
+    ci = interval(cold.gains)
+    reached = warm.gain >= (ci[0] if ci else cold.gain)
+    met = reached and share <= 0.5
+    return met, [
         f"warm-small spent {share:.0%} of cold's compute and "
         f"{'reached' if reached else 'did not reach'} its test gain "
-        f"({warm.gain:+.2%} vs {cold.gain:+.2%}).",
-        f"cold-small (same cut, empty database) got {control.gain:+.2%} with "
+        f"({warm.gain:+.2%} vs {cold.gain:+.2%}"
+        + (f" [{ci[0]:+.2%}, {ci[1]:+.2%}]" if ci else "")
+        + ").",
+        f"cold-small (the same budget, empty database) got {control.gain:+.2%} with "
         f"{control.spent_device_hours / cold.spent_device_hours:.0%} of cold's compute.",
         f"target (warm reaches cold's gain with <= 50% of its compute): "
-        f"{'met' if reached and share <= 0.5 else 'not met'}.",
+        f"{'met' if met else 'not met'}.",
     ]
 
 
@@ -146,24 +154,39 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", type=Path, default=Path("examples/tasks/synthetic-dense.json"))
     parser.add_argument("--scoring-seeds", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=3, help="pairs of tasks (A, B)")
     parser.add_argument("--out", type=Path, default=Path(".rea/bench"))
     parser.add_argument("--quick", action="store_true", help="Tiny tasks (a smoke test).")
     args = parser.parse_args(argv)
-    a = Task("A", CampaignRequest.model_validate_json(args.task.read_text()))
-    b = Task("B", other_draw(a.request))
-    if args.quick:
-        a, b = quick_task(a), quick_task(b)
-    small = Task("B", CampaignRequest.model_validate({**b.request.model_dump(), **SMALL}))
+    given = CampaignRequest.model_validate_json(args.task.read_text())
     seeds = [SCORING_SEED0 + i for i in range(args.scoring_seeds)]
-    bench = Bench()
-    with tempfile.TemporaryDirectory(prefix="rea-warm-") as tmp:
-        history = f"sqlite:///{tmp}/history.sqlite"
-        runs = [campaign(bench, "history", a, history, seeds)]
-        runs.append(campaign(bench, "cold", b, "", seeds))
-        runs.append(campaign(bench, "cold-small", small, "", seeds))
-        runs.append(campaign(bench, "warm-small", small, history, seeds))
-    by_name = {r.name: r for r in runs}
-    lines = verdict(by_name)
+    runs: list[Run] = []
+    lines: list[str] = []
+    met = 0
+    for pair in range(args.pairs):
+        a = Task(f"A{pair}", other_draw(given, 1000 * pair) if pair else given)
+        b = Task(f"B{pair}", other_draw(a.request))
+        if args.quick:
+            a, b = quick_task(a), quick_task(b)
+        half = b.request.budget.device_hours * SMALL
+        small = Task(
+            b.name,
+            b.request.model_copy(
+                update={"budget": b.request.budget.model_copy(update={"device_hours": half})}
+            ),
+        )
+        bench = Bench()
+        with tempfile.TemporaryDirectory(prefix="rea-warm-") as tmp:
+            history = f"sqlite:///{tmp}/history.sqlite"
+            pair_runs = [campaign(bench, f"history-{pair}", a, history, seeds)]
+            pair_runs.append(campaign(bench, "cold", b, "", seeds))
+            pair_runs.append(campaign(bench, "cold-small", small, "", seeds))
+            pair_runs.append(campaign(bench, "warm-small", small, history, seeds))
+        ok, said = verdict({r.name: r for r in pair_runs})
+        met += ok
+        lines += [f"pair {pair}: {line}" for line in said]
+        runs += pair_runs
+    lines.append(f"target met in {met} of {args.pairs} pairs")
     console.print(render(runs))
     for line in lines:
         console.print(line)

@@ -319,10 +319,14 @@ def render_result(result: CampaignResult) -> Table:
         if single_seed_best(status):
             lines.append(f"({SINGLE_SEED_CAVEAT})")
         lines += [f"{phase}: {note}" for phase, note in status.phase_notes.items()]
+    if status.proposal is not None and status.proposal.explored:
+        lines += [f"explored: {line}" for line in status.proposal.explored]
     lines.append(
         f"{status.device_hours_spent:.3g} of {status.device_hours_approved:g} device-hours spent "
-        f"in {len(status.trials)} trials"
+        f"in {len(status.trials) + status.trials_archived} trials"
     )
+    if status.proposal is not None and status.proposal.ended_by:
+        lines.append(f"ended: {status.proposal.ended_by}")
     if warning := baseline_warning(status):
         lines.append(f"[bold yellow]{warning}[/]")
     if status.proposal is not None:

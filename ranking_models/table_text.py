@@ -256,7 +256,9 @@ class TextReader:
             numbers = np.log1p(np.maximum(numbers, 0))
         return numbers
 
-    def _ids(self, unit: int, name: str, values: tuple[bytes, ...]) -> tuple[np.ndarray, ...]:
+    def _ids(
+        self, unit: int, name: str, values: tuple[bytes, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
         array = np.array(values, dtype="S")
         present = array != b""
         ids = self._hex(unit, name, values) if self._spec.hex_ids else hash_text(array[present])

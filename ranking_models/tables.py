@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -194,7 +194,7 @@ def _key_text(values: np.ndarray) -> list[str]:
 
 def _assign_values(
     values: np.ndarray, counts: np.ndarray, spec: TableSpec, dataset: DatasetRef, where: str
-) -> tuple[set[object], set[object]]:
+) -> tuple[set[Any], set[Any]]:
     """The split column's values of validation and of test (by name, else by fraction)."""
     text = _key_text(values)
     if spec.test_values:

@@ -46,6 +46,10 @@ with workflow.unsafe.imports_passed_through():
 SELECTION_GATES = phases.SELECTION_GATES
 # Tuned moves the state keeps (besides the gated ones): the study keeps every one.
 KEEP_TUNED = 5
+# Tuning goes on past its planned rounds while this share of the planned evidence budget
+# stays for the tuned move's gate, the confirmation and more seeds where they decide.
+EVIDENCE_KEPT = 0.5
+MAX_TUNING_ROUNDS_FACTOR = 4
 
 
 class MultiFidelityProtocol(SequentialGates):
@@ -112,23 +116,23 @@ class MultiFidelityProtocol(SequentialGates):
             ctx.note("exploitation", "the budget left no tuning trials")
             return
         per_round = request.budget.max_parallel_trials
-        rounds = math.ceil(xp.tuning_trials / per_round)
+        # The planned rounds, and more while the budget beyond evidence's share allows (the
+        # screen may have cost less than planned): at most MAX_TUNING_ROUNDS_FACTOR times.
+        rounds = MAX_TUNING_ROUNDS_FACTOR * math.ceil(xp.tuning_trials / per_round)
         study = f"{ctx.id}/tuning"
         if ctx.state.search_rounds < rounds:
             ctx.enter(
                 "exploitation",
-                f"Searching every knob around the screen's best ({xp.tuning_trials} "
+                f"Searching every knob around the screen's best (about {xp.tuning_trials} "
                 f"{request.sampler} trials, pruned by successive halving).",
             )
+        keep = max(self._evidence_reserve(plan), EVIDENCE_KEPT * xp.evidence_device_hours)
         while ctx.state.search_rounds < rounds and not ctx.halted():
             done = ctx.state.search_rounds
-            count = min(per_round, xp.tuning_trials - done * per_round)
-            estimate = count * plan.estimated_device_hours_per_trial * self._cost_ratio()
-            spent = ctx.state.ledger.phases.get("exploitation")
-            if (spent.spent if spent else 0.0) + estimate > xp.tuning_device_hours * 1.25 or (
-                estimate > ctx.state.ledger.remaining - self._evidence_reserve(plan)
-            ):
-                ctx.note("exploitation", f"tuning's budget spent after {done} round(s)")
+            count = per_round
+            estimate = count * self._full_trial() * screening.TUNING_COST
+            if estimate > ctx.state.ledger.remaining - keep:
+                ctx.note("exploitation", f"the tuning budget was spent in {done} round(s)")
                 break
             asked = await self._ask(plan, study, done, count)
             specs = self._capped(

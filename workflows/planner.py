@@ -259,9 +259,17 @@ def build_screen_plan(
     ordered += screening.pool_order([h for h in candidates if h.id not in pinned])
     full_trial = per_trial * request.devices_per_trial
     task = next((p.task for p in proposals if p.task is not None), None)
+    # Sized so that the plan's high end meets the budget: at run time, with actual costs
+    # known, the search goes on while the budget lasts (see ``MultiFidelityProtocol``).
+    spread = max(high, per_trial) / per_trial if per_trial else 1.0
     xp, pool = screening.exploration_plan(
-        request, full_trial, ordered, budget, full_steps(request, task.rows if task else 0)
+        request,
+        full_trial,
+        ordered,
+        budget / spread,
+        full_steps(request, task.rows if task else 0),
     )
+    xp = xp.model_copy(update={"budget_device_hours": budget})
     in_pool = {h.id for h in pool}
     held = [h for h in ordered if h.id not in in_pool and h.source != "search-space"]
     sources = ", ".join(f"{n} {s}" for s, n in sorted(xp.pool.items()))
@@ -275,9 +283,7 @@ def build_screen_plan(
     )
     return Plan(
         hypotheses=pool,
-        phases=screening.phase_plans(
-            request, xp, full_trial, spread=max(high, per_trial) / per_trial if per_trial else 1.0
-        ),
+        phases=screening.phase_plans(request, xp, full_trial, spread=spread),
         estimated_device_hours_per_trial=per_trial,
         estimated_device_hours_per_trial_high=high,
         held_back=held[:MAX_HELD_BACK],

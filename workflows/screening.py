@@ -202,14 +202,21 @@ def evidence_size(
     request: CampaignRequest, per_trial: float, evidence: float, finalists: int, first: int
 ) -> tuple[int, int]:
     """How many candidates the gate and the confirmation can take on ``evidence``: the most
-    (up to ``MAX_GATE_CANDIDATES`` and ``CONFIRM_TOP``) whose first looks fit, at least one
-    each (a budget too small even for that is the plan's to say, over its budget)."""
+    (up to ``MAX_GATE_CANDIDATES`` and ``CONFIRM_TOP``) whose first looks fit (the validation
+    gate's, its merges', the tuned move's and the confirmation's), at least one each (a budget
+    too small even for that is the plan's to say, over its budget)."""
     k = request.seeds
     for gate in range(min(MAX_GATE_CANDIDATES, max(finalists, 1)), 0, -1):
         for confirm in range(min(CONFIRM_TOP, gate), 0, -1):
-            if ((1 + gate) * first + (1 + confirm) * k) * per_trial <= evidence:
+            runs = (1 + gate + merges(gate) + 1) * first + (1 + confirm) * k
+            if runs * per_trial <= evidence:
                 return gate, confirm
     return 1, 1
+
+
+def merges(gate_candidates: int) -> int:
+    """Merges combination may gate: pairs (and the triple) of what passed, at most three."""
+    return min(3, gate_candidates * (gate_candidates - 1) // 2) if gate_candidates > 1 else 0
 
 
 # ---- the screen's rungs ---------------------------------------------------------------------
@@ -316,14 +323,10 @@ def phase_plans(
     """
     n0, k = xp.first_look_seeds, request.seeds
     gate = (1 + xp.gate_candidates) * n0
-    merges = (
-        min(3, xp.gate_candidates * (xp.gate_candidates - 1) // 2) * n0
-        if xp.gate_candidates > 1
-        else 0
-    )
+    merged = merges(xp.gate_candidates) * n0
     screen = sum(r.estimated_device_hours for r in xp.rungs)
     confirm = (1 + min(xp.confirm_top, xp.gate_candidates)) * k
-    first_looks = (gate + merges + n0) * full_trial + screen + xp.tuning_device_hours
+    first_looks = (gate + merged + n0) * full_trial + screen + xp.tuning_device_hours
     rest = max(confirm * full_trial, xp.budget_device_hours / spread - first_looks)
     rungs = ", ".join(f"{r.candidates} at {r.data_fraction:.0%}" for r in xp.rungs)
     return [
@@ -336,8 +339,8 @@ def phase_plans(
         ),
         PhasePlan(
             phase="combination",
-            trials=merges,
-            estimated_device_hours=merges * full_trial,
+            trials=merged,
+            estimated_device_hours=merged * full_trial,
             condition="only merges of candidates that pass the validation gate and do not conflict",
         ),
         PhasePlan(

@@ -41,12 +41,15 @@ def look_confidence(alpha: float, first: int, cap: int) -> float:
 
 
 def undecided(decision: GateDecision, min_effect: float) -> list[str]:
-    """Candidates that more seeds could still decide: not passed, and the interval reaches
-    up to the minimum effect (an untested one, with too few seeds, too)."""
+    """Candidates that more seeds could still decide: not passed, their mean gain above the
+    minimum effect, and the interval reaching below it (an untested one, with too few seeds,
+    too). A mean at or below the minimum effect stops for futility: more seeds would most
+    likely confirm it, and stopping for futility never raises the error rate."""
     return [
         c.hypothesis_id
         for c in decision.comparisons
-        if not c.passed and (c.gain_high is None or c.gain_high >= min_effect)
+        if not c.passed
+        and (c.gain_high is None or (c.gain > min_effect and c.gain_high >= min_effect))
     ]
 
 
