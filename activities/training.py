@@ -73,8 +73,7 @@ class _Progress:
             assert self._spec.max_device_hours is not None
             self.pruned = PruneDecision(
                 prune=True,
-                reason=f"stopped at its cost cap of {self._spec.max_device_hours:.3g} "
-                "device-hours",
+                reason=f"stopped at its cost cap of {self._spec.max_device_hours:.3g} device-hours",
             )
         return True
 
