@@ -112,6 +112,8 @@ def search_distributions(
                     f"{required}={space.fixed[required]!r}"
                 )
         seen.add(field)
+        if field in space.center:
+            knob = knob.around(space.center[field], space.radius)
         dists.update(knob_distributions(knob))
     return dists
 

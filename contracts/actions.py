@@ -128,6 +128,48 @@ class Knob(Record):
             if not number_ok or not self._in_range(value):
                 raise ValueError(f"{self.field}: {value!r} is not {self.allowed()}")
 
+    def around(self, value: Any, radius: float) -> "Knob":
+        """This knob's range narrowed to a neighbourhood of ``value``: a factor ``radius`` either
+        way on a log scale, ``1/radius`` of the range either way on a linear one, one layer
+        either way for widths; a categorical keeps every choice. A search around a leader
+        so samples near it, and never the far corners of the whole box (the dearest, too)."""
+        if self.kind == "categorical":
+            return self
+        assert self.low is not None and self.high is not None
+        if self.kind == "widths":
+            assert self.min_layers is not None and self.max_layers is not None
+            widths = list(value) or [int(self.low)]
+            low, high = self._span(min(widths), radius), self._span(max(widths), radius)
+            depth = len(value)
+            return self.model_copy(
+                update={
+                    "low": low[0],
+                    "high": high[1],
+                    "min_layers": max(self.min_layers, depth - 1),
+                    "max_layers": min(self.max_layers, depth + 1),
+                }
+            )
+        low, high = self._span(value, radius)
+        return self.model_copy(update={"low": low, "high": high})
+
+    def _span(self, value: float, radius: float) -> tuple[Any, Any]:
+        assert self.low is not None and self.high is not None
+        if self.log and value > 0:
+            low, high = value / radius, value * radius
+        else:
+            half = (self.high - self.low) / radius
+            low, high = value - half, value + half
+        low, high = max(low, self.low), min(high, self.high)
+        if self.kind == "float":
+            return float(low), float(high)
+        step = self.step or 1
+        # On the knob's grid, and never an empty range.
+        first = self.low + math.ceil((low - self.low) / step) * step
+        last = self.low + math.floor((high - self.low) / step) * step
+        if first > last:
+            first = last = min(max(int(value), int(self.low)), int(self.high))
+        return int(first), int(last)
+
     def _in_range(self, value: float) -> bool:
         assert self.low is not None and self.high is not None
         if not (math.isfinite(value) and self.low <= value <= self.high):

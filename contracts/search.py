@@ -26,10 +26,16 @@ class SearchSpace(Spec):
             categorical or widths knobs), each at most once.
         fixed: The candidate's changes kept as they are (e.g. the best hypothesis's move);
             every asked move carries them. A field may not be both tuned and fixed.
+        center: A whole spec's knob values (e.g. the leading candidate's) to search around:
+            each tuned knob's range narrows to a neighbourhood of its value there (see
+            ``Knob.around``); empty: the whole box.
+        radius: How wide the neighbourhood is (a factor either way on log knobs).
     """
 
     fields: list[str] = Field(min_length=1)
     fixed: dict[str, Any] = Field(default_factory=dict)
+    center: dict[str, Any] = Field(default_factory=dict)
+    radius: float = Field(default=4.0, gt=1.0)
 
 
 class AskInput(Spec):

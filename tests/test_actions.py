@@ -178,3 +178,17 @@ def test_requirements_must_name_a_categorical_choice() -> None:
         )
     with pytest.raises(ValidationError, match="twice"):
         ActionSpace(knobs=[interaction, interaction])
+
+
+def test_a_knob_around_a_value_narrows_to_its_neighbourhood_on_the_grid() -> None:
+    space = DEFAULT_ACTION_SPACE
+    rows = space.knob("max_table_rows").around(1024, 4.0)
+    assert (rows.low, rows.high) == (1000, 4096)  # a factor 4 up; down, clipped to the box
+    dim = space.knob("embedding_dim").around(8, 4.0)
+    assert dim.low == 4 and dim.high % 4 == 0 and dim.high < 256  # on FBGEMM's grid of 4
+    widths = space.knob("over_hidden").around([32], 4.0)
+    assert (widths.low, widths.high, widths.min_layers, widths.max_layers) == (16, 128, 1, 2)
+    assert space.knob("interaction").around("dot", 4.0).choices == ["dot", "dcn", "projection"]
+    for knob in space.knobs:  # every neighbourhood is a valid knob holding the value
+        value = getattr(ModelSpec(), knob.field)
+        knob.around(value, 4.0).check(value)

@@ -20,6 +20,7 @@ every trial is in the insights database), so thousands of trials fit in one payl
 """
 
 import math
+from typing import Any
 
 from temporalio import workflow
 
@@ -160,7 +161,10 @@ class MultiFidelityProtocol(SequentialGates):
             AskInput(
                 study_name=study,
                 ask_id=f"round-{done}",
-                space=SearchSpace(fields=[k.field for k in DEFAULT_ACTION_SPACE.knobs]),
+                space=SearchSpace(
+                    fields=[k.field for k in DEFAULT_ACTION_SPACE.knobs],
+                    center=self._center(plan),
+                ),
                 sampler=request.sampler,
                 seed=request.baseline.seed,
                 count=count,
@@ -196,6 +200,17 @@ class MultiFidelityProtocol(SequentialGates):
             tag="x",
             search=SearchRef(study_name=study, number=asked.number),
         ).model_copy(update={"exploratory": True})
+
+    def _center(self, plan: Plan) -> dict[str, Any]:
+        """Every knob's value in the screen's best full-data run (the baseline when nothing
+        beat it): the search narrows each knob's range around it."""
+        ctx, request = self.ctx, self.ctx.request
+        last = ctx.state.rungs[-1] if ctx.state.rungs else None
+        changes: dict[str, Any] = {}
+        if last is not None and last.promoted:
+            changes = arms.arm_changes(request, plan, last.promoted[0], ctx.state.tuned)
+        spec = request.baseline.with_changes(changes).model_dump(mode="json")
+        return {k.field: spec[k.field] for k in DEFAULT_ACTION_SPACE.knobs}
 
     def _known_points(self, plan: Plan) -> list[KnownPoint]:
         """The last rung's results (and the baseline's), told to the study before it samples."""
