@@ -60,6 +60,9 @@ from ranking_models.data import Batch, FeatureSchema
 from ranking_models.dlrm import build_model, dense_parameters
 from ranking_models.synthetic import SyntheticCriteo
 
+from bench.step_profile import PARTS as PROFILE_PARTS
+from bench.step_profile import breakdown, part
+
 PATHS = ("fused", "plain", "torchrec", "handwritten")
 
 
@@ -217,8 +220,11 @@ def _dlrm(problem: Problem, tables: EmbeddingBagCollectionInterface) -> DLRM:
 Step = Callable[[int], float]
 
 
-def make_step(path: str, problem: Problem, schema: FeatureSchema, batches: list[Batch]) -> Step:
-    """A function running one training step on batch ``i % len(batches)``, returning the loss.
+def make_step(
+    path: str, problem: Problem, schema: FeatureSchema, batches: list[Batch]
+) -> tuple[Step, nn.Module]:
+    """A function running one training step on batch ``i % len(batches)``, returning the
+    loss, and the model it trains (for the profile).
 
     Each path gets its inputs in its natural layout, built here (untimed): the KJT for
     the TorchRec models, an (F, B) id tensor for the plain loop.
@@ -265,7 +271,7 @@ def make_step(path: str, problem: Problem, schema: FeatureSchema, batches: list[
             sparse_opt.step()
             return value
 
-        return plain_step
+        return plain_step, plain
     else:
         raise ValueError(f"unknown path {path!r}; choose from {PATHS}")
     net.train()
@@ -273,20 +279,25 @@ def make_step(path: str, problem: Problem, schema: FeatureSchema, batches: list[
     def step(i: int) -> float:
         # The trainer's step: forward, loss, .item() (its divergence check), backward,
         # dense optimizer step (and, unfused, the table optimizer).
+        # The part(...) ranges cost nothing unless bench.step_profile is profiling.
         b = batches[i % len(batches)]
-        logits = net(b.dense, b.sparse).squeeze(1)
-        loss = F.binary_cross_entropy_with_logits(logits, b.labels)
-        value = loss.item()
-        dense_opt.zero_grad(set_to_none=True)
-        if sparse_opt is not None:
-            sparse_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        dense_opt.step()
-        if sparse_opt is not None:
-            sparse_opt.step()
+        logits = net(b.dense, b.sparse)
+        with part("loss"):
+            loss = F.binary_cross_entropy_with_logits(logits.squeeze(1), b.labels)
+            value = loss.item()
+        with part("dense optimizer"):
+            dense_opt.zero_grad(set_to_none=True)
+            if sparse_opt is not None:
+                sparse_opt.zero_grad(set_to_none=True)
+        with part("backward"):
+            loss.backward()
+        with part("dense optimizer"):
+            dense_opt.step()
+            if sparse_opt is not None:
+                sparse_opt.step()
         return value
 
-    return step
+    return step, net
 
 
 # ---- the machine's ceiling -------------------------------------------------------------
@@ -355,7 +366,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     )
     paths = args.paths
     schema, batches = make_batches(problem, args.batches)
-    steps = {p: make_step(p, problem, schema, batches) for p in paths}
+    made = {p: make_step(p, problem, schema, batches) for p in paths}
+    steps = {p: step for p, (step, _) in made.items()}
     for p in paths:
         for i in range(args.warmup):
             steps[p](i)
@@ -413,7 +425,17 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if base:
             results["fused_vs_plain"] = fused / base
         results["fused_vs_ceiling"] = fused / ceiling
+        if args.profile_steps:
+            print_breakdown(breakdown(steps["fused"], made["fused"][1], args.profile_steps))
     return results
+
+
+def print_breakdown(ms: dict[str, float]) -> None:
+    """The fused step's milliseconds by part, largest first, with each part's share."""
+    total = sum(ms.values())
+    print(f"fused step by part (torch.profiler, {total:.1f} ms/step profiled):")
+    for name in sorted(PROFILE_PARTS, key=lambda n: -ms[n]):
+        print(f"  {name:<28}{ms[name]:>8.2f} ms{ms[name] / total:>8.0%}")
 
 
 def _ints(text: str) -> list[int]:
@@ -437,6 +459,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--copy-mb", type=int, default=256, help="bandwidth probe size")
     parser.add_argument("--paths", type=lambda s: tuple(s.split(",")), default=PATHS)
+    parser.add_argument(
+        "--profile-steps", type=int, default=5, help="fused steps to profile by part (0: none)"
+    )
     return parser.parse_args(argv)
 
 
