@@ -128,6 +128,33 @@ def holder(port: int) -> str:
     return ""
 
 
+def servers_of(db: Path) -> list[int]:
+    """Pids of dev servers running on the database ``db`` (none where /proc is missing)."""
+    wanted = f"--db-filename\0{db}\0".encode()
+    pids = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()) if Path("/proc").is_dir() else ():
+        try:
+            if wanted in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def wait_for_earlier_server(db: Path, timeout_s: float = 30.0) -> None:
+    """Waits while a server on ``db`` is still stopping, e.g. the one of a `rea up` killed
+    a moment ago: its frontend port closes first, while it still holds the database and the
+    other ports, so a new server started then would fail."""
+    deadline = time.monotonic() + timeout_s
+    while pids := servers_of(db):
+        if time.monotonic() > deadline:
+            raise ServerStartError(
+                f"a Temporal server (pid {pids[0]}) still runs on {db}; stop it "
+                f"(kill {pids[0]}) or set REA_DATA_DIR to another folder"
+            )
+        time.sleep(0.2)
+
+
 # Loaded in the parent: the child, between fork and exec, only calls it.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 _PR_SET_PDEATHSIG = 1
@@ -182,6 +209,7 @@ class DevServer:
                     + (f"(kill {by.split()[1]}) " if by else "")
                     + f"or set {setting} to a free port"
                 )
+        wait_for_earlier_server(s.data_dir / "temporal.db")
         self._log.parent.mkdir(parents=True, exist_ok=True)
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(

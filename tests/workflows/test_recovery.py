@@ -18,6 +18,7 @@ from contracts import (
 )
 from tests.factories import APPROVER
 from tests.fakes import FakeActivities
+from tests.workflows.conftest import campaign_workers
 from tests.workflows.drive import start, start_approved, wait_for_phase
 from workflows.campaign import CampaignWorkflow
 from workflows.options import TRIALS_NEEDING_ATTENTION
@@ -140,17 +141,21 @@ async def test_an_unmatched_failure_escalates_one_trial_while_the_others_finish(
 
 
 async def test_an_engineer_may_stop_the_campaign_from_an_escalation(
-    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+    dev_env: WorkflowEnvironment, queue: str, fakes: FakeActivities
 ) -> None:
+    # The dev server, not the time-skipping one: stopping cancels the trials in flight, and
+    # the time-skipping server now and then rejects the cancel of one that has just ended
+    # (ACTIVITY_UNKNOWN) and then loses the update that was in the same workflow task.
     fakes.fail["baseline"] = "ModelSpec.table_rows: features ['x'] are not in the dataset"
-    handle = await start_approved(time_skipping_env, queue)
-    await status_when(handle, lambda s: bool(s.open_escalations))
+    async with campaign_workers(dev_env, queue, fakes):
+        handle = await start_approved(dev_env, queue)
+        await status_when(handle, lambda s: bool(s.open_escalations))
 
-    await handle.execute_update(
-        CampaignWorkflow.resolve_trial,
-        ResolveTrialInput(approver=APPROVER, trial_id="baseline~r0", action="stop"),
-    )
-    result: CampaignResult = await handle.result()
+        await handle.execute_update(
+            CampaignWorkflow.resolve_trial,
+            ResolveTrialInput(approver=APPROVER, trial_id="baseline~r0", action="stop"),
+        )
+        result: CampaignResult = await handle.result()
 
     assert result.status.phase == "stopped"
     assert result.status.escalations[0].diagnosis.pattern_id == "bad-spec"

@@ -1,0 +1,43 @@
+"""The dev server's start waits for an earlier server on the same database to stop."""
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import devserver
+
+
+def stand_in(db: Path) -> subprocess.Popen[bytes]:
+    """A process whose command line names ``db`` the way a dev server's does."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "--db-filename", str(db)]
+    )
+
+
+def test_a_server_still_running_on_the_database_is_named(tmp_path: Path) -> None:
+    db = tmp_path / "temporal.db"
+    other = stand_in(tmp_path / "other.db")
+    process = stand_in(db)
+    try:
+        assert devserver.servers_of(db) == [process.pid]
+        with pytest.raises(devserver.ServerStartError, match=f"pid {process.pid}.*REA_DATA_DIR"):
+            devserver.wait_for_earlier_server(db, timeout_s=0.5)
+    finally:
+        process.kill()
+        process.wait()
+        other.kill()
+        other.wait()
+    assert devserver.servers_of(db) == []
+
+
+def test_start_goes_on_once_the_earlier_server_has_stopped(tmp_path: Path) -> None:
+    db = tmp_path / "temporal.db"
+    process = stand_in(db)
+    stopper = threading.Timer(0.5, process.kill)
+    stopper.start()
+    devserver.wait_for_earlier_server(db, timeout_s=30)
+    assert process.wait() != 0  # it was killed, not timed out
+    stopper.join()
