@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import torch
 from torch import nn
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
@@ -36,11 +35,14 @@ _MODULES = {
 }
 # Backward nodes by name fragment, first match wins. MLP nodes cannot tell bottom from
 # top by name; they are split between them by the two archs' forward times (see ``_split``).
+_INTERACTION = (
+    "Bmm", "Dots", "Index", "Cat", "Stack", "Unsqueeze", "View", "Transpose", "Permute",
+    "SplitWithSizes",
+)  # fmt: skip
 _BACKWARD = (
     (("SplitLookup", "fbgemm", "EmbeddingBag"), "embedding bwd + fused opt"),
     (("BinaryCrossEntropy", "Squeeze", "ones_like"), "loss"),
-    (("Bmm", "Dots", "Index", "Cat", "Stack", "Unsqueeze", "View", "Transpose", "Permute",
-      "SplitWithSizes"), "interaction"),  # fmt: skip
+    (_INTERACTION, "interaction"),
     (("Addmm", "MmBackward", "Relu", "Threshold", "TBackward", "AccumulateGrad"), "MLP"),
 )
 

@@ -54,14 +54,13 @@ from torchrec.modules.embedding_modules import (
 )
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
+from bench.step_profile import PARTS as PROFILE_PARTS
+from bench.step_profile import breakdown, part
 from contracts import ModelSpec
 from contracts.dataset import SyntheticSpec
 from ranking_models.data import Batch, FeatureSchema
 from ranking_models.dlrm import build_model, dense_parameters
 from ranking_models.synthetic import SyntheticCriteo
-
-from bench.step_profile import PARTS as PROFILE_PARTS
-from bench.step_profile import breakdown, part
 
 PATHS = ("fused", "plain", "torchrec", "handwritten")
 
