@@ -208,11 +208,8 @@ class PreflightActivities:
             )
         estimate, high = plan.estimated_device_hours, plan.estimated_device_hours_high
         span = f"{estimate:.4g}" + (f" to {high:.4g}" if high > estimate else "")
-        # A plan sized to its budget meets it exactly. A multi-fidelity campaign sizes its
-        # search to what trials actually cost as it goes and stops within the budget: its
-        # plan must fit at the typical estimate; a fixed-size plan at the high end.
         sized = plan.exploration is not None
-        ok = (estimate if sized else high) <= budget * (1 + 1e-9)
+        ok = plan.fits(budget)
         adapts = "; the campaign sizes its search to what trials actually cost" if sized else ""
         return PreflightItem(
             check="cost",

@@ -66,6 +66,15 @@ def campaign_start(
             "--embedded", help="Start a dev server and worker for this command, then stop them."
         ),
     ] = False,
+    hours: Annotated[
+        float | None,
+        typer.Option(
+            "--hours",
+            min=1e-6,
+            help="Device-hours to plan for and ask approval of, instead of the spec's "
+            "budget.device_hours.",
+        ),
+    ] = None,
     reuse_id: Annotated[
         bool,
         typer.Option(
@@ -81,6 +90,9 @@ def campaign_start(
     with --no-watch it exits 1 when the preflight checklist failed.
     """
     request = load_json(spec, CampaignRequest, "campaign spec")
+    if hours is not None:
+        budget = request.budget.model_copy(update={"device_hours": hours})
+        request = request.model_copy(update={"budget": budget})
     settings = load_settings()
     if settings.job_backend != "local" and "execution" not in request.model_fields_set:
         # A cluster backend is configured: trials go to it unless the spec says otherwise.

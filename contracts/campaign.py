@@ -254,6 +254,13 @@ class Plan(Record):
         high = max(self.estimated_device_hours_per_trial_high, per_trial)
         return self.estimated_device_hours * (high / per_trial if per_trial > 0 else 1.0)
 
+    def fits(self, device_hours: float) -> bool:
+        """Whether the plan fits ``device_hours``: a multi-fidelity plan at its typical
+        estimate (it sizes its search to what trials cost as it goes and stops within the
+        budget), a fixed-size plan at its high end."""
+        cost = self.estimated_device_hours if self.exploration else self.estimated_device_hours_high
+        return cost <= device_hours * (1 + 1e-9)
+
     @property
     def trials(self) -> int:
         """Trials planned across phases (an upper bound where a phase has a condition)."""

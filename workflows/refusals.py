@@ -170,13 +170,24 @@ def check_approve(ctx: CampaignContext, approval: ApproveInput) -> None:
             "PreflightRunning",
         )
     preflight = ctx.state.preflight
-    if preflight is not None and not preflight.passed and not approval.override_preflight:
+    if preflight is not None and not approval.override_preflight and unmet(ctx, approval):
         raise refuse(
             f"{preflight.summary()}. Fix it and check again with the recheck_preflight update "
             f"(`rea campaign preflight {ctx.id}`), or approve with override_preflight: REASON "
             "(`--override-preflight REASON`), kept in the history",
             "PreflightFailed",
         )
+
+
+def unmet(ctx: CampaignContext, approval: ApproveInput) -> list[str]:
+    """The preflight checks that fail for this approval: the cost check is judged at the
+    hours approved, so approving the device-hours it asks for meets it."""
+    assert ctx.state.preflight is not None
+    failed = [item.check for item in ctx.state.preflight.failures]
+    plan, hours = ctx.state.plan, approval.device_hours
+    if "cost" in failed and plan is not None and hours is not None and plan.fits(hours):
+        failed.remove("cost")
+    return failed
 
 
 def check_revise_plan(ctx: CampaignContext, revision: RevisePlanInput) -> None:

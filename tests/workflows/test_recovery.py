@@ -194,6 +194,30 @@ async def test_a_failing_preflight_blocks_approval_until_overridden_with_a_reaso
     assert result.status.phase == "done"
 
 
+async def test_approving_the_hours_a_failed_cost_check_asks_for_meets_it(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.preflight_failures = [PreflightItem(check="cost", ok=False, detail="over budget")]
+    handle = await start(time_skipping_env, queue)
+    await wait_for_phase(handle, "awaiting_approval")
+    plan = (await handle.query(CampaignWorkflow.status)).plan
+    assert plan is not None and plan.estimated_device_hours > 0
+
+    for hours in (None, 0.5 * plan.estimated_device_hours):  # the plan does not fit these
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(
+                CampaignWorkflow.approve, ApproveInput(approver=APPROVER, device_hours=hours)
+            )
+        assert "cost: over budget" in str(refused.value.cause)
+    hours = 2 * plan.estimated_device_hours_high
+    approval = await handle.execute_update(
+        CampaignWorkflow.approve, ApproveInput(approver=APPROVER, device_hours=hours)
+    )
+    assert approval.preflight_override == "" and approval.device_hours == hours
+    result: CampaignResult = await handle.result()
+    assert result.status.phase == "done"
+
+
 async def test_a_fixed_problem_passes_the_preflight_checked_again(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
 ) -> None:
