@@ -145,8 +145,12 @@ def exploration_plan(
         full_steps: Steps of a full baseline trial (None: unknown), for the rungs' fractions.
     """
     per_trial = per_trial or 1e-9  # an unmeasured estimate: size by counts alone
-    exploration = request.exploration_share * budget
-    evidence = budget - exploration
+    first = min(request.seeds, request.max_seeds)
+    # The evidence share buys at least one candidate's gates and confirmation; a budget too
+    # small for that takes it from exploration, so the plan stays within the budget.
+    least = evidence_runs(1, 1, first, request.seeds) * per_trial
+    evidence = min(budget, max((1 - request.exploration_share) * budget, least))
+    exploration = budget - evidence
     screen_budget = SCREEN_SHARE * exploration
     fracs = fractions(full_steps)
     pool: list[Hypothesis] = []
@@ -173,7 +177,6 @@ def exploration_plan(
     ]
     tuning_budget = exploration - sum(r.estimated_device_hours for r in rungs)
     tuning = max(0, int(tuning_budget / (per_trial * TUNING_COST)))
-    first = min(request.seeds, request.max_seeds)
     gate, confirm = evidence_size(request, per_trial, evidence, sizes[-1], first)
     sources: dict[str, int] = {}
     for h in pool:
@@ -205,13 +208,17 @@ def evidence_size(
     (up to ``MAX_GATE_CANDIDATES`` and ``CONFIRM_TOP``) whose first looks fit (the validation
     gate's, its merges', the tuned move's and the confirmation's), at least one each (a budget
     too small even for that is the plan's to say, over its budget)."""
-    k = request.seeds
     for gate in range(min(MAX_GATE_CANDIDATES, max(finalists, 1)), 0, -1):
         for confirm in range(min(CONFIRM_TOP, gate), 0, -1):
-            runs = (1 + gate + merges(gate) + 1) * first + (1 + confirm) * k
-            if runs * per_trial <= evidence:
+            if evidence_runs(gate, confirm, first, request.seeds) * per_trial <= evidence:
                 return gate, confirm
     return 1, 1
+
+
+def evidence_runs(gate: int, confirm: int, first: int, seeds: int) -> int:
+    """Full-data runs of the gates' first looks (the validation gate with its baseline, its
+    merges, the tuned move) and of the confirmation (the confirmed and the baseline)."""
+    return (1 + gate + merges(gate) + 1) * first + (1 + confirm) * seeds
 
 
 def merges(gate_candidates: int) -> int:

@@ -1,0 +1,45 @@
+"""The multi-fidelity plan's sizing (pure): it stays within its budget wherever it can."""
+
+import pytest
+
+from contracts import Hypothesis
+from contracts.insights import Proposals
+from tests.factories import campaign_request
+from workflows import planner, screening
+
+
+def proposals(per_trial: float, high: float, count: int = 30) -> list[Proposals]:
+    hypotheses = [
+        Hypothesis(id=f"h{i}", title=f"move {i}", source="knowledge", changes={"epochs": 2 + i})
+        for i in range(count)
+    ]
+    return [
+        Proposals(
+            source="knowledge",
+            hypotheses=hypotheses,
+            estimated_device_hours_per_trial=per_trial,
+            estimated_device_hours_per_trial_high=high,
+        )
+    ]
+
+
+@pytest.mark.parametrize("trials_affordable", [24, 31, 60, 400])
+def test_a_budget_above_the_least_campaign_gets_a_plan_within_it(trials_affordable: int) -> None:
+    per_trial, high = 0.001, 0.0011
+    budget = trials_affordable * per_trial
+    request = campaign_request(protocol="multi-fidelity", budget={"device_hours": budget})
+    plan = planner.build_screen_plan(request, proposals(per_trial, high))
+    assert plan.exploration is not None
+    assert plan.fits(budget), (plan.estimated_device_hours, budget)
+    assert len(plan.hypotheses) >= screening.MIN_POOL
+    # The evidence share pays for at least one candidate's gates and confirmation.
+    least = screening.evidence_runs(1, 1, request.seeds, request.seeds) * per_trial
+    assert plan.exploration.evidence_device_hours >= least * (1 - 1e-9)
+
+
+def test_a_budget_below_the_least_campaign_is_over_it_and_says_so() -> None:
+    per_trial = 0.001
+    request = campaign_request(protocol="multi-fidelity", budget={"device_hours": 0.01})
+    plan = planner.build_screen_plan(request, proposals(per_trial, per_trial))
+    assert not plan.fits(0.01)
+    assert plan.fits(plan.estimated_device_hours)
