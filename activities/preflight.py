@@ -5,6 +5,7 @@ a failed check is an item with ``ok=False``, its figures and a fix, never an exc
 Only unexpected errors (a bug, not the data or the plan) propagate.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +216,10 @@ class PreflightActivities:
             check="cost",
             ok=ok,
             detail=f"estimated {span} of {budget:g} device-hours{adapts}",
-            fix="" if ok else "revise with fewer hypotheses, or ask for more device-hours",
+            fix=""
+            if ok
+            else f"approve at least {round_up(estimate if sized else high):g} device-hours "
+            "(`--hours H`), or revise with fewer hypotheses",
         )
 
     def _access(self, request: CampaignRequest) -> PreflightItem:
@@ -261,3 +265,12 @@ def production_ports() -> Ports:
         memory_limit=memory.memory_limit_bytes,
         safety_share=memory.SAFETY_SHARE,
     )
+
+
+def round_up(hours: float, digits: int = 4) -> float:
+    """``hours`` rounded up to ``digits`` significant digits: an amount that, approved as
+    printed, still covers it."""
+    if hours <= 0:
+        return hours
+    step = 10 ** (math.floor(math.log10(hours)) - digits + 1)
+    return math.ceil(hours / step - 1e-9) * step

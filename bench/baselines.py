@@ -96,7 +96,7 @@ def optuna_search(
         trials=trials,
         choice=choice,
         note=f"{len(trials)} trials, {sum(t.state == 'failed' for t in trials)} failed, "
-        f"{sum(t.state == 'cut' for t in trials)} cut at the budget",
+        f"{sum(t.state == 'cut' for t in trials)} cut at the cost cap or the budget",
         wall_s=time.perf_counter() - started,
     )
 

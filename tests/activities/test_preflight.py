@@ -129,10 +129,11 @@ def test_hypotheses_that_cannot_be_built_are_named_with_their_field(tmp_path: Pa
 def test_a_plan_over_its_budget_or_unmeasured_fails_cost(tmp_path: Path) -> None:
     over = check(tmp_path, plan(per_trial=1.0), budget=Budget(device_hours=0.5))
     assert items(over)["cost"] == (False, "estimated 3 of 0.5 device-hours")
-    assert "fewer hypotheses" in over.items[4].fix
+    assert over.items[4].fix.startswith("approve at least 3 device-hours (`--hours H`)")
     # The high end of the estimate's range must fit, not only the typical cost.
-    ranged = items(check(tmp_path, plan(per_trial=0.1, high=0.2), budget=Budget(device_hours=0.5)))
-    assert ranged["cost"] == (False, "estimated 0.3 to 0.6 of 0.5 device-hours")
+    ranged = check(tmp_path, plan(per_trial=0.1, high=0.2), budget=Budget(device_hours=0.5))
+    assert items(ranged)["cost"] == (False, "estimated 0.3 to 0.6 of 0.5 device-hours")
+    assert "approve at least 0.6 device-hours" in ranged.items[4].fix
     # A revision's own budget counts over the request's.
     revised = plan(per_trial=1.0).model_copy(update={"budget_device_hours": 5.0})
     assert items(check(tmp_path, revised, budget=Budget(device_hours=0.5)))["cost"][0]
