@@ -30,11 +30,9 @@ with workflow.unsafe.imports_passed_through():
         AskedTrial,
         AskInput,
         Comparison,
-        FootprintInput,
         GateDecision,
         KnownPoint,
         LaunchProposal,
-        ModelRisks,
         Plan,
         SearchRef,
         SearchSpace,
@@ -292,21 +290,6 @@ class MultiFidelityProtocol(SequentialGates):
                     f"{risks.embedding_ratio:.2f}x the embeddings, over the {limit:g}x limit",
                 )
         return chosen
-
-    async def _footprint(self, plan: Plan, arm: str) -> ModelRisks:
-        ctx, request = self.ctx, self.ctx.request
-        candidate = request.baseline.with_changes(
-            arms.arm_changes(request, plan, arm, ctx.state.tuned)
-        )
-        risks: ModelRisks = await workflow.execute_activity(
-            "model_footprint",
-            FootprintInput(baseline=request.baseline, candidate=candidate, dataset=request.dataset),
-            result_type=ModelRisks,
-            start_to_close_timeout=options.RECORD_TIMEOUT,
-            retry_policy=options.BOOKKEEPING_RETRY,
-            summary=f"size of {arm} vs the baseline",
-        )
-        return risks
 
     # ---- the answer -------------------------------------------------------------------------
 

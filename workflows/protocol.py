@@ -323,6 +323,13 @@ class EvidenceProtocol:
     async def _risks(self, plan: Plan, arm: str) -> ModelRisks:
         """What launching ``arm`` would cost in serving: its size and its trials' time."""
         ctx, request = self.ctx, self.ctx.request
+        risks = await self._footprint(plan, arm)
+        ratio = proposal.trial_time_ratio(ctx.state.trials, arm, arms.confirmation_seeds(request))
+        return risks.model_copy(update={"trial_time_ratio": ratio})
+
+    async def _footprint(self, plan: Plan, arm: str) -> ModelRisks:
+        """``arm``'s parameters and embedding bytes against the baseline's."""
+        ctx, request = self.ctx, self.ctx.request
         candidate = request.baseline.with_changes(
             arms.arm_changes(request, plan, arm, ctx.state.tuned)
         )
@@ -334,5 +341,4 @@ class EvidenceProtocol:
             retry_policy=options.BOOKKEEPING_RETRY,
             summary=f"size of {arm} vs the baseline",
         )
-        ratio = proposal.trial_time_ratio(ctx.state.trials, arm, arms.confirmation_seeds(request))
-        return risks.model_copy(update={"trial_time_ratio": ratio})
+        return risks

@@ -183,7 +183,7 @@ def unmet(ctx: CampaignContext, approval: ApproveInput) -> list[str]:
     """The preflight checks that fail for this approval: the cost check is judged at the
     hours approved, so approving the device-hours it asks for meets it."""
     assert ctx.state.preflight is not None
-    failed = [item.check for item in ctx.state.preflight.failures]
+    failed: list[str] = [item.check for item in ctx.state.preflight.failures]
     plan, hours = ctx.state.plan, approval.device_hours
     if "cost" in failed and plan is not None and hours is not None and plan.fits(hours):
         failed.remove("cost")
