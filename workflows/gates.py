@@ -13,7 +13,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from contracts import GateDecision, GateInput, Phase, Plan, TrialSpec, TrialSummary
-    from workflows import arms, options, phases, screening, sequential
+    from workflows import arms, phases, screening, sequential
     from workflows.protocol import EvidenceProtocol
 
 
@@ -82,16 +82,8 @@ class SequentialGates(EvidenceProtocol):
 
     async def _look(self, key: str, inp: GateInput) -> GateDecision:
         """One look of a sequential gate (the gate activity), kept in ``state.looks``."""
-        ctx = self.ctx
-        decision: GateDecision = await workflow.execute_activity(
-            "gate_hypotheses",
-            inp,
-            result_type=GateDecision,
-            start_to_close_timeout=options.RECORD_TIMEOUT,
-            retry_policy=options.BOOKKEEPING_RETRY,
-            summary=f"{key}: {len(inp.candidates)} candidate(s) vs the baseline",
-        )
-        ctx.set(looks={**ctx.state.looks, key: decision})
+        decision = await self._gate_activity(inp, key)
+        self.ctx.set(looks={**self.ctx.state.looks, key: decision})
         return decision
 
     def _look_trials(

@@ -70,16 +70,20 @@ class EvidenceProtocol:
         ctx = self.ctx
         if phase in ctx.state.decisions:
             return ctx.state.decisions[phase]
+        decision = await self._gate_activity(inp, f"{phase} gate")
+        ctx.set(decisions={**ctx.state.decisions, phase: decision})
+        self._update_leader()
+        return decision
+
+    async def _gate_activity(self, inp: GateInput, name: str) -> GateDecision:
         decision: GateDecision = await workflow.execute_activity(
             "gate_hypotheses",
             inp,
             result_type=GateDecision,
             start_to_close_timeout=options.RECORD_TIMEOUT,
             retry_policy=options.BOOKKEEPING_RETRY,
-            summary=f"{phase} gate: {len(inp.candidates)} candidate(s) vs the baseline",
+            summary=f"{name}: {len(inp.candidates)} candidate(s) vs the baseline",
         )
-        ctx.set(decisions={**ctx.state.decisions, phase: decision})
-        self._update_leader()
         return decision
 
     def _update_leader(self) -> None:
