@@ -9,11 +9,27 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.records import Bench, SearchRun, TrialPoint
 from bench.tasks import Task, seeded
 from bench.trials import reference
-from contracts import ApproveInput, CampaignRequest, CampaignResult, CampaignStatus, ModelSpec
+from contracts import (
+    ApproveInput,
+    CampaignRequest,
+    CampaignResult,
+    CampaignStatus,
+    ModelSpec,
+    TrialRecord,
+)
+
+
+class CampaignRun(NamedTuple):
+    """A finished campaign: its result, and every trial it stored (the status keeps only the
+    recent and undecided ones; the store keeps all)."""
+
+    result: CampaignResult
+    stored: list[TrialRecord]
 
 
 def free_port() -> int:
@@ -27,7 +43,7 @@ async def run_campaign(
     campaign_id: str,
     on_status: Callable[[CampaignStatus], None],
     database_url: str = "",
-) -> CampaignResult:
+) -> CampaignRun:
     """The campaign as ``rea campaign start --embedded --auto-approve`` runs it.
 
     A fresh dev server on free ports, in-process workers and a fresh data dir per campaign,
@@ -38,6 +54,7 @@ async def run_campaign(
     # the smoke test's other paths do not need.
     from cli import embedded
     from settings import Settings
+    from store import InsightsStore
     from workflows.campaign import CampaignWorkflow
     from workflows.options import ORCHESTRATION_QUEUE
 
@@ -68,7 +85,8 @@ async def run_campaign(
             while not result.done():
                 on_status(await handle.query(CampaignWorkflow.status))
                 await asyncio.wait({result}, timeout=1.0)
-            return result.result()
+            stored = InsightsStore(settings.database).trials(campaign_id)
+            return CampaignRun(result.result(), stored)
 
 
 def openrea_choice(request: CampaignRequest, result: CampaignResult) -> tuple[ModelSpec, str]:
@@ -90,21 +108,27 @@ def openrea_choice(request: CampaignRequest, result: CampaignResult) -> tuple[Mo
     return result.best_model, f"best model ({status.best_trial_id})"
 
 
-def campaign_trials(status: CampaignStatus, metric: str) -> list[TrialPoint]:
-    """The campaign's trials in launch order (one training slot: nearly finishing order).
+def campaign_trials(stored: list[TrialRecord], metric: str) -> list[TrialPoint]:
+    """The campaign's trials in the order recorded (one training slot: finishing order).
 
     A campaign's trial is a named arm, not a move of a search, so ``changes`` holds its id,
     phase and hypotheses.
     """
     return [
         TrialPoint(
-            changes={"trial_id": t.trial_id, "phase": t.phase, "hypotheses": t.hypothesis_ids},
-            state=str(t.state),
-            device_hours=t.device_hours,
-            validation=t.metric(metric),
-            error=t.error[:300],
+            changes={
+                "trial_id": r.spec.trial_id,
+                "phase": r.spec.phase,
+                "hypotheses": r.spec.hypothesis_ids,
+            },
+            state=str(r.result.state) if r.result else "unknown",
+            device_hours=r.result.device_hours if r.result else 0.0,
+            validation=getattr(r.result.validation, metric)
+            if r.result and r.result.validation
+            else None,
+            error=r.result.error[:300] if r.result else "",
         )
-        for t in status.trials
+        for r in stored
     ]
 
 
@@ -123,7 +147,7 @@ def openrea_search(
     started = time.perf_counter()
     request = seeded(task.request, seed).model_copy(update={"protocol": PROTOCOLS[method]})
     campaign_id = f"bench-{task.name}-s{seed}-{method}-{int(time.time())}"
-    result = asyncio.run(run_campaign(request, campaign_id, on_status))
+    result, stored = asyncio.run(run_campaign(request, campaign_id, on_status))
     spec, note = openrea_choice(request, result)
     spent = result.status.ledger.spent
     plan = result.status.plan
@@ -134,7 +158,7 @@ def openrea_search(
         budget_device_hours=spent,
         spent_device_hours=spent,
         reference_validation=reference(bench, task, seed).validation,
-        trials=campaign_trials(result.status, request.metric),
+        trials=campaign_trials(stored, request.metric),
         choice=spec.changes_from(request.baseline),
         note=f"{note}; {len(result.status.trials) + result.status.trials_archived} trials, "
         f"phase {result.status.phase}"

@@ -84,7 +84,7 @@ def other_draw(request: CampaignRequest, offset: int = OTHER_DRAW) -> CampaignRe
 def campaign(bench: Bench, name: str, task: Task, database: str, seeds: Sequence[int]) -> Run:
     started = time.perf_counter()
     last: list[CampaignStatus] = []
-    result = asyncio.run(
+    result, _ = asyncio.run(
         run_campaign(
             task.request, f"warm-{name}-{int(time.time())}", last.append, database_url=database
         )
