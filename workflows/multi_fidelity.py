@@ -46,7 +46,8 @@ SELECTION_GATES = phases.SELECTION_GATES
 # Tuned moves the state keeps (besides the gated ones): the study keeps every one.
 KEEP_TUNED = 5
 # Tuning goes on past its planned rounds while this share of the planned evidence budget
-# stays for the tuned move's gate, the confirmation and more seeds where they decide.
+# stays for the tuned move's gate, the confirmation and more seeds where they decide (when
+# the validation gate passed something; see ``_kept_for_evidence``).
 EVIDENCE_KEPT = 0.5
 MAX_TUNING_ROUNDS_FACTOR = 4
 
@@ -111,13 +112,10 @@ class MultiFidelityProtocol(SequentialGates):
         ctx, request = self.ctx, self.ctx.request
         xp = plan.exploration
         assert xp is not None
-        if xp.tuning_trials == 0:
-            ctx.note("exploitation", "the budget left no tuning trials")
-            return
         per_round = request.budget.max_parallel_trials
         # The planned rounds, and more while the budget beyond evidence's share allows (the
         # screen may have cost less than planned): at most MAX_TUNING_ROUNDS_FACTOR times.
-        rounds = MAX_TUNING_ROUNDS_FACTOR * math.ceil(xp.tuning_trials / per_round)
+        rounds = MAX_TUNING_ROUNDS_FACTOR * max(1, math.ceil(xp.tuning_trials / per_round))
         study = f"{ctx.id}/tuning"
         if ctx.state.search_rounds < rounds:
             ctx.enter(
@@ -125,7 +123,7 @@ class MultiFidelityProtocol(SequentialGates):
                 f"Searching every knob around the screen's best (about {xp.tuning_trials} "
                 f"{request.sampler} trials, pruned by successive halving).",
             )
-        keep = max(self._evidence_reserve(plan), EVIDENCE_KEPT * xp.evidence_device_hours)
+        keep = self._kept_for_evidence(plan)
         while ctx.state.search_rounds < rounds and not ctx.halted():
             done = ctx.state.search_rounds
             count = per_round
@@ -136,7 +134,8 @@ class MultiFidelityProtocol(SequentialGates):
             asked = await self._ask(plan, study, done, count)
             specs = self._capped(
                 [self._tuning_trial(plan, a, study) for a in asked],
-                most=0.25 * xp.tuning_device_hours,
+                # No trial takes more than a quarter of what tuning may spend.
+                most=0.25 * max(xp.tuning_device_hours, ctx.state.ledger.remaining - keep),
             )
             await self.trials.run_batch(specs, after=self._tell)
             values = {
@@ -151,6 +150,19 @@ class MultiFidelityProtocol(SequentialGates):
             return
         best = self._best_tuned()
         await self._sequential_gate(plan, "exploitation", [best] if best else [])
+
+    def _kept_for_evidence(self, plan: Plan) -> float:
+        """What tuning leaves for the evidence still ahead: the tuned move's first look and
+        the confirmation's, and, where the validation gate passed something, a share of the
+        evidence budget for more seeds where an interval straddles. Nothing passed: no
+        candidate needs those seeds, and the budget goes on searching instead of unspent."""
+        xp = plan.exploration
+        assert xp is not None
+        ahead = xp.first_look_seeds * self._full_trial() + self._confirmation_reserve(plan)
+        validation = self.ctx.state.decisions.get("validation")
+        if validation is not None and validation.passed:
+            return max(ahead, EVIDENCE_KEPT * xp.evidence_device_hours)
+        return ahead
 
     async def _ask(self, plan: Plan, study: str, done: int, count: int) -> list[AskedTrial]:
         ctx, request = self.ctx, self.ctx.request
