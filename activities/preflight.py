@@ -218,7 +218,7 @@ class PreflightActivities:
             detail=f"estimated {span} of {budget:g} device-hours{adapts}",
             fix=""
             if ok
-            else f"approve at least {round_up(estimate if sized else high):g} device-hours "
+            else f"approve at least {round_up(plan.cost_to_fit):g} device-hours "
             "(`--hours H`), or revise with fewer hypotheses",
         )
 

@@ -254,12 +254,15 @@ class Plan(Record):
         high = max(self.estimated_device_hours_per_trial_high, per_trial)
         return self.estimated_device_hours * (high / per_trial if per_trial > 0 else 1.0)
 
+    @property
+    def cost_to_fit(self) -> float:
+        """The estimate a budget must cover: a multi-fidelity plan's typical one (it sizes its
+        search to what trials cost as it goes and stops within the budget), a fixed-size
+        plan's high end."""
+        return self.estimated_device_hours if self.exploration else self.estimated_device_hours_high
+
     def fits(self, device_hours: float) -> bool:
-        """Whether the plan fits ``device_hours``: a multi-fidelity plan at its typical
-        estimate (it sizes its search to what trials cost as it goes and stops within the
-        budget), a fixed-size plan at its high end."""
-        cost = self.estimated_device_hours if self.exploration else self.estimated_device_hours_high
-        return cost <= device_hours * (1 + 1e-9)
+        return self.cost_to_fit <= device_hours * (1 + 1e-9)
 
     @property
     def trials(self) -> int:

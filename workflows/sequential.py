@@ -48,8 +48,8 @@ def undecided(decision: GateDecision, min_effect: float) -> list[str]:
     return [
         c.hypothesis_id
         for c in decision.comparisons
-        if not c.passed
-        and (c.gain_high is None or (c.gain > min_effect and c.gain_high >= min_effect))
+        # A mean above the minimum effect puts the interval's top above it too.
+        if not c.passed and (c.gain_high is None or c.gain > min_effect)
     ]
 
 
