@@ -15,6 +15,12 @@ So a trial's team is sized, in the trial's own thread, before its first op:
   process's own CPU time, again every ``RECHECK_S`` while it trains, so a neighbour that
   comes or goes mid-trial changes the team within a second (at least one thread).
 
+* and no larger than pays: a small model's ops are too short for a team to pay for its
+  barriers (a one-epoch MovieLens trial ran 2.14x its trials per hour on one thread of an
+  idle 2-core host), and which models are small depends on the host. So the trial's first
+  steps measure it (``TeamProbe``): a few steps at the team, a few at half of it, halving
+  while that steps faster; the fastest is the team's cap for the rest of the trial.
+
 The wait policy is left as OpenMP's default (spin, then sleep): with the team sized to the
 free cores, spinning costs nothing, and ``OMP_WAIT_POLICY=PASSIVE`` made the idle 2-thread
 trial 1.5x slower (``bench/shared_host.py`` measures it beside the others).
@@ -145,6 +151,62 @@ def threads_for(share_: int, cores: int, others: float | None) -> int:
     return max(1, min(share_, free))
 
 
+# The team probe: steps to skip first (allocation, the first batches), steps timed per team
+# size, and how much faster a smaller team must step to be kept (below it, timing noise).
+PROBE_WARMUP = 3
+PROBE_STEPS = 8
+PROBE_MARGIN = 0.05
+
+
+class TeamProbe:
+    """Finds, in a trial's first steps, the team size that steps fastest: ``start``, then
+    halving while the half steps faster by ``PROBE_MARGIN``. Pure: ``step(now)`` takes the
+    clock, once before every step, and returns the size to step at.
+
+    A step's time is the median interval between calls, so one long interval (validation at
+    an epoch's end) does not decide.
+    """
+
+    def __init__(self, start: int, most: int) -> None:
+        self.start = self.size = max(1, start)
+        self.most = max(most, self.start)
+        self.best: tuple[float, int] | None = None  # (seconds per step, size)
+        self.decided = self.size == 1
+        self._calls = 0
+        self._last: float | None = None
+        self._intervals: list[float] = []
+
+    @property
+    def cap(self) -> int:
+        """The largest team worth having: a smaller one measured faster, else ``most`` (a
+        team that started small for a neighbour may grow when the neighbour goes)."""
+        if not self.decided:
+            return self.size
+        if self.best is not None and self.best[1] < self.start:
+            return self.best[1]
+        return self.most
+
+    def step(self, now: float) -> int:
+        if self.decided:
+            return min(self.cap, self.start)
+        self._calls += 1
+        if self._last is not None and self._calls > PROBE_WARMUP + 1:
+            self._intervals.append(now - self._last)
+        self._last = now
+        if len(self._intervals) < PROBE_STEPS:
+            return self.size
+        per_step = sorted(self._intervals)[len(self._intervals) // 2]
+        self._intervals = []
+        if self.best is None or per_step < (1 - PROBE_MARGIN) * self.best[0]:
+            self.best = (per_step, self.size)
+            if self.size > 1:
+                self.size //= 2  # try half; its first interval spans the change, so skip it
+                self._calls = PROBE_WARMUP
+                return self.size
+        self.decided = True
+        return min(self.cap, self.start)
+
+
 class TrialThreads:
     """Sizes the calling thread's intra-op team for one trial and keeps it sized.
 
@@ -163,6 +225,7 @@ class TrialThreads:
         self._set(self.fixed or threads_for(self.share, self.cores, first_look()))
         self._load = HostLoad()
         self._next = time.monotonic() + RECHECK_S
+        self.probe = TeamProbe(1 if self.fixed else torch.get_num_threads(), self.share)
 
     def _set(self, count: int) -> None:
         if torch.get_num_threads() != count:
@@ -170,11 +233,19 @@ class TrialThreads:
         self.used.add(count)
 
     def recheck(self) -> None:
-        """Resizes the team to the free cores, at most every ``RECHECK_S``."""
-        if self.fixed or time.monotonic() < self._next:
+        """Steps the team probe; resizes the team to the free cores (at most the probe's
+        cap), at most every ``RECHECK_S``."""
+        if self.fixed:
             return
-        self._next = time.monotonic() + RECHECK_S
-        self._set(threads_for(self.share, self.cores, self._load.others()))
+        now = time.monotonic()
+        if not self.probe.decided:
+            self._set(self.probe.step(now))
+            return
+        if now < self._next:
+            return
+        self._next = now + RECHECK_S
+        free = threads_for(self.share, self.cores, self._load.others())
+        self._set(min(self.probe.cap, free))
 
     def polling(self, should_stop: Callable[[], bool] | None) -> Callable[[], bool]:
         """``should_stop`` (polled before every step) that also rechecks the team."""

@@ -58,3 +58,41 @@ def test_host_load_sees_a_busy_neighbour_and_not_this_process():
         hog.wait()
     assert own is not None and busy is not None
     assert busy > own - 0.5 and busy >= 0.5  # the neighbour's core shows (other load adds)
+
+
+def _probe_with(seconds_per_step: dict[int, float], start: int, most: int) -> threads.TeamProbe:
+    """Runs a probe against a clock where a step at team size n takes seconds_per_step[n]."""
+    probe, now, size = threads.TeamProbe(start, most), 0.0, start
+    for _ in range(200):
+        size = probe.step(now)
+        now += seconds_per_step[size]
+        if probe.decided:
+            break
+    assert probe.decided
+    return probe
+
+
+def test_the_probe_keeps_a_smaller_team_only_where_it_steps_faster():
+    small_model = _probe_with({4: 0.010, 2: 0.006, 1: 0.005}, start=4, most=4)
+    assert small_model.cap == 1  # each halving paid
+    big_model = _probe_with({4: 0.030, 2: 0.055, 1: 0.100}, start=4, most=4)
+    assert big_model.cap == 4 and big_model.step(1.0) == 4
+    noise = _probe_with({2: 0.0100, 1: 0.0098}, start=2, most=2)
+    assert noise.cap == 2  # within the margin: not worth a smaller team
+    middle = _probe_with({4: 0.010, 2: 0.005, 1: 0.008}, start=4, most=4)
+    assert middle.cap == 2
+
+
+def test_a_team_started_small_for_a_neighbour_may_still_grow():
+    assert threads.TeamProbe(1, most=2).cap == 2  # nothing to probe at one thread
+    probe = _probe_with({2: 0.010, 1: 0.010}, start=2, most=4)
+    assert probe.cap == 4 and probe.step(1.0) == 2  # stays at its start until the load allows
+
+
+def test_one_long_interval_does_not_decide():
+    probe, now = threads.TeamProbe(2, 2), 0.0
+    for k in range(40):
+        size = probe.step(now)
+        # at two threads one step is slow (validation at an epoch's end); the rest fast
+        now += 0.5 if (size == 2 and k == 6) else (0.004 if size == 2 else 0.008)
+    assert probe.decided and probe.cap == 2
