@@ -124,7 +124,8 @@ def _check(proposals: Proposals, store: MemoryReplyStore, inp: ProposalInput) ->
     assert call.raw_reply, "the endpoint sent an empty reply"
     assert call.accepted == [h.id for h in proposals.hypotheses]
     assert call.rejected == proposals.rejected
-    assert proposals.hypotheses or proposals.rejected, "nothing proposed and nothing refused"
+    # An empty list is an answer (a 135M model often gives it), and an unreadable reply is
+    # refused with its reason: the path is under test, not the model's taste.
     assert len(proposals.hypotheses) <= inp.max_hypotheses
     for h in proposals.hypotheses:
         DEFAULT_ACTION_SPACE.check(h.changes)
