@@ -412,16 +412,16 @@ class CampaignStatus(Record):
             answer; approval waits for it).
         rungs: The screen's rungs as decided (multi-fidelity campaigns).
         trials_archived: Finished trials dropped from ``trials`` to keep the state small
-            (their decisions are in ``rungs`` and ``decisions``; every trial is in the
-            insights database).
+            (decided in ``rungs`` and ``decisions``; every trial is in the insights database).
         ended_by: The rule that ended the campaign, and what it left unspent.
-        tuning: The validation value of the best trials of the whole-space search (and of
-            the gated ones), by arm, on the screen's seed at full fidelity; the study keeps
-            every trial.
+        tuning: The validation value of the best (and the gated) trials of the whole-space
+            search, by arm, on the screen's seed at full fidelity; the study keeps them all.
         spent_estimated: The estimates of the finished trials, summed: with the ledger's
             spend, how far actual costs run from the estimates.
         looks: Each look of a sequential gate, by ``<gate>#<seeds>`` (``decisions`` holds each
             gate's decision over its looks).
+        gate_seeds: The seeds per arm each sequential gate may grow to, by gate, as the
+            budget left at its start afforded.
     """
 
     campaign_id: str
@@ -463,6 +463,7 @@ class CampaignStatus(Record):
     tuning: dict[str, float | None] = Field(default_factory=dict)
     spent_estimated: float = 0.0
     looks: dict[str, GateDecision] = Field(default_factory=dict)
+    gate_seeds: dict[str, int] = Field(default_factory=dict)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -17,6 +17,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.protocol import EvidenceProtocol
 
 
+# The seeds a gate may grow to are costed this much above the corrected estimates: a trial's
+# wall time varies by about this much from one to the next.
+CAP_HEADROOM = 1.1
+
+
 class SequentialGates(EvidenceProtocol):
     """Sequential gates and the budget, for protocols whose size follows the budget."""
 
@@ -33,7 +38,6 @@ class SequentialGates(EvidenceProtocol):
             return
         confirming = gate == "confirmation"
         first = request.seeds if confirming else xp.first_look_seeds
-        schedule = sequential.looks(first, xp.max_seeds)
         seeds_of: Callable[[int], list[int]] = (
             (lambda n: arms.confirmation_seeds(request, n))
             if confirming
@@ -41,6 +45,12 @@ class SequentialGates(EvidenceProtocol):
         )
         phase: Phase = "confirmation" if confirming else "baseline"
         open_ = list(candidates)
+        reserve = 0.0 if confirming else self._confirmation_reserve(plan)
+        if workflow.patched("budgeted-looks"):
+            cap = self._seed_cap(plan, gate, phase, open_, (first, seeds_of), reserve)
+            schedule = sequential.schedule(first, cap, final=confirming)
+        else:
+            schedule = sequential.looks(first, xp.max_seeds)
         for n in schedule:
             key = f"{gate}#{n}"
             if key not in ctx.state.looks:
@@ -48,7 +58,6 @@ class SequentialGates(EvidenceProtocol):
                     break
                 seeds = seeds_of(n)
                 specs = self._look_trials(plan, gate, phase, open_, seeds)
-                reserve = 0.0 if confirming else self._confirmation_reserve(plan)
                 if self._within_budget(specs, reserve=reserve) != specs:
                     ctx.note(
                         gate, f"the budget stopped the gate at {n - 1 if n > first else 0} seeds"
@@ -65,10 +74,8 @@ class SequentialGates(EvidenceProtocol):
                     split="test" if confirming else "validation",
                 ).model_copy(
                     update={
-                        "alpha": sequential.look_alpha(request.alpha, first, xp.max_seeds),
-                        "confidence": sequential.look_confidence(
-                            request.alpha, first, xp.max_seeds
-                        ),
+                        "alpha": sequential.look_alpha(request.alpha, schedule),
+                        "confidence": sequential.look_confidence(request.alpha, schedule),
                     }
                 )
                 await self._look(key, inp)
@@ -79,6 +86,37 @@ class SequentialGates(EvidenceProtocol):
         if final is not None:
             ctx.set(decisions={**ctx.state.decisions, gate: final})
             self._update_leader()
+
+    def _seed_cap(
+        self,
+        plan: Plan,
+        gate: str,
+        phase: Phase,
+        candidates: list[str],
+        seeding: tuple[int, Callable[[int], list[int]]],
+        reserve: float,
+    ) -> int:
+        """The most seeds per arm (from the first look's up to the plan's ``max_seeds``) that
+        the budget left after ``reserve`` affords ``candidates`` and the baseline. Fixed at
+        the gate's start, before its first look (kept in ``gate_seeds``, so a run continued
+        as new keeps it): the split of alpha it sets then keeps the error rate."""
+        ctx = self.ctx
+        if gate in ctx.state.gate_seeds:
+            return ctx.state.gate_seeds[gate]
+        first, seeds_of = seeding
+        xp = plan.exploration
+        assert xp is not None
+        cap = min(first, xp.max_seeds)
+        # A look the budget stops half way decides nothing: cost it with the estimates'
+        # correction only where it raises them (it averages every phase's trials), and room.
+        ratio = max(1.0, self._cost_ratio()) * CAP_HEADROOM
+        for n in range(xp.max_seeds, cap, -1):
+            specs = self._look_trials(plan, gate, phase, candidates, seeds_of(n))
+            if self._within_budget(specs, reserve=reserve, ratio=ratio) == specs:
+                cap = n
+                break
+        ctx.set(gate_seeds={**ctx.state.gate_seeds, gate: cap})
+        return cap
 
     async def _look(self, key: str, inp: GateInput) -> GateDecision:
         """One look of a sequential gate (the gate activity), kept in ``state.looks``."""
@@ -125,12 +163,15 @@ class SequentialGates(EvidenceProtocol):
         per_trial = plan.estimated_device_hours_per_trial if plan else 0.0
         return per_trial * self.ctx.request.devices_per_trial * self._cost_ratio()
 
-    def _within_budget(self, specs: list[TrialSpec], reserve: float) -> list[TrialSpec]:
+    def _within_budget(
+        self, specs: list[TrialSpec], reserve: float, ratio: float | None = None
+    ) -> list[TrialSpec]:
         """The first of ``specs`` (in order) whose cost, corrected by what trials actually
-        cost so far, fits what is left after ``reserve``; those already run cost nothing."""
+        cost so far (or by ``ratio``), fits what is left after ``reserve``; those already run
+        cost nothing."""
         ctx = self.ctx
         left = ctx.state.ledger.remaining - reserve
-        ratio = self._cost_ratio()
+        ratio = ratio or self._cost_ratio()
         kept: list[TrialSpec] = []
         for spec in specs:
             cost = 0.0 if ctx.state.trial(spec.trial_id) else spec.estimated_device_hours * ratio

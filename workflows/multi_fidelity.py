@@ -274,7 +274,10 @@ class MultiFidelityProtocol(SequentialGates):
         if not ranked:
             ctx.note("confirmation", "nothing passed a gate: there is nothing to confirm")
             return
-        chosen = await self._within_serving_limit(plan, ranked, plan.exploration.confirm_top)
+        top = plan.exploration.confirm_top
+        if workflow.patched("budgeted-looks"):
+            top = self._confirmable(plan, top)
+        chosen = await self._within_serving_limit(plan, ranked, top)
         if not chosen:
             return
         ctx.enter(
@@ -282,6 +285,16 @@ class MultiFidelityProtocol(SequentialGates):
             f"Confirming {', '.join(chosen)} against the baseline on the test split, fresh seeds.",
         )
         await self._sequential_gate(plan, "confirmation", chosen)
+
+    def _confirmable(self, plan: Plan, top: int) -> int:
+        """How many to confirm: ``top`` when the budget left affords each of them and the
+        baseline the plan's ``max_seeds``, else only the most certain one. Confirming a second
+        at fewer seeds costs the first both seeds and half its alpha, and a close second
+        mostly shares the first's changes."""
+        xp = plan.exploration
+        assert xp is not None
+        cost = (1 + top) * xp.max_seeds * self._full_trial()
+        return top if cost <= self.ctx.state.ledger.remaining else 1
 
     async def _within_serving_limit(self, plan: Plan, ranked: list[str], top: int) -> list[str]:
         """The best ``top`` of ``ranked`` whose size keeps the request's serving limit."""

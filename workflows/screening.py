@@ -362,7 +362,8 @@ def phase_plans(
             trials=confirm,
             estimated_device_hours=rest,
             condition=f"the best {xp.confirm_top} gated candidates by the lower end of their "
-            f"interval, on the test split with {k} fresh seeds; the rest of the budget buys "
-            "more seeds where an interval straddles the minimum effect",
+            f"interval (the best alone when the budget left cannot give each {xp.max_seeds} "
+            f"seeds), on the test split with {k} fresh seeds or as many more as the budget "
+            "left affords, in one look",
         ),
     ]

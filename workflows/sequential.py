@@ -10,8 +10,10 @@ schedule of looks, Holm across the candidates within each look): each look tests
 ``alpha / looks``, so the chance that any look passes a candidate with no real gain is at most
 ``alpha``, however the seeds were added. It is conservative (a Pocock or O'Brien-Fleming
 boundary would spend less of ``alpha`` early) but needs no simulation and holds for the
-paired t-test at any sample size; the schedule is fixed before the first look (it is in the
-plan), which the guarantee needs. No temporalio here: unit-tested directly.
+paired t-test at any sample size. The schedule is fixed before the gate's first look, which
+the guarantee needs: its cap is the seeds the budget left then affords (at most the plan's
+``max_seeds``), so a budget that can pay for one look does not split ``alpha`` over four.
+No temporalio here: unit-tested directly.
 """
 
 from contracts import GateDecision
@@ -30,14 +32,25 @@ def looks(first: int, cap: int) -> list[int]:
     return schedule
 
 
-def look_alpha(alpha: float, first: int, cap: int) -> float:
-    """The error rate each look tests at, so that all looks together keep ``alpha``."""
-    return alpha / len(looks(first, cap))
+def schedule(first: int, cap: int, final: bool = False) -> list[int]:
+    """The looks of a gate whose seeds per arm the budget caps at ``cap``: the sequential
+    ``looks``, or, for the campaign's last gate (``final``), one look at ``cap``. What the last
+    gate does not spend is left unspent, so stopping it early saves nothing, and one look
+    keeps the whole of ``alpha`` for one test with the most seeds."""
+    if final:
+        return [max(1, cap)]
+    return looks(first, cap)
 
 
-def look_confidence(alpha: float, first: int, cap: int) -> float:
+def look_alpha(alpha: float, looks_: list[int]) -> float:
+    """The error rate each look of the schedule ``looks_`` tests at, so that all of them
+    together keep ``alpha``."""
+    return alpha / len(looks_)
+
+
+def look_confidence(alpha: float, looks_: list[int]) -> float:
     """The two-sided coverage whose lower bound is the one-sided test at ``look_alpha``."""
-    return 1.0 - 2.0 * look_alpha(alpha, first, cap)
+    return 1.0 - 2.0 * look_alpha(alpha, looks_)
 
 
 def undecided(decision: GateDecision, min_effect: float) -> list[str]:

@@ -35,6 +35,18 @@ async def test_the_screen_finds_the_lever_and_the_campaign_launches_it(
     assert proposal is not None and proposal.verdict == "launch"
     assert proposal.candidate == "v-probe-1" and proposal.changes == {"epochs": 2}
     assert "confirmed v-probe-1" in proposal.ended_by
+    # The confirmation is the last gate: one look (the whole alpha) at the seeds the budget
+    # left affords, fixed at its start; earlier gates' caps are what their budget afforded.
+    confirm_seeds = status.gate_seeds["confirmation"]
+    assert [k for k in status.looks if k.startswith("confirmation")] == [
+        f"confirmation#{confirm_seeds}"
+    ]
+    assert 3 <= confirm_seeds <= 8 and status.looks[f"confirmation#{confirm_seeds}"].alpha == 0.05
+    assert proposal.confirmation is not None and proposal.confirmation.n == confirm_seeds
+    # Two passed validation, but the budget left could not give both 8 seeds: the most
+    # certain one alone is confirmed.
+    assert len(status.decisions["validation"].passed) == 2
+    assert [c.hypothesis_id for c in status.decisions["confirmation"].comparisons] == ["v-probe-1"]
     assert any(line.startswith("screen rung 1: 8 candidates") for line in proposal.explored)
     # Screened trials leave the state once their rung is decided; the store has them all.
     assert status.trials_archived > 0

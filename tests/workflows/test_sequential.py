@@ -28,8 +28,15 @@ def test_looks_step_by_two_up_to_the_cap_and_split_alpha_over_them() -> None:
     assert sequential.looks(3, 8) == [3, 5, 7, 8]
     assert sequential.looks(3, 7) == [3, 5, 7]
     assert sequential.looks(5, 3) == [3]
-    assert sequential.look_alpha(0.05, 3, 8) == pytest.approx(0.05 / 4)
-    assert sequential.look_confidence(0.05, 3, 8) == pytest.approx(1 - 2 * 0.05 / 4)
+    assert sequential.look_alpha(0.05, [3, 5, 7, 8]) == pytest.approx(0.05 / 4)
+    assert sequential.look_confidence(0.05, [3, 5, 7, 8]) == pytest.approx(1 - 2 * 0.05 / 4)
+
+
+def test_the_last_gate_takes_one_look_at_the_seeds_it_can_afford():
+    assert sequential.schedule(3, 8) == [3, 5, 7, 8]  # earlier gates: sequential looks
+    assert sequential.schedule(3, 3) == [3]  # a budget for one look keeps the whole alpha
+    assert sequential.schedule(3, 6, final=True) == [6]
+    assert sequential.look_alpha(0.05, sequential.schedule(3, 6, final=True)) == 0.05
 
 
 def test_only_a_straddling_candidate_above_the_minimum_effect_gets_more_seeds() -> None:
