@@ -63,9 +63,12 @@ class MultiFidelityProtocol(SequentialGates):
         rungs = plan.exploration.rungs
         for rung in range(len(ctx.state.rungs), len(rungs)):
             candidates = screening.rung_arms(plan, ctx.state.rungs, rung)
+            runs = screening.rung_trials(ctx.id, request, plan, rung, candidates)
+            # No run spends more than the plan budgets the dearest candidate (MAX_SCREEN_COST
+            # baseline runs at this rung): a dearer point would be cut, costing without telling.
+            most = screening.MAX_SCREEN_COST * runs[0].estimated_device_hours * self._cost_ratio()
             specs = self._within_budget(
-                self._capped(screening.rung_trials(ctx.id, request, plan, rung, candidates)),
-                reserve=self._evidence_reserve(plan),
+                self._capped(runs, most=most), reserve=self._evidence_reserve(plan)
             )
             if len(specs) <= 1:  # the baseline alone screens nothing
                 ctx.note("validation", f"the budget left no room for rung {rung + 1}")
@@ -83,8 +86,14 @@ class MultiFidelityProtocol(SequentialGates):
             ctx.set(rungs=[*ctx.state.rungs, decision])
             self._archive(lambda t, r=rung: t.trial_id.endswith(f"~r{r}"))  # type: ignore[misc]
         finalists = ctx.state.rungs[-1].promoted if ctx.state.rungs else []
-        if len(ctx.state.rungs) < len(rungs):
-            finalists = []  # the screen did not reach full fidelity
+        if len(ctx.state.rungs) < len(rungs):  # the screen did not reach full fidelity
+            finalists = []
+            if ctx.state.rungs and workflow.patched("partial-screen-finalists"):
+                # The gate trains at full fidelity on its seeds: the best of the last rung run
+                # go to it rather than nothing (what they measured is the best there is).
+                finalists = screening.beat_baseline(
+                    ctx.state.rungs[-1], request.metric, plan.exploration.gate_candidates
+                )
         await self._sequential_gate(plan, "validation", finalists)
 
     # ---- combination ------------------------------------------------------------------------

@@ -303,6 +303,12 @@ def decide_rung(
     )
 
 
+def beat_baseline(decision: RungDecision, metric: str, most: int) -> list[str]:
+    """The best ``most`` of the arms a rung promoted that beat the baseline's run there."""
+    gains = {a: gain_at(decision, a, metric) for a in decision.promoted}
+    return [a for a in decision.promoted if (gains[a] or 0.0) > 0][:most]
+
+
 def rung_arms(plan: Plan, decided: Sequence[RungDecision], rung: int) -> list[str]:
     """The arms screened at ``rung``: the whole pool first, then what the rung below kept."""
     if rung == 0:

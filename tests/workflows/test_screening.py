@@ -2,7 +2,7 @@
 
 import pytest
 
-from contracts import Hypothesis
+from contracts import Hypothesis, RungDecision
 from contracts.insights import Proposals
 from tests.factories import campaign_request
 from workflows import planner, screening
@@ -43,3 +43,17 @@ def test_a_budget_below_the_least_campaign_is_over_it_and_says_so() -> None:
     plan = planner.build_screen_plan(request, proposals(per_trial, per_trial))
     assert not plan.fits(0.01)
     assert plan.fits(plan.estimated_device_hours)
+
+
+def test_a_screen_stopped_short_sends_what_beat_the_baseline_at_its_last_rung() -> None:
+    rung = RungDecision(
+        rung=0,
+        data_fraction=0.4,
+        seed=7,
+        baseline=1.0,
+        values={"a": 0.95, "b": 0.99, "c": 1.02, "d": None},
+        promoted=["a", "b", "c"],
+    )
+    assert screening.beat_baseline(rung, "ne", most=3) == ["a", "b"]  # c lost to it
+    assert screening.beat_baseline(rung, "ne", most=1) == ["a"]
+    assert screening.beat_baseline(rung, "auc", most=3) == ["c"]  # higher is better
