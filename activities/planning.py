@@ -26,7 +26,7 @@ from contracts import (
     Proposals,
     TaskDescriptor,
 )
-from ranking_models.errors import BadDataError, TrainingError
+from ranking_models.errors import BadDataError, BadSpecError, TrainingError
 from store import InsightsStore
 
 # Seconds one trial of this spec on this dataset is expected to take on one device: the
@@ -195,7 +195,10 @@ class PlanningActivities:
 
         def cost_factor(candidate: ModelSpec) -> float:
             assert relative_cost is not None
-            return relative_cost(request.baseline, candidate, request.dataset)
+            try:
+                return relative_cost(request.baseline, candidate, request.dataset)
+            except BadSpecError:  # the preflight names it, and the engineer may drop it
+                return 1.0
 
         proposals = self._agent.propose(
             request,
@@ -226,10 +229,12 @@ class PlanningActivities:
         request = inp.request
         relative_cost = self._relative_cost
 
-        def cost_factor(candidate: ModelSpec) -> float:
+        def cost_factor(candidate: ModelSpec) -> float | None:
             assert relative_cost is not None
             try:
                 return relative_cost(request.baseline, candidate, request.dataset)
+            except BadSpecError:  # a move that does not build on this data: not a candidate
+                return None
             except TrainingError:  # unreadable data: the preflight says so; cost unknown
                 return 1.0
 

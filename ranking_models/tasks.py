@@ -5,6 +5,7 @@ from contracts import DatasetRef, ModelSpec, TaskDescriptor
 from ranking_models.cost import ids_per_sample, work_per_sample
 from ranking_models.data import CtrDataset
 from ranking_models.datasets import load_dataset
+from ranking_models.dlrm import validate_spec
 from ranking_models.memory import dense_parameter_count
 
 # Labels read to estimate the label rate: enough for three digits, cheap on streaming data.
@@ -39,8 +40,14 @@ def describe_task(dataset: DatasetRef, baseline: ModelSpec) -> TaskDescriptor:
 
 def relative_cost(baseline: ModelSpec, candidate: ModelSpec, dataset: DatasetRef) -> float:
     """A candidate trial's expected cost over the baseline's: the per-sample work (FLOPs plus
-    embedding traffic, weighted as the CPU trainer spends them) times the epochs ratio."""
+    embedding traffic, weighted as the CPU trainer spends them) times the epochs ratio.
+
+    Raises:
+        BadSpecError: The candidate does not build on this data (e.g. a DCN rank not below
+            the cross layer's width, which depends on the data's features).
+    """
     data = load_dataset(dataset, max_table_rows=baseline.max_table_rows)
+    validate_spec(candidate, data.schema)
     return _work(candidate, data) / _work(baseline, data) * candidate.epochs / baseline.epochs
 
 

@@ -147,13 +147,19 @@ def hypotheses(
     baseline: ModelSpec,
     random_count: int,
     seed: int,
-    cost_factor: Callable[[ModelSpec], float] | None = None,
+    cost_factor: Callable[[ModelSpec], float | None] | None = None,
 ) -> list[Hypothesis]:
-    """The probes, then ``random_count`` random points, as hypotheses of this source."""
+    """The probes, then ``random_count`` random points, as hypotheses of this source.
+
+    ``cost_factor`` returns None for a move that does not build on the task's data (a check
+    that needs the data, so ``_valid`` cannot make it): that move is left out.
+    """
 
     def made(kind: str, moves: list[dict[str, Any]]) -> Iterator[Hypothesis]:
         for i, change in enumerate(moves, start=1):
             cost = cost_factor(baseline.with_changes(change)) if cost_factor else 1.0
+            if cost is None:
+                continue
             yield Hypothesis(
                 id=f"{kind}-{i}",
                 title=_title(baseline, change) if kind == "probe" else f"random point {i}",

@@ -7,9 +7,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.agents import space
 from activities.planning import PlanningActivities, make_plan
 from activities.results import ResultActivities
 from contracts import (
+    CampaignRequest,
     DatasetRef,
     ModelSpec,
     PlanningInput,
@@ -18,10 +20,14 @@ from contracts import (
     TrialSpec,
 )
 from ranking_models.cost import estimate_seconds_range
+from ranking_models.datasets import load_dataset
+from ranking_models.dlrm import validate_spec
 from ranking_models.tasks import describe_task, relative_cost
 from store import InsightsStore
 from tests.factories import campaign_request, succeeded
 from tests.store.test_store import WIDER, campaign
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def spec(trial_id: str) -> TrialSpec:
@@ -184,3 +190,22 @@ def test_a_second_campaign_on_a_similar_task_ranks_by_what_the_first_learned(
 
 def planner_key(changes: dict[str, object]) -> str:
     return json.dumps(changes, sort_keys=True)
+
+
+def test_the_action_space_leaves_out_moves_that_do_not_build_on_the_data() -> None:
+    # A 4-wide embedding over MovieLens's features makes a 44-wide cross layer: the probe
+    # of a rank-64 DCN passes every data-free check and cannot be built on this data.
+    request = CampaignRequest.model_validate_json(
+        (ROOT / "examples" / "tasks" / "ml100k-small-model.json").read_text()
+    )
+    planning = PlanningActivities(lambda m, d: (1.0, 2.0), relative_cost=relative_cost)
+    proposals = ActivityEnvironment().run(
+        planning.propose_space_points,
+        ProposalInput(campaign_id="c1", request=request, max_hypotheses=20),
+    )
+    data = load_dataset(request.dataset, max_table_rows=request.baseline.max_table_rows)
+    unchecked = space.hypotheses(request.baseline, 20, request.baseline.seed)
+    assert len(proposals.hypotheses) < len(unchecked)  # the rank-64 probe, at least
+    assert {"interaction": "dcn", "dcn_low_rank": 64} in [h.changes for h in unchecked]
+    for h in proposals.hypotheses:
+        validate_spec(request.baseline.with_changes(h.changes), data.schema)  # raises if not
