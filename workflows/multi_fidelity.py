@@ -10,7 +10,9 @@
   TPE by default, told the screen's full-fidelity results first), pruned by successive
   halving over epochs; the best move found is gated.
 - **Confirmation** tests the best gated candidates, ranked by the lower end of their
-  interval, on the test split with fresh seeds, corrected for testing several.
+  interval (the best alone unless the budget left gives each the plan's most seeds), on the
+  test split with fresh seeds, in one look at as many seeds as the budget left affords (it is
+  the last gate: what it does not spend stays unspent), corrected for testing several.
 
 The schedule is sized to the approved budget in the plan (``ExplorationPlan``); a step that
 the budget cannot afford, after keeping what the confirmation needs, is skipped and the
