@@ -89,6 +89,8 @@ class FakeActivities:
     """Activities registered under the real names; they record what the workflow asked."""
 
     trial_seconds: float = HOUR
+    # Confirmation trials cost this many times the others (a campaign's estimate runs short).
+    cost_on_test: float = 1.0
     # Mean validation NE by arm (see NE); an arm not listed gets 0.95.
     ne: dict[str, float] = field(default_factory=lambda: dict(NE))
     # Trials that fail (a typed error) or diverge (a result without metrics), with a message;
@@ -296,6 +298,7 @@ class FakeActivities:
         spec = self.specs[trial_id]
         # A screening rung trains on a fraction of the data: it costs that much (and a tenth).
         cost = 1.0 if spec.data_fraction >= 1 else 0.1 + 0.9 * spec.data_fraction
+        cost *= self.cost_on_test if spec.phase == "confirmation" else 1.0
         return result_of(
             campaign_id, trial_id, ne_of(spec, self.ne), self.trial_seconds / HOUR * cost
         )

@@ -173,10 +173,10 @@ def stop_rule(answer: LaunchProposal, state: CampaignStatus, interrupted: str = 
     """The rule that ended the campaign, in words."""
     if interrupted == "stopped":
         return "stopped by an engineer"
-    if interrupted == "budget":
-        return "the budget ran out and was not extended"
     if answer.verdict == "launch":
         return f"confirmed {answer.candidate} on the test split"
+    if interrupted == "budget":
+        return "the budget ran out and was not extended"
     if "confirmation" in state.decisions:
         return "the confirmation on fresh seeds did not support a launch"
     passed = any(state.decisions[g].passed for g in SELECTION_GATES if g in state.decisions)

@@ -73,3 +73,23 @@ async def test_a_task_where_nothing_helps_says_which_rule_ended_it(
     assert proposal.unspent_device_hours == pytest.approx(40.0 - status.device_hours_spent)
     query = await handle.query(CampaignWorkflow.status)
     assert query.ended_by == "" or query.ended_by == proposal.ended_by
+
+
+async def test_a_confirmation_the_budget_cuts_short_judges_the_pairs_it_has(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    fakes.cost_on_test = 3.0  # the confirmation's trials cost three times what others did
+    handle = await start_approved(
+        time_skipping_env,
+        queue,
+        protocol="multi-fidelity",
+        budget=Budget(device_hours=60.0, max_parallel_trials=2, extension_wait_hours=0),
+    )
+    status = (await handle.result()).status
+    capped = status.gate_seeds["confirmation"]
+    confirmation = status.decisions["confirmation"]
+    (compared,) = confirmation.comparisons
+    # The budget ran out before the look's last seeds; the whole pairs were judged.
+    assert 2 <= compared.n < capped
+    assert status.proposal is not None and status.proposal.verdict == "launch"
+    assert status.proposal.ended_by.startswith("confirmed v-probe-1 on the test split")
