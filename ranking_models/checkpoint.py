@@ -39,6 +39,7 @@ class LoopState:
             checkpoints written before that still load.
         high_streak: Consecutive steps with the loss above the divergence threshold.
         validation_history: Validation metrics (as dicts) after each finished epoch.
+        team: The trial's thread-team cap (``threads.TrialThreads.choose``; 0: not chosen).
     """
 
     step: int
@@ -49,6 +50,7 @@ class LoopState:
     first_losses: list[float] = field(default_factory=list)
     high_streak: int = 0
     validation_history: list[dict[str, float]] = field(default_factory=list)
+    team: int = 0
 
 
 def save(

@@ -17,9 +17,12 @@ So a trial's team is sized, in the trial's own thread, before its first op:
 
 * and no larger than pays: a small model's ops are too short for a team to pay for its
   barriers (a one-epoch MovieLens trial ran 2.14x its trials per hour on one thread of an
-  idle 2-core host), and which models are small depends on the host. So the trial's first
-  steps measure it (``TeamProbe``): a few steps at the team, a few at half of it, halving
-  while that steps faster; the fastest is the team's cap for the rest of the trial.
+  idle 2-core host), and which models are small depends on the host. So before its first
+  step a trial measures it (``TeamProbe`` over forward passes of one batch, which change
+  nothing): a few passes at the team, a few at half of it, halving while that runs faster;
+  the fastest is the team's cap for the whole trial. The cap is checkpointed, so a resumed
+  trial steps with the team the interrupted one did (a team's size changes the floating-point
+  sums, and a resumed run must equal an uninterrupted one).
 
 The wait policy is left as OpenMP's default (spin, then sleep): with the team sized to the
 free cores, spinning costs nothing, and ``OMP_WAIT_POLICY=PASSIVE`` made the idle 2-thread
@@ -159,12 +162,12 @@ PROBE_MARGIN = 0.05
 
 
 class TeamProbe:
-    """Finds, in a trial's first steps, the team size that steps fastest: ``start``, then
-    halving while the half steps faster by ``PROBE_MARGIN``. Pure: ``step(now)`` takes the
-    clock, once before every step, and returns the size to step at.
+    """Finds the team size that runs a repeated pass fastest: ``start``, then halving while
+    the half runs faster by ``PROBE_MARGIN``. Pure: ``step(now)`` takes the clock, once before
+    every pass, and returns the size to run it at.
 
-    A step's time is the median interval between calls, so one long interval (validation at
-    an epoch's end) does not decide.
+    A pass's time is the median interval between calls, so one long interval (the scheduler
+    putting the process aside) does not decide.
     """
 
     def __init__(self, start: int, most: int) -> None:
@@ -225,7 +228,24 @@ class TrialThreads:
         self._set(self.fixed or threads_for(self.share, self.cores, first_look()))
         self._load = HostLoad()
         self._next = time.monotonic() + RECHECK_S
-        self.probe = TeamProbe(1 if self.fixed else torch.get_num_threads(), self.share)
+        self.cap = self.fixed or self.share
+
+    def choose(self, forward: Callable[[], object], known: int = 0) -> int:
+        """Caps the team at the size that runs ``forward`` fastest (``TeamProbe``), or at
+        ``known`` (a resumed trial's cap, from its checkpoint). ``forward`` must change
+        nothing (a forward pass without gradients, in eval mode). Returns the cap."""
+        if self.fixed:
+            return self.fixed
+        if known:
+            self.cap = known
+        else:
+            probe = TeamProbe(torch.get_num_threads(), self.share)
+            while not probe.decided:
+                self._set(probe.step(time.monotonic()))
+                forward()
+            self.cap = probe.cap
+        self._set(min(self.cap, threads_for(self.share, self.cores, self._load.others())))
+        return self.cap
 
     def _set(self, count: int) -> None:
         if torch.get_num_threads() != count:
@@ -233,19 +253,11 @@ class TrialThreads:
         self.used.add(count)
 
     def recheck(self) -> None:
-        """Steps the team probe; resizes the team to the free cores (at most the probe's
-        cap), at most every ``RECHECK_S``."""
-        if self.fixed:
+        """Resizes the team to the free cores (at most ``cap``), at most every ``RECHECK_S``."""
+        if self.fixed or time.monotonic() < self._next:
             return
-        now = time.monotonic()
-        if not self.probe.decided:
-            self._set(self.probe.step(now))
-            return
-        if now < self._next:
-            return
-        self._next = now + RECHECK_S
-        free = threads_for(self.share, self.cores, self._load.others())
-        self._set(min(self.probe.cap, free))
+        self._next = time.monotonic() + RECHECK_S
+        self._set(min(self.cap, threads_for(self.share, self.cores, self._load.others())))
 
     def polling(self, should_stop: Callable[[], bool] | None) -> Callable[[], bool]:
         """``should_stop`` (polled before every step) that also rechecks the team."""

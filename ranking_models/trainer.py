@@ -135,6 +135,7 @@ def train(
     data, base_rate_loss = _load(model, dataset, memory_limit_bytes)
     with _scope(model, tensorboard_dir) as (span, scalars):
         run = _build(model, dataset, data, device, options, scalars, base_rate_loss)
+        run.loop.team = team.choose(_forward_pass(run), known=run.loop.team)
         for epoch in range(1, model.epochs + 1):
             run.train_epoch(epoch)
         test = run.score_test(data.test.to(device))
@@ -398,6 +399,19 @@ def _build(
         options=options,
         resumed_from=loop.step,
     )
+
+
+def _forward_pass(run: _Run) -> Callable[[], object]:
+    """One training batch's forward pass, in eval mode and without gradients: it changes no
+    weight, statistic or random state, so the thread probe may repeat it before training."""
+    batch = next(run.train_split.batches(run.spec.batch_size))  # row order: no RNG
+
+    def forward() -> object:
+        run.net.eval()
+        with torch.no_grad():
+            return run.net(batch.dense, batch.sparse)
+
+    return forward
 
 
 def predict(net: nn.Module, split: Split) -> torch.Tensor:

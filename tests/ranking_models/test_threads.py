@@ -96,3 +96,26 @@ def test_one_long_interval_does_not_decide():
         # at two threads one step is slow (validation at an epoch's end); the rest fast
         now += 0.5 if (size == 2 and k == 6) else (0.004 if size == 2 else 0.008)
     assert probe.decided and probe.cap == 2
+
+
+def test_choose_probes_before_training_or_takes_a_resumed_trials_cap(monkeypatch):
+    monkeypatch.delenv("REA_TRIAL_THREADS", raising=False)
+    threads.configure(slots=1)
+    result: dict[str, object] = {}
+
+    def trial() -> None:
+        team = threads.TrialThreads()
+        calls = []
+        result["resumed"] = team.choose(lambda: calls.append(1), known=1), len(calls)
+        torch.set_num_threads(team.share)
+        result["probed"] = team.choose(lambda: calls.append(1)), len(calls)
+
+    worker = threading.Thread(target=trial)
+    worker.start()
+    worker.join()
+    assert result["resumed"] == (1, 0)  # a checkpoint's cap: no probe
+    cap, passes = result["probed"]  # type: ignore[misc]
+    assert 1 <= cap <= threads.host_cores()
+    # One thread decides at once; more run warm-up and timed passes at each size tried.
+    least = 0 if threads.share() == 1 else threads.PROBE_WARMUP + threads.PROBE_STEPS
+    assert passes >= least
