@@ -117,8 +117,7 @@ def train(
             or a batch did not fit in memory.
         TrainingCancelled: ``should_stop`` returned True.
     """
-    # The trial's thread team, sized in this thread before its first op and resized to
-    # the free cores as it trains (see ``threads``).
+    # The trial's thread team, sized before its first op and kept to the free cores (``threads``).
     team = threads.TrialThreads()
     options = _Options(
         on_progress=on_progress,

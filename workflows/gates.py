@@ -64,10 +64,15 @@ class SequentialGates(EvidenceProtocol):
                         gate, f"the budget stopped the gate at {n - 1 if n > first else 0} seeds"
                     )
                     break
-                await self.trials.run_batch(specs)
-                # The confirmation's look judges the whole pairs it has when the budget ran out
-                # before its last seeds (trials start seed by seed): that cost, not any value
-                # measured, decided how many, so the test keeps its error rate.
+                # A look sized to the budget whose last trials cost more than estimated stops
+                # there (no extension asked), and judges the whole pairs it has (trials start
+                # seed by seed): cost, not any value measured, decided how many, so the test
+                # keeps its error rate.
+                self.trials.sized_to_budget = budgeted
+                try:
+                    await self.trials.run_batch(specs)
+                finally:
+                    self.trials.sized_to_budget = False
                 if ctx.stopping or (ctx.budget_closed and not (budgeted and confirming)):
                     return
                 inp = phases.gate_input(

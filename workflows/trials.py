@@ -39,6 +39,9 @@ class TrialRunner:
         self.ctx = ctx
         self.jobs = JobRuns(ctx)
         self.recovery = TrialRecovery(ctx, self)
+        # Set while a batch the workflow sized to the budget runs (a gate's look): a trial
+        # the budget cannot afford is skipped, not a reason to ask an engineer for more.
+        self.sized_to_budget = False
 
     async def run(self, spec: TrialSpec) -> TrialResult | None:
         """Launch ``spec`` when it fits, wait for it and record it; None when it did not run.
@@ -116,6 +119,8 @@ class TrialRunner:
                     lambda n=running: ctx.stopping or len(ctx.running) < n,  # type: ignore[misc]
                     timeout_summary=f"{spec.trial_id}: waiting for reserved budget to free up",
                 )
+            elif self.sized_to_budget:
+                break
             else:
                 await self._wait_for_extension(spec)
         return False

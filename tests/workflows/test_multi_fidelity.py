@@ -83,9 +83,11 @@ async def test_a_confirmation_the_budget_cuts_short_judges_the_pairs_it_has(
         time_skipping_env,
         queue,
         protocol="multi-fidelity",
-        budget=Budget(device_hours=60.0, max_parallel_trials=2, extension_wait_hours=0),
+        budget=Budget(device_hours=60.0, max_parallel_trials=2),
     )
     status = (await handle.result()).status
+    # The look was sized to the budget by the campaign itself: no engineer is asked for more.
+    assert not [n for n in fakes.notifications if n.kind == "budget_exhausted"]
     capped = status.gate_seeds["confirmation"]
     confirmation = status.decisions["confirmation"]
     (compared,) = confirmation.comparisons
