@@ -73,7 +73,7 @@ class SequentialGates(EvidenceProtocol):
                     await self.trials.run_batch(specs)
                 finally:
                     self.trials.sized_to_budget = False
-                if ctx.stopping or (ctx.budget_closed and not (budgeted and confirming)):
+                if ctx.halted():
                     return
                 inp = phases.gate_input(
                     request,
