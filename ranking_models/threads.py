@@ -21,8 +21,11 @@ So a trial's team is sized, in the trial's own thread, before its first op:
   step a trial measures it (``TeamProbe`` over forward passes of one batch, which change
   nothing): a few passes at the team, a few at half of it, halving while that runs faster;
   the fastest is the team's cap for the whole trial. The cap is checkpointed, so a resumed
-  trial steps with the team the interrupted one did (a team's size changes the floating-point
-  sums, and a resumed run must equal an uninterrupted one).
+  trial steps with the cap the interrupted one had, not a fresh probe's.
+
+A team's size changes the floating-point sums (by ~1e-10 in NE), so a trial is bit-for-bit
+reproducible only with a fixed team (``REA_TRIAL_THREADS``): an automatic one follows the
+host's load and the probe's timings.
 
 The wait policy is left as OpenMP's default (spin, then sleep): with the team sized to the
 free cores, spinning costs nothing, and ``OMP_WAIT_POLICY=PASSIVE`` made the idle 2-thread
