@@ -122,10 +122,7 @@ def _stop_at(step: int):
         (13, {"sparse_optimizer": "sgd", "embedding_precision": "fp16", "dense_optimizer": "sgd"}),
     ],
 )
-def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, monkeypatch, stop_at, change):
-    # A fixed team: the automatic one follows the host's load and its timing probe, and a
-    # team's size changes the floating-point sums (what is under test is the checkpoint).
-    monkeypatch.setenv("REA_TRIAL_THREADS", "2")
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, stop_at, change):
     spec = RESUME_SPEC.model_copy(update=change)
     whole = train(spec, TINY_DATA)
     with pytest.raises(TrainingCancelled):
