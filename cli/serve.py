@@ -15,6 +15,7 @@ import devserver
 from cli.apps import app, console, fail, load_settings, rea_command, run
 from client import make_client
 from settings import Settings
+from workflows.options import TRIAL_NON_RETRYABLE
 
 
 @app.command()
@@ -145,6 +146,7 @@ async def embedded(settings: Settings) -> AsyncIterator[Client]:
     """
     from worker import run_workers
 
+    quiet_expected_failures()
     with dev_server(settings):
         client = await make_client(settings)
         workers = asyncio.create_task(run_workers(settings, client=client))
@@ -157,13 +159,15 @@ async def embedded(settings: Settings) -> AsyncIterator[Client]:
 
 
 class _ExpectedFailures(logging.Filter):
-    """A failed activity whose error is non-retryable (bad data, a model that cannot fit) is
-    the user's to fix, and the campaign says how: one line on the console, not a traceback.
-    Other failures keep theirs."""
+    """A failed activity whose error no retry fixes (bad data, a model that cannot fit, a
+    trial error the retry policy never retries) is the user's to fix or the runbooks', and the
+    campaign says how: one line on the console, not a traceback. Other failures keep theirs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         err = record.exc_info[1] if record.exc_info else None
-        if isinstance(err, ApplicationError) and err.non_retryable:
+        if isinstance(err, ApplicationError) and (
+            err.non_retryable or err.type in TRIAL_NON_RETRYABLE
+        ):
             record.msg = f"{record.getMessage()}: {err.type}: {err.message} (not retried)"
             record.args = ()
             record.exc_info = None
@@ -171,11 +175,16 @@ class _ExpectedFailures(logging.Filter):
         return True
 
 
+_QUIET = _ExpectedFailures()
+
+
 def quiet_expected_failures() -> None:
     """Workers' console logging: warnings and errors, expected failures on one line."""
+    # On the activity logger too, so that it holds whoever set up the handlers (a benchmark).
+    logging.getLogger("temporalio.activity").addFilter(_QUIET)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_ExpectedFailures())
+    handler.addFilter(_QUIET)
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(handler)

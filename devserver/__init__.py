@@ -95,6 +95,16 @@ def command(settings: Settings, tuned: bool = True, http: bool = False) -> list[
     ]  # fmt: skip
 
 
+def last_line(log: Path) -> str:
+    """The last line the server wrote to ``log`` (quoted in a start error, since a caller's
+    temporary data dir may take the log with it), or "(no output)"."""
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    return lines[-1][-500:] if lines else "(no output)"
+
+
 def is_listening(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -222,11 +232,18 @@ class DevServer:
         deadline = time.monotonic() + timeout_s
         # Listening is not serving: the frontend accepts connections before it answers RPCs.
         while not (is_listening(s.host, s.port) and is_serving(s.temporal_address)):
-            if self._process.poll() is not None:
-                raise ServerStartError(f"the Temporal dev server exited; see {self._log}")
+            code = self._process.poll()
+            if code is not None:
+                raise ServerStartError(
+                    f"the Temporal dev server exited (code {code}): {last_line(self._log)}; "
+                    f"see {self._log}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise ServerStartError(f"the Temporal dev server did not start; see {self._log}")
+                raise ServerStartError(
+                    f"the Temporal dev server did not start in {timeout_s:.0f} s: "
+                    f"{last_line(self._log)}; see {self._log}"
+                )
             time.sleep(0.2)
 
     def stop(self) -> None:

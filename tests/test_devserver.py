@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 import devserver
+from bench.campaign import free_port
+from settings import Settings
 
 
 def stand_in(db: Path) -> subprocess.Popen[bytes]:
@@ -41,3 +43,13 @@ def test_start_goes_on_once_the_earlier_server_has_stopped(tmp_path: Path) -> No
     devserver.wait_for_earlier_server(db, timeout_s=30)
     assert process.wait() != 0  # it was killed, not timed out
     stopper.join()
+
+
+def test_a_server_that_exits_while_starting_is_quoted(tmp_path: Path) -> None:
+    # Its log may go with a temporary data dir (the benchmark's), so the error quotes it.
+    (tmp_path / "temporal.db").mkdir()  # SQLite cannot open a directory
+    settings = Settings(
+        data_dir=tmp_path, temporal_address=f"127.0.0.1:{free_port()}", ui_port=free_port()
+    )
+    with pytest.raises(devserver.ServerStartError, match=r"exited \(code 1\): .*database file"):
+        devserver.DevServer(settings).start()

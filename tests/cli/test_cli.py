@@ -321,5 +321,8 @@ def test_an_expected_activity_failure_logs_one_line_not_a_traceback() -> None:
     line = handler.format(expected)
     assert "Traceback" not in line and len(line.splitlines()) == 1
     assert "BadSpecError: embedding tables need 90 GiB" in line
+    # A trial's bad spec: retryable as raised, never retried by the trial's retry policy.
+    never_retried = record(ApplicationError("dcn_low_rank 73 >= 44", type="BadSpecError"))
+    assert handler.filter(never_retried) and "Traceback" not in handler.format(never_retried)
     unexpected = record(RuntimeError("boom"))
     assert handler.filter(unexpected) and "Traceback" in handler.format(unexpected)
