@@ -10,7 +10,7 @@ names what a run applies: ``baseline``, ``v-<hypothesis>``, ``c-<a>+<b>`` (a mer
 No temporalio here: unit-tested directly, deterministic by construction.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from contracts import CampaignRequest, Phase, Plan, SearchRef, TrialSpec
@@ -46,13 +46,26 @@ def merge_arm(hypothesis_ids: Sequence[str]) -> str:
     return f"c-{'+'.join(hypothesis_ids)}"
 
 
-def arm_hypotheses(arm: str) -> list[str]:
-    """The hypotheses an arm applies (none for the baseline and tuned arms)."""
+def arm_hypotheses(arm: str, known: Collection[str] = ()) -> list[str]:
+    """The hypotheses an arm applies (none for the baseline and tuned arms).
+
+    A merge joins its ids with "+", which an id may itself hold (the knowledge agent's
+    ``combo-<a>+<b>``): given the ids there are (``known``), the pieces rejoin into the
+    longest known ids, left to right.
+    """
     if arm.startswith("v-"):
         return [arm[2:]]
-    if arm.startswith("c-"):
-        return arm[2:].split("+")
-    return []
+    if not arm.startswith("c-"):
+        return []
+    pieces = arm[2:].split("+")
+    ids: list[str] = []
+    start = 0
+    while start < len(pieces):
+        joins = range(len(pieces), start + 1, -1)
+        end = next((e for e in joins if "+".join(pieces[start:e]) in known), start + 1)
+        ids.append("+".join(pieces[start:end]))
+        start = end
+    return ids
 
 
 def arm_changes(
@@ -63,7 +76,7 @@ def arm_changes(
         return tuned[arm]
     by_id = {h.id: h.changes for h in plan.hypotheses}
     merged: dict[str, Any] = {}
-    for hypothesis_id in arm_hypotheses(arm):
+    for hypothesis_id in arm_hypotheses(arm, by_id):
         merged.update(by_id[hypothesis_id])
     return merged
 
@@ -108,7 +121,7 @@ def trial_spec(
         campaign_id=campaign_id,
         trial_id=f"{arm}~{tag}",
         phase=phase,
-        hypothesis_ids=arm_hypotheses(arm),
+        hypothesis_ids=arm_hypotheses(arm, {h.id for h in plan.hypotheses}),
         model=model,
         dataset=request.dataset,
         metric=request.metric,

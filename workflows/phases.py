@@ -213,9 +213,10 @@ def combination_trials(
 def additivity(validation: GateDecision, combination: GateDecision) -> list[Additivity]:
     """Each merge's gain against the sum of its parts' validated gains."""
     parts_gain = {c.hypothesis_id: c.gain for c in validation.comparisons}
+    validated = {h for arm in parts_gain for h in arm_hypotheses(arm)}
     records = []
     for merged in combination.comparisons:
-        parts = arm_hypotheses(merged.hypothesis_id)
+        parts = arm_hypotheses(merged.hypothesis_id, validated)
         expected = sum(parts_gain.get(hypothesis_arm(p), 0.0) for p in parts)
         record = Additivity(arm=merged.hypothesis_id, parts=parts, parts_gain=expected)
         if merged.gain_low is not None:  # tested: it has an interval

@@ -232,3 +232,22 @@ def test_a_hypothesis_conflicting_with_the_plan_is_named() -> None:
     )
     groups, skipped = phases.merges(plan, passed_decision(("v-dcn", 0.02), ("v-proj", 0.01)))
     assert groups == [] and "interaction" in skipped[0]
+
+
+def test_a_merge_of_an_id_that_holds_a_plus_applies_its_parts() -> None:
+    # The knowledge agent's merged hypotheses are ids like ``combo-a+b``: merged again with a
+    # third, their arm is ``c-combo-a+b+c`` (a campaign failed its workflow task on it).
+    plan, request = plan_and_request()
+    combo = Hypothesis(id="combo-emb+lr", title="t", rationale="r",
+                       changes={"embedding_dim": 32, "dense_lr": 1e-3})  # fmt: skip
+    plan = plan.model_copy(update={"hypotheses": [*plan.hypotheses, combo]})
+    arm = arms.merge_arm(["combo-emb+lr", "larger-batch"])
+    known = {h.id for h in plan.hypotheses}
+    assert arms.arm_hypotheses(arm, known) == ["combo-emb+lr", "larger-batch"]
+    assert arms.arm_hypotheses(arm) == ["combo-emb", "lr", "larger-batch"]  # ids unknown
+    larger_batch = next(h for h in plan.hypotheses if h.id == "larger-batch").changes
+    assert arms.arm_changes(request, plan, arm, {}) == {**combo.changes, **larger_batch}
+    validation = passed_decision(("v-combo-emb+lr", 0.02), ("v-larger-batch", 0.01))
+    [merged] = phases.additivity(validation, passed_decision((arm, 0.03)))
+    assert merged.parts == ["combo-emb+lr", "larger-batch"]
+    assert merged.parts_gain == pytest.approx(0.03)
