@@ -103,7 +103,9 @@ class MultiFidelityProtocol(SequentialGates):
     async def _combination(self, plan: Plan) -> None:
         ctx = self.ctx
         validation = ctx.state.decisions.get("validation")
-        groups, skipped = phases.merges(plan, validation)
+        groups, skipped = phases.merges(
+            plan, validation, skip_repeats=workflow.patched("no-repeated-merges")
+        )
         if not groups:
             passed = len(validation.passed) if validation else 0
             why = "merging needs two that passed" if passed < 2 else "every merge conflicts"

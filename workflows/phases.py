@@ -166,8 +166,12 @@ def gate_input(
 # ---- combination ---------------------------------------------------------------------------
 
 
-def merges(plan: Plan, decision: GateDecision | None) -> tuple[list[list[str]], list[str]]:
-    """The merges worth trying, best-first, and the ones skipped because their parts conflict.
+def merges(
+    plan: Plan, decision: GateDecision | None, skip_repeats: bool = False
+) -> tuple[list[list[str]], list[str]]:
+    """The merges worth trying, best-first, and the ones skipped because their parts conflict
+    (or, with ``skip_repeats``, because they change what a part or an earlier merge already
+    does: a merged hypothesis ``combo-a+b`` with ``b`` is ``combo-a+b`` again).
 
     Candidates are the pairs and the triple of the (up to) three best hypotheses that passed
     the validation gate, ranked by the sum of their parts' gains. Conflicting parts (the
@@ -187,6 +191,7 @@ def merges(plan: Plan, decision: GateDecision | None) -> tuple[list[list[str]], 
     changes = {h.id: h.changes for h in plan.hypotheses}
     chosen: list[list[str]] = []
     skipped: list[str] = []
+    tried = [changes[h] for h in passed]  # what the gate's arms, then chosen merges, change
     for group in groups:
         clashes = [
             f"{a} vs {b}: {'; '.join(reasons)}"
@@ -194,11 +199,24 @@ def merges(plan: Plan, decision: GateDecision | None) -> tuple[list[list[str]], 
             for b in group[i + 1 :]
             if (reasons := DEFAULT_ACTION_SPACE.conflicts(changes[a], changes[b]))
         ]
+        merged = {k: v for h in group for k, v in changes[h].items()}
+        # A part whose every change another part makes adds nothing: the smaller merge
+        # without it is tried instead (or is an arm already).
+        idle = [h for h in group if changes[h].items() <= _others(group, h, changes).items()]
         if clashes:
             skipped.append(f"{merge_arm(group)} not tried: {'; '.join(clashes)}")
+        elif skip_repeats and (idle or merged in tried):
+            why = f"{idle[0]} adds nothing" if idle else "it changes what an arm tried changes"
+            skipped.append(f"{merge_arm(group)} not tried: {why}")
         elif len(chosen) < MAX_MERGES:
             chosen.append(group)
+            tried.append(merged)
     return chosen, skipped
+
+
+def _others(group: Sequence[str], part: str, changes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the parts of ``group`` other than ``part`` change, together."""
+    return {k: v for h in group if h != part for k, v in changes[h].items()}
 
 
 def combination_trials(

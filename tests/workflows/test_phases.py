@@ -251,3 +251,20 @@ def test_a_merge_of_an_id_that_holds_a_plus_applies_its_parts() -> None:
     [merged] = phases.additivity(validation, passed_decision((arm, 0.03)))
     assert merged.parts == ["combo-emb+lr", "larger-batch"]
     assert merged.parts_gain == pytest.approx(0.03)
+
+
+def test_a_merge_that_changes_what_an_arm_tried_changes_is_skipped() -> None:
+    plan, _ = plan_and_request()
+    larger_batch = next(h for h in plan.hypotheses if h.id == "larger-batch").changes
+    combo = Hypothesis(id="combo-emb+batch", title="t", rationale="r",
+                       changes={"embedding_dim": 32, **larger_batch})  # fmt: skip
+    plan = plan.model_copy(update={"hypotheses": [*plan.hypotheses, combo]})
+    decision = passed_decision(
+        ("v-combo-emb+batch", 0.03), ("v-larger-batch", 0.02), ("v-lower-dense-lr", 0.01)
+    )
+    before, _ = phases.merges(plan, decision)  # histories from before the patch
+    assert ["combo-emb+batch", "larger-batch"] in before
+    groups, skipped = phases.merges(plan, decision, skip_repeats=True)
+    # combo + batch is the combo, and the triple is combo + lr: both skipped
+    assert groups == [["combo-emb+batch", "lower-dense-lr"], ["larger-batch", "lower-dense-lr"]]
+    assert len(skipped) == 2 and all("larger-batch adds nothing" in s for s in skipped)
