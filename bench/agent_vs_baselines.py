@@ -2,6 +2,7 @@
 
     python -m bench.agent_vs_baselines [--tasks examples/tasks] [--seeds 3] [--scoring-seeds 3]
         [--methods openrea,random,tpe] [--out .rea/bench] [--skip-knobs epochs] [--quick]
+        [--only TASK,...] [--resume]
 
 Every task is a ``CampaignRequest`` JSON file (``examples/tasks/``: MovieLens-100k and three
 synthetic tasks with planted structure). For each task and search seed ``s``:
@@ -36,8 +37,10 @@ fails counts as knowing nothing (NE 1, AUC 0.5).
 Prints per task and method the mean test gain over the search seeds with its 95% t-interval
 and the mean compute, the ratios openrea/random and openrea/TPE of mean gains ("n/a" when the
 denominator is <= 0), and whether the issue's targets are met (openrea >= 2x random and
->= 1.25x TPE). Writes every raw number to ``OUT/agent_vs_baselines.json`` and best-so-far
-validation gain against compute, one panel per task, to ``OUT/agent_vs_baselines.png``.
+>= 1.25x TPE). Writes every raw number to ``OUT/agent_vs_baselines.json`` (after every task
+and seed: ``--resume`` goes on from there after a crash, and adds tasks run with ``--only`` to
+what the file holds) and best-so-far validation gain against compute, one panel per task, to
+``OUT/agent_vs_baselines.png``.
 
 This module runs the benchmark; its pieces live beside it in ``bench/``: ``tasks.py`` (the
 task files, seeding), ``records.py`` (what a run records), ``trials.py`` (one trial in this
@@ -63,7 +66,7 @@ from rich.progress import Progress, TaskID
 from bench.baselines import optuna_search
 from bench.campaign import openrea_search
 from bench.plots import plot
-from bench.records import KNOB_FIELDS, Bench, SearchRun
+from bench.records import KNOB_FIELDS, Bench, SearchRun, read_runs
 from bench.scoring import SCORING_SEED0, score, summarize
 from bench.tables import fmt_gain, launch_lines, render, spend_lines, targets_verdict, write_json
 from bench.tasks import ROOT, Task, load_tasks, quick_task, scaled
@@ -158,15 +161,12 @@ def run_seed(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs every method on every task and seed, scores the choices, prints and writes."""
-    tasks = [scaled(t, args.budget_scale) for t in load_tasks(args.tasks)]
-    if args.only:
-        tasks = [t for t in tasks if t.name in args.only]
+    every = [scaled(t, args.budget_scale) for t in load_tasks(args.tasks)]
+    tasks = [t for t in every if t.name in args.only] if args.only else every
     if args.quick:
-        tasks = [quick_task(tasks[0])]
+        every = tasks = [quick_task(tasks[0])]
     bench = Bench(knobs=[k for k in KNOB_FIELDS if k not in args.skip_knobs])
     settings = {
-        "tasks": [t.name for t in tasks],
-        "requests": {t.name: t.request.model_dump(mode="json") for t in tasks},
         "methods": args.methods,
         "search_seeds": list(range(args.seeds)),
         "scoring_seeds": [SCORING_SEED0 + k for k in range(args.scoring_seeds)],
@@ -175,7 +175,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "budget_scale": args.budget_scale,
     }
     json_path = Path(args.out) / "agent_vs_baselines.json"
-    runs: list[SearchRun] = []
+    runs = resumed(json_path, settings) if args.resume else []
+    # The table and the plot cover this run's tasks and those a resumed file already holds.
+    shown = [t for t in every if t in tasks or any(r.task == t.name for r in runs)]
+    missing = {r.task for r in runs} - {t.name for t in shown}
+    if missing:
+        raise SystemExit(f"--resume: {json_path} holds tasks {sorted(missing)} not in {args.tasks}")
+    settings["tasks"] = [t.name for t in shown]
+    settings["requests"] = {t.name: t.request.model_dump(mode="json") for t in shown}
     started = time.perf_counter()
     # Imported here for the reason bench.campaign.run_campaign gives; unlike the CLI's, these
     # bars stay on screen when the run ends.
@@ -185,10 +192,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         overall = progress.add_task("runs", total=len(tasks) * args.seeds * len(args.methods))
         for task in tasks:
             for seed in range(args.seeds):
+                cell = [r for r in runs if (r.task, r.seed) == (task.name, seed)]
+                if {r.method for r in cell} >= set(args.methods):
+                    progress.advance(overall, len(args.methods))  # done before --resume
+                    continue
+                runs = [r for r in runs if r not in cell]  # a cell half done runs again
                 runs += run_seed(bench, task, seed, args, progress)
                 write_json(json_path, settings, runs, {})  # what is done survives a crash
                 progress.advance(overall, len(args.methods))
-    summary = summarize(runs, [t.name for t in tasks], args.methods)
+    summary = summarize(runs, settings["tasks"], args.methods)
     if not console.is_terminal:
         console.width = max(console.width, 120)  # piped: 80 columns would wrap every cell
     console.print(render(summary, args.methods))
@@ -196,12 +208,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         console.print(line, soft_wrap=True)
     settings["wall_s"] = time.perf_counter() - started
     write_json(json_path, settings, runs, summary)
-    png = plot(json_path.with_suffix(".png"), runs, tasks)
+    png = plot(json_path.with_suffix(".png"), runs, shown)
     console.print(
         f"raw numbers: {json_path}\nplot: {png}\nwall time: {settings['wall_s']:.0f} s",
         soft_wrap=True,
     )
     return {"runs": runs, "summary": summary, "json": json_path, "png": png}
+
+
+def resumed(path: Path, settings: dict[str, Any]) -> list[SearchRun]:
+    """The runs of an earlier, interrupted run in ``path`` (none when there is no file), made
+    with the same settings: a task and seed it finished is not run again."""
+    if not path.exists():
+        return []
+    earlier, runs = read_runs(path)
+    for key, value in settings.items():
+        if earlier.get(key) != value:
+            raise SystemExit(
+                f"--resume: {path} was made with {key} {earlier.get(key)!r}, this run has "
+                f"{value!r}; pass the same options, or another --out to start afresh"
+            )
+    return runs
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -232,6 +259,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="multiply every task's approved device-hours (e.g. 10 for the large budget)",
     )
     parser.add_argument("--only", default="", help="comma-separated task names to run")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in OUT (same options) and run only the task-seed cells "
+        "they lack",
+    )
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     known = (*METHODS, *OPTIONAL_METHODS)

@@ -1,8 +1,10 @@
 """What the agent benchmark records: each search's trials, choice and score, and the caches
 its runs share."""
 
+import json
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from contracts import DEFAULT_ACTION_SPACE, Metrics
@@ -86,3 +88,15 @@ class Bench:
     knobs: list[str] = field(default_factory=lambda: list(KNOB_FIELDS))
     references: dict[tuple[str, int], Reference] = field(default_factory=dict)
     scoring: dict[tuple[str, str], list[Metrics | None]] = field(default_factory=dict)
+
+
+def read_runs(path: Path) -> tuple[dict[str, Any], list[SearchRun]]:
+    """The settings and runs of a results file ``bench.tables.write_json`` wrote."""
+    payload = json.loads(path.read_text())
+    runs = []
+    for raw in payload["runs"]:
+        fields = {k: v for k, v in raw.items() if k in SearchRun.__dataclass_fields__}
+        fields["trials"] = [TrialPoint(**t) for t in fields["trials"]]
+        fields["score"] = Score(**fields["score"]) if fields.get("score") else None
+        runs.append(SearchRun(**fields))
+    return payload["settings"], runs

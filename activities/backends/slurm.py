@@ -333,12 +333,23 @@ class SlurmRunner:
 
     def query(self, slurm_id: str) -> SlurmRecord | None:
         """Slurm's record of the job: accounting first, the controller's queue for a job
-        the accounting has not recorded yet; None when neither knows it."""
+        the accounting has not recorded yet; None when neither knows it.
+
+        A job that has just ended leaves the queue before slurmdbd records it (a job that
+        failed at once read as lost, and a lost job is relaunched): the controller still
+        knows it for ``MinJobAge`` (``squeue -t all``), so until the accounting has it, it
+        reads as completing, and its charge and exit code come from the accounting.
+        """
         out = _slurm(["sacct", "-D", "-P", "-n", "-j", slurm_id, "-o", SACCT_FIELDS])
         if record := parse_sacct(out):
             return record
-        queued = _slurm(["squeue", "-h", "-j", slurm_id, "-o", "%T"], check=False).strip()
-        return SlurmRecord(slurm_id=slurm_id, state=queued, raw_state=queued) if queued else None
+        queued = _slurm(
+            ["squeue", "-h", "-j", slurm_id, "-t", "all", "-o", "%T"], check=False
+        ).strip()
+        if not queued:
+            return None
+        state = queued if queued in ACTIVE else "COMPLETING"
+        return SlurmRecord(slurm_id=slurm_id, state=state, raw_state=queued)
 
     def log_tail(self, job: JobHandle, lines: int = 20) -> str:
         """The end of the trainer's stderr, then its stdout (Slurm writes them apart)."""

@@ -41,6 +41,12 @@ def test_quick_run_compares_all_methods_at_equal_compute(tmp_path, capsys) -> No
     assert saved["summary"]["all"]["methods"]["openrea"]["runs"] == 1
     assert figures["png"].stat().st_size > 0
     assert "ratio" in out and "target openrea >= 2x random" in out
+    # Resumed, a finished run trains nothing again and keeps its numbers; other options are
+    # refused by name.
+    again = bench.main(["--quick", "--resume", "--out", str(tmp_path)])
+    assert again["runs"] == figures["runs"]
+    with pytest.raises(SystemExit, match="scoring_seeds"):
+        bench.main(["--quick", "--resume", "--scoring-seeds", "2", "--out", str(tmp_path)])
 
 
 def test_the_baseline_is_a_point_of_the_searched_space() -> None:
