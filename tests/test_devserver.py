@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,22 @@ from settings import Settings
 
 
 def stand_in(db: Path) -> subprocess.Popen[bytes]:
-    """A process whose command line names ``db`` the way a dev server's does."""
-    return subprocess.Popen(
+    """A process whose command line names ``db`` the way a dev server's does, once /proc
+    shows it (make test once read an empty command line just after the start)."""
+    process = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "--db-filename", str(db)]
     )
+    deadline = time.monotonic() + 10
+    while str(db).encode() not in _cmdline(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return process
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_a_server_still_running_on_the_database_is_named(tmp_path: Path) -> None:
