@@ -4,7 +4,6 @@ it. Its compute is what its ledger spent; its choice is its launch proposal's ch
 """
 
 import asyncio
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from contracts import (
     ModelSpec,
     TrialRecord,
 )
+from devserver import free_port
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -42,12 +42,6 @@ class CampaignRun(NamedTuple):
 # dir; the error now quotes the log's last line). A port another process takes between
 # ``free_port`` and the server's bind would do it.
 SERVER_STARTS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def run_campaign(

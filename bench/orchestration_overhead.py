@@ -13,7 +13,6 @@ the next. Prints p50/p99 gaps and the overhead as a share of a 60-second trial.
 import argparse
 import asyncio
 import itertools
-import socket
 import statistics
 import tempfile
 import time
@@ -42,6 +41,7 @@ from contracts import (
     TrialResult,
     TrialSpec,
 )
+from devserver import free_port
 from runbooks import load_runbook
 from settings import Settings
 from store import InsightsStore
@@ -57,12 +57,6 @@ from workflows.options import TRAINING_QUEUE
 TYPICAL_TRIAL_S = 60.0
 # The first gaps of a run include connection set-up and cold caches.
 WARMUP_GAPS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class SleepingTrainer:

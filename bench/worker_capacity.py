@@ -41,9 +41,9 @@ from temporalio.client import Client, WorkflowHandle
 
 import devserver
 from bench.capacity_workers import serve
-from bench.orchestration_overhead import free_port
 from client import make_client
 from contracts import ApproveInput, Budget, CampaignRequest, CampaignResult
+from devserver import free_port
 from settings import Settings
 from workflows.campaign import CampaignWorkflow
 

@@ -105,6 +105,14 @@ def last_line(log: Path) -> str:
     return lines[-1][-500:] if lines else "(no output)"
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago: servers of tests and benchmarks
+    pick their own, so that several coexist."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def is_listening(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from devserver import free_port
+
 NODE_CPUS = 8
 NODE_MEMORY_MB = 16000
 PARTITION = "debug"
@@ -29,12 +31,6 @@ DAEMONS = ("slurmd", "slurmctld", "slurmdbd", "munged")
 
 class SlurmStartError(RuntimeError):
     """The cluster cannot start here; the message says why and what to do."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _database_name(root: Path) -> str:
@@ -145,7 +141,7 @@ class SlurmCluster:
         if ports_file.exists():
             dbd, ctld, slurmd = map(int, ports_file.read_text().split())
         else:
-            dbd, ctld, slurmd = _free_port(), _free_port(), _free_port()
+            dbd, ctld, slurmd = free_port(), free_port(), free_port()
             ports_file.write_text(f"{dbd} {ctld} {slurmd}")
         self._ports = {"dbd": dbd, "ctld": ctld, "slurmd": slurmd}
         r, host = self.root, socket.gethostname().split(".")[0]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import devserver
-from bench.campaign import free_port
+from devserver import free_port
 from settings import Settings
 
 

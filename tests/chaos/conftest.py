@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from devserver import DevServer
+from devserver import DevServer, free_port
 from settings import Settings
-from tests.chaos.harness import Worker, free_port
+from tests.chaos.harness import Worker
 
 
 @pytest.fixture

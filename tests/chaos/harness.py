@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -22,12 +21,6 @@ from settings import Settings
 from tests.factories import APPROVER
 from workflows.campaign import CampaignWorkflow
 from workflows.options import ORCHESTRATION_QUEUE
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Worker:

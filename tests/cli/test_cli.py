@@ -13,15 +13,10 @@ from typer.testing import CliRunner
 from cli import app
 from cli.local import ACTION_SPACE_FILE, PUBLIC_MODELS, SCHEMA_DIR
 from contracts import Budget, DatasetRef, ModelSpec
+from devserver import free_port
 from tests.factories import campaign_request
 
 runner = CliRunner()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_unreachable_server_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,17 +18,12 @@ from pathlib import Path
 import pytest
 
 from contracts import Budget, DatasetRef, ModelSpec
+from devserver import free_port
 from tests.factories import APPROVER, campaign_request
 
 BIN = Path(sys.executable).parent
 REA = BIN / "rea"
 WIDE = 200  # error lines are checked for being one line: do not let rich wrap them
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def listening(address: str) -> bool:

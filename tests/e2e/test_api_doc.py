@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 import devserver
 from client import client_options
+from devserver import free_port
 from tests.fakes import FakeActivities
 from tests.workflows.conftest import campaign_workers
 from workflows.options import ORCHESTRATION_QUEUE, SEARCH_ATTRIBUTES
@@ -37,12 +37,6 @@ BLOCKS = dict(BLOCK.findall(DOC.read_text()))
 class Server:
     address: str
     http: str
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ from temporalio.testing import WorkflowEnvironment
 
 import devserver
 from client import client_options, make_client
+from devserver import free_port
 from settings import Settings
-from tests.cli.test_first_hour import assert_one_line_error, free_port, listening
+from tests.cli.test_first_hour import assert_one_line_error, listening
 from tests.fakes import FakeActivities
 from tests.workflows.conftest import campaign_workers
 from workflows.options import ORCHESTRATION_QUEUE, SEARCH_ATTRIBUTES

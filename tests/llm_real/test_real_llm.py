@@ -10,7 +10,6 @@ ships the GGUF file; skipped without them. Run with ``make test-llm``.
 
 import asyncio
 import importlib.util
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from activities.agents.hypotheses import PROMPT_VERSION
 from activities.agents.llm import MODES, LlmAgent
 from contracts import DEFAULT_ACTION_SPACE, ControlInput
 from contracts.insights import ProposalInput, Proposals
+from devserver import free_port
 from settings import Settings
 from store import InsightsStore
 from tests.activities.test_llm import MemoryReplyStore, proposal_input
@@ -55,17 +55,11 @@ def _gguf() -> Path:
     return found[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` on a free loopback port, until the module ends."""
     model = _gguf()
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(

@@ -12,10 +12,10 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 
 from client import make_client
 from contracts import Budget, CampaignResult, CampaignStatus, ModelSpec
-from devserver import DevServer
+from devserver import DevServer, free_port
 from settings import Settings
 from slurmdev import PARTITION, SlurmCluster
-from tests.chaos.harness import Worker, free_port, start_approved, until
+from tests.chaos.harness import Worker, start_approved, until
 from tests.factories import campaign_request
 from tests.slurm.conftest import slurm_out
 
