@@ -225,7 +225,8 @@ class PlanningActivities:
     def propose_space_points(self, inp: ProposalInput) -> Proposals:
         """The action space's candidates: every knob probed on its own, then
         ``inp.max_hypotheses`` points drawn from the whole space (seeded by the baseline's
-        seed, so each campaign draws its own), each with its cost over the baseline's."""
+        seed, so each campaign draws its own), each with its cost over the baseline's, none
+        over ``inp.max_cost_factor`` (a dearer draw is drawn again nearer the baseline)."""
         request = inp.request
         relative_cost = self._relative_cost
 
@@ -245,6 +246,7 @@ class PlanningActivities:
                 inp.max_hypotheses,
                 request.baseline.seed,
                 cost_factor=cost_factor if relative_cost else None,
+                max_cost=inp.max_cost_factor,
             ),
         )
 

@@ -127,6 +127,8 @@ class ProposalInput(Spec):
         max_hypotheses: At most this many proposals.
         allow_unreadable_data: Propose even when the dataset cannot be read (no task
             descriptor, no measured cost; the preflight checklist reports the data).
+        max_cost_factor: The action space's candidates cost at most this many baseline
+            trials (the screen stops a dearer run before it tells anything); None: any.
     """
 
     campaign_id: str
@@ -135,6 +137,7 @@ class ProposalInput(Spec):
     insights: list[Insight] = Field(default_factory=list)
     max_hypotheses: int = Field(default=8, ge=1, le=2000)
     allow_unreadable_data: bool = False
+    max_cost_factor: float | None = Field(default=None, gt=0)
 
 
 def _fmt(value: float) -> str:

@@ -160,12 +160,6 @@ def work_per_sample(
     return Work(flops=3.0 * forward, bytes=ids_per_sample * per_id)
 
 
-def ids_per_sample(data: CtrDataset) -> float:
-    """Mean ids looked up per sample over all sparse features (from the first train rows)."""
-    rows = min(len(data.train), 4096)
-    return data.train.batch(slice(0, rows)).sparse.values().numel() / rows
-
-
 def _quantile(values: list[float], q: float) -> float:
     """The ``q`` quantile of ``values`` (nearest rank, rounding down)."""
     ordered = sorted(values)
@@ -407,7 +401,7 @@ def estimate_gpu_hours(spec: ModelSpec, dataset: DatasetRef, gpu: str = "H100") 
     profile = GPU_PROFILES[gpu]
     data = load_dataset(dataset, max_table_rows=spec.max_table_rows)
     work = work_per_sample(
-        spec, len(data.schema.sparse_features), data.schema.num_dense, ids_per_sample(data)
+        spec, len(data.schema.sparse_features), data.schema.num_dense, data.ids_per_sample
     )
     per_sample = max(
         work.flops / (profile.peak_flops * profile.efficiency),

@@ -380,6 +380,14 @@ class CtrDataset:
     test: Split
     split_rule: str = ""
 
+    @functools.cached_property
+    def ids_per_sample(self) -> float:
+        """Mean ids looked up per sample over all sparse features (from the first train
+        rows). Cached: generated data makes those rows anew on every read, and the planner
+        costs hundreds of candidates on one dataset."""
+        rows = min(len(self.train), 4096)
+        return self.train.batch(slice(0, rows)).sparse.values().numel() / rows
+
     def splits(self) -> dict[str, int]:
         """Rows per split, in train, validation, test order."""
         return {

@@ -2,7 +2,7 @@
 costs relative to the baseline (for the planner to rank gain per cost)."""
 
 from contracts import DatasetRef, ModelSpec, TaskDescriptor
-from ranking_models.cost import ids_per_sample, work_per_sample
+from ranking_models.cost import work_per_sample
 from ranking_models.data import CtrDataset
 from ranking_models.datasets import load_dataset
 from ranking_models.dlrm import validate_spec
@@ -53,7 +53,7 @@ def relative_cost(baseline: ModelSpec, candidate: ModelSpec, dataset: DatasetRef
 
 def _work(spec: ModelSpec, data: CtrDataset) -> float:
     work = work_per_sample(
-        spec, len(data.schema.sparse_features), data.schema.num_dense, ids_per_sample(data)
+        spec, len(data.schema.sparse_features), data.schema.num_dense, data.ids_per_sample
     )
     # On a CPU a byte of embedding traffic costs about as much as ten FLOPs; only the ratio
     # between specs matters here, so the exact weight does not need to be calibrated.

@@ -143,7 +143,14 @@ class PlanApproval:
         """The action space's probes and draws for the screen; None when stopped first."""
         handle = workflow.start_activity(
             "propose_space_points",
-            inp.model_copy(update={"max_hypotheses": screening.MAX_POOL}),
+            # Only what the screen can measure: a candidate dearer than its cap is stopped
+            # before it tells anything (on a small baseline nearly all of the whole box is).
+            inp.model_copy(
+                update={
+                    "max_hypotheses": screening.MAX_POOL,
+                    "max_cost_factor": screening.MAX_SCREEN_COST,
+                }
+            ),
             result_type=Proposals,
             start_to_close_timeout=options.PLANNING_TIMEOUT,
             retry_policy=options.PLANNING_RETRY,

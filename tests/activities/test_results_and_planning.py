@@ -13,6 +13,7 @@ from activities.results import ResultActivities
 from contracts import (
     CampaignRequest,
     DatasetRef,
+    Hypothesis,
     ModelSpec,
     PlanningInput,
     ProposalInput,
@@ -209,3 +210,32 @@ def test_the_action_space_leaves_out_moves_that_do_not_build_on_the_data() -> No
     assert {"interaction": "dcn", "dcn_low_rank": 64} in [h.changes for h in unchecked]
     for h in proposals.hypotheses:
         validate_spec(request.baseline.with_changes(h.changes), data.schema)  # raises if not
+
+
+def test_the_action_space_draws_only_what_the_screen_can_measure() -> None:
+    # On a tiny baseline nearly every point of the whole box costs hundreds of its trials:
+    # the screen would stop each at its cap, unmeasured. Capped, every draw the planner gets
+    # fits, and still moves every kind of knob.
+    request = CampaignRequest.model_validate_json(
+        (ROOT / "examples" / "tasks" / "ml100k-small-model.json").read_text()
+    )
+    planning = PlanningActivities(lambda m, d: (1.0, 2.0), relative_cost=relative_cost)
+
+    def points(max_cost: float | None) -> list[Hypothesis]:
+        inp = ProposalInput(
+            campaign_id="c1", request=request, max_hypotheses=30, max_cost_factor=max_cost
+        )
+        proposed = ActivityEnvironment().run(planning.propose_space_points, inp).hypotheses
+        return [h for h in proposed if h.id.startswith("point")]
+
+    uncapped, capped = points(None), points(8.0)
+    assert sum(h.cost_factor > 8.0 for h in uncapped) > len(uncapped) / 2
+    assert len(capped) == 30
+    assert all(h.cost_factor <= 8.0 for h in capped)
+    for h in capped:  # what the planner says a point costs is what it costs
+        model = request.baseline.with_changes(h.changes)
+        assert h.cost_factor == pytest.approx(
+            relative_cost(request.baseline, model, request.dataset)
+        )
+    moved = {field for h in capped for field in h.changes}
+    assert {"embedding_dim", "dense_hidden", "dense_lr", "batch_size", "epochs"} <= moved
