@@ -168,7 +168,14 @@ class _ExpectedFailures(logging.Filter):
         if isinstance(err, ApplicationError) and (
             err.non_retryable or err.type in TRIAL_NON_RETRYABLE
         ):
-            record.msg = f"{record.getMessage()}: {err.type}: {err.message} (not retried)"
+            # Which activity of which workflow, not the SDK's dict of eight ids per line.
+            details = getattr(record, "temporal_activity", None)
+            where = (
+                f"{details.get('activity_type')} of {details.get('workflow_id')} failed"
+                if isinstance(details, dict)
+                else record.getMessage()
+            )
+            record.msg = f"{where}: {err.type}: {err.message} (not retried)"
             record.args = ()
             record.exc_info = None
             record.exc_text = None

@@ -321,3 +321,15 @@ def test_an_expected_activity_failure_logs_one_line_not_a_traceback() -> None:
     assert handler.filter(never_retried) and "Traceback" not in handler.format(never_retried)
     unexpected = record(RuntimeError("boom"))
     assert handler.filter(unexpected) and "Traceback" in handler.format(unexpected)
+    # The SDK's activity details name the activity and its workflow; its eight ids do not.
+    from_sdk = record(ApplicationError("dcn_low_rank 73 >= 44", type="BadSpecError"))
+    from_sdk.temporal_activity = {
+        "activity_type": "train_trial",
+        "workflow_id": "c7",
+        "workflow_run_id": "01a2",
+        "task_queue": "rea-training",
+    }
+    assert handler.filter(from_sdk)
+    assert handler.format(from_sdk) == (
+        "train_trial of c7 failed: BadSpecError: dcn_low_rank 73 >= 44 (not retried)"
+    )
