@@ -159,10 +159,26 @@ def run_seed(
     return runs
 
 
+def picked(files: list[Task], only: list[str], scale: float) -> tuple[list[Task], list[Task]]:
+    """Every task scaled to ``scale``, and those ``only`` names (all when empty), picked by
+    their files' names (a scaled task is named for its scale: ``ml100k@x0.1``).
+
+    Raises:
+        SystemExit: A name in ``only`` has no task file; the message lists those there.
+    """
+    unknown = sorted(set(only) - {t.name for t in files})
+    if unknown:
+        raise SystemExit(
+            f"--only: no task named {', '.join(unknown)}; "
+            f"the tasks are: {', '.join(t.name for t in files)}"
+        )
+    every = [scaled(t, scale) for t in files]
+    return every, [s for t, s in zip(files, every, strict=True) if not only or t.name in only]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs every method on every task and seed, scores the choices, prints and writes."""
-    every = [scaled(t, args.budget_scale) for t in load_tasks(args.tasks)]
-    tasks = [t for t in every if t.name in args.only] if args.only else every
+    every, tasks = picked(load_tasks(args.tasks), args.only, args.budget_scale)
     if args.quick:
         every = tasks = [quick_task(tasks[0])]
     bench = Bench(knobs=[k for k in KNOB_FIELDS if k not in args.skip_knobs])

@@ -98,3 +98,17 @@ def test_openrea_choice_is_its_launch_or_else_the_baseline() -> None:
     assert openrea_choice(request, _result(None))[0] == base
     older = _result(None, best_model=base.with_changes({"dropout": 0.1}), protocol="single-seed")
     assert openrea_choice(request, older)[0].changes_from(base) == {"dropout": 0.1}
+
+
+def test_only_picks_tasks_by_their_files_names_at_any_budget_scale() -> None:
+    # `make bench-budgets` (--budget-scale 0.1 --only ...) once ran nothing: scaled tasks are
+    # named "ml100k@x0.1", and --only compared those names.
+    files = load_tasks(ROOT / "examples" / "tasks")
+    every, tasks = bench.picked(files, ["ml100k", "synthetic-sgd"], 0.1)
+    assert [t.name for t in tasks] == ["ml100k@x0.1", "synthetic-sgd@x0.1"]
+    assert len(every) == len(files)
+    assert tasks[0].request.budget.device_hours == pytest.approx(
+        0.1 * next(f for f in files if f.name == "ml100k").request.budget.device_hours
+    )
+    with pytest.raises(SystemExit, match=r"no task named ml100m; the tasks are: .*ml100k"):
+        bench.picked(files, ["ml100m"], 1.0)
