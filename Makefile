@@ -67,7 +67,7 @@ schema: $(STAMP)
 	$(BIN)/rea schema
 
 # openrea's campaign against random search and TPE at equal compute: 9 tasks, 3 search seeds
-# (about 2.5 hours on 2 cores); bench-budgets: two tasks at a tenth of their budget (the small
+# (1 h 44 min on 2 cores); bench-budgets: two tasks at a tenth of their budget (the small
 # budget; bench-agent's is ten times it).
 bench-agent: $(STAMP)
 	$(BIN)/python -m bench.agent_vs_baselines
