@@ -41,7 +41,6 @@ from contracts import (
     TrialResult,
     TrialSpec,
 )
-from devserver import free_port
 from runbooks import load_runbook
 from settings import Settings
 from store import InsightsStore
@@ -167,8 +166,8 @@ async def main(argv: list[str] | None = None) -> dict[str, float]:
         for round_ in range(args.rounds):
             for name in ("tuned", "default"):
                 settings = Settings(
-                    temporal_address=f"127.0.0.1:{free_port()}",
-                    ui_port=free_port(),
+                    temporal_address=f"127.0.0.1:{devserver.free_port()}",
+                    ui_port=devserver.free_port(),
                     data_dir=Path(tmp) / f"{name}-{round_}",
                 )
                 gaps[name] += await measure(

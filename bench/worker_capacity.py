@@ -43,7 +43,6 @@ import devserver
 from bench.capacity_workers import serve
 from client import make_client
 from contracts import ApproveInput, Budget, CampaignRequest, CampaignResult
-from devserver import free_port
 from settings import Settings
 from workflows.campaign import CampaignWorkflow
 
@@ -201,8 +200,8 @@ def percentile(values: list[float], q: int) -> float:
 
 async def measure(args: argparse.Namespace, campaigns: int, root: Path) -> Figures:
     settings = Settings(
-        temporal_address=f"127.0.0.1:{free_port()}",
-        ui_port=free_port(),
+        temporal_address=f"127.0.0.1:{devserver.free_port()}",
+        ui_port=devserver.free_port(),
         data_dir=root / f"c{campaigns}",
     )
     settings.data_dir.mkdir(parents=True)

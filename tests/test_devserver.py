@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 import devserver
-from devserver import free_port
 from settings import Settings
 
 
@@ -62,7 +61,9 @@ def test_a_server_that_exits_while_starting_is_quoted(tmp_path: Path) -> None:
     # Its log may go with a temporary data dir (the benchmark's), so the error quotes it.
     (tmp_path / "temporal.db").mkdir()  # SQLite cannot open a directory
     settings = Settings(
-        data_dir=tmp_path, temporal_address=f"127.0.0.1:{free_port()}", ui_port=free_port()
+        data_dir=tmp_path,
+        temporal_address=f"127.0.0.1:{devserver.free_port()}",
+        ui_port=devserver.free_port(),
     )
     with pytest.raises(devserver.ServerStartError, match=r"exited \(code 1\): .*database file"):
         devserver.DevServer(settings).start()

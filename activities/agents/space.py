@@ -110,14 +110,17 @@ def random_points(
     distance is left out.
     """
     rng = random.Random(f"search-space/{seed}")
-    nearer = [
-        [k.around(getattr(baseline, k.field), radius) for k in space.knobs] for radius in NEARER
-    ]
+    # The whole box first, then (only where a draw can be refused) ever nearer the baseline.
+    distances = [space.knobs]
+    if affordable is not None:
+        distances += [
+            [k.around(getattr(baseline, k.field), r) for k in space.knobs] for r in NEARER
+        ]
     points: list[dict[str, Any]] = []
     for _ in range(count * 20):  # most draws build; give up on a space that does not
         if len(points) == count:
             break
-        for knobs in [space.knobs, *(nearer if affordable else [])]:
+        for knobs in distances:
             point = {knob.field: _draw(knob, rng) for knob in knobs}
             change = ModelSpec.model_validate({**baseline.model_dump(), **point}).changes_from(
                 baseline

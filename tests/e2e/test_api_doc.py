@@ -21,7 +21,6 @@ from temporalio.testing import WorkflowEnvironment
 
 import devserver
 from client import client_options
-from devserver import free_port
 from tests.fakes import FakeActivities
 from tests.workflows.conftest import campaign_workers
 from workflows.options import ORCHESTRATION_QUEUE, SEARCH_ATTRIBUTES
@@ -42,7 +41,7 @@ class Server:
 @pytest.fixture(scope="module")
 async def server() -> AsyncIterator[Server]:
     """A dev server with its HTTP API on, and a worker running the campaign with fakes."""
-    http_port = free_port()
+    http_port = devserver.free_port()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(devserver.binary("temporal")),
         search_attributes=SEARCH_ATTRIBUTES,

@@ -18,7 +18,6 @@ from temporalio.testing import WorkflowEnvironment
 
 import devserver
 from client import client_options, make_client
-from devserver import free_port
 from settings import Settings
 from tests.cli.test_first_hour import assert_one_line_error, listening
 from tests.fakes import FakeActivities
@@ -129,7 +128,7 @@ def proxy(
 ) -> Iterator[str]:
     """nginx terminating (m)TLS on a free port, passing gRPC to the dev server."""
     folder = tmp_path_factory.mktemp("nginx")
-    port = free_port()
+    port = devserver.free_port()
     conf = folder / "nginx.conf"
     conf.write_text(
         NGINX_CONF.format(
