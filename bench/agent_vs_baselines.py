@@ -121,7 +121,13 @@ def search_budget(
     bench: Bench, task: Task, seed: int, openrea: SearchRun | None, fixed: float | None
 ) -> float:
     """What the searchers may spend: openrea's spend on this task and seed, else ``fixed``,
-    else ``FALLBACK_BUDGET_TRIALS`` baseline trials."""
+    else ``FALLBACK_BUDGET_TRIALS`` baseline trials.
+
+    When openrea's preflight refused the budget, the searchers get that budget: they would
+    have run with it, and what they find is what the refusal gave up.
+    """
+    if openrea is not None and openrea.refused:
+        return openrea.budget_device_hours
     if openrea is not None:
         return openrea.spent_device_hours
     if fixed is not None:

@@ -37,6 +37,16 @@ class CampaignRun(NamedTuple):
     stored: list[TrialRecord]
 
 
+class Refused(Exception):
+    """The campaign's preflight refused its plan (a budget below the smallest plan's cost,
+    say): an engineer would have to revise or approve more before anything runs. The
+    message is the preflight's summary, its fixes included."""
+
+    def __init__(self, summary: str, planned_device_hours: float | None) -> None:
+        super().__init__(summary)
+        self.planned_device_hours = planned_device_hours
+
+
 # Starts of a campaign's dev server before its error ends the benchmark: one exited while
 # starting, 15 campaigns into a 54-campaign run (why is unknown: its log went with its data
 # dir; the error now quotes the log's last line). A port another process takes between
@@ -105,6 +115,12 @@ async def _campaign(
     while status.phase == "planning":
         await asyncio.sleep(0.2)
         status = await handle.query(CampaignWorkflow.status)
+    if status.phase == "awaiting_approval" and not status.preflight_passed:
+        # Approving would be refused the same way; nothing ran, nothing was spent.
+        await handle.terminate("bench.agent_vs_baselines: refused at preflight")
+        assert status.preflight is not None
+        plan = status.plan
+        raise Refused(status.preflight.summary, plan.estimated_device_hours if plan else None)
     if status.phase == "awaiting_approval":
         await handle.execute_update(
             CampaignWorkflow.approve,
@@ -172,11 +188,28 @@ def openrea_search(
     on_status: Callable[[CampaignStatus], None],
     method: str = "openrea",
 ) -> SearchRun:
-    """The campaign on search seed ``seed``: its ledger's spend and its choice."""
+    """The campaign on search seed ``seed``: its ledger's spend and its choice; a campaign its
+    preflight refused spent nothing and keeps the baseline (``refused``)."""
     started = time.perf_counter()
     request = seeded(task.request, seed).model_copy(update={"protocol": PROTOCOLS[method]})
     campaign_id = f"bench-{task.name}-s{seed}-{method}-{int(time.time())}"
-    result, stored = asyncio.run(run_campaign(request, campaign_id, on_status))
+    try:
+        result, stored = asyncio.run(run_campaign(request, campaign_id, on_status))
+    except Refused as refusal:
+        return SearchRun(
+            task=task.name,
+            method=method,
+            seed=seed,
+            budget_device_hours=request.budget.device_hours,
+            spent_device_hours=0.0,
+            reference_validation=reference(bench, task, seed).validation,
+            trials=[],
+            choice={},
+            note=f"refused: {refusal}",
+            wall_s=time.perf_counter() - started,
+            planned_device_hours=refusal.planned_device_hours,
+            refused=True,
+        )
     spec, note = openrea_choice(request, result)
     spent = result.status.ledger.spent
     plan = result.status.plan

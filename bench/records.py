@@ -50,7 +50,8 @@ class SearchRun:
 
     ``choice`` is the chosen change as a diff from the baseline (empty: keep the baseline).
     ``reference_validation`` is the baseline's validation metric on the search's trial seed,
-    the zero of the validation curves.
+    the zero of the validation curves. ``refused``: openrea's preflight refused its plan
+    (too small a budget, say), so it ran nothing and keeps the baseline.
     """
 
     task: str
@@ -66,6 +67,7 @@ class SearchRun:
     wall_s: float = 0.0
     planned_device_hours: float | None = None
     launched: bool = False
+    refused: bool = False
 
     @property
     def test_gain(self) -> float:

@@ -103,6 +103,12 @@ def spend_lines(runs: Sequence[SearchRun]) -> list[str]:
     """Planned against spent device-hours of every openrea campaign."""
     lines = []
     for r in runs:
+        if r.refused:
+            lines.append(
+                f"{r.method} {r.task} s{r.seed}: refused at preflight, approved "
+                f"{r.budget_device_hours:.4f} device-h, spent 0 ({r.note})"
+            )
+            continue
         if r.planned_device_hours is None:
             continue
         ratio = r.spent_device_hours / r.planned_device_hours if r.planned_device_hours else 0

@@ -12,11 +12,11 @@ import pytest
 from activities.search import changes_from_params, search_distributions
 from bench import agent_vs_baselines as bench
 from bench.baselines import baseline_params
-from bench.campaign import openrea_choice
-from bench.records import KNOB_FIELDS
+from bench.campaign import openrea_choice, openrea_search
+from bench.records import KNOB_FIELDS, Bench
 from bench.scoring import interval, ratio
-from bench.tables import fmt_ratio
-from bench.tasks import ROOT, load_tasks
+from bench.tables import fmt_ratio, spend_lines
+from bench.tasks import ROOT, load_tasks, quick_task, scaled
 from contracts import LaunchProposal, ModelSpec, SearchSpace, relative_gain
 
 
@@ -112,3 +112,17 @@ def test_only_picks_tasks_by_their_files_names_at_any_budget_scale() -> None:
     )
     with pytest.raises(SystemExit, match=r"no task named ml100m; the tasks are: .*ml100k"):
         bench.picked(files, ["ml100m"], 1.0)
+
+
+def test_a_budget_the_preflight_refuses_is_recorded_and_given_to_the_searchers() -> None:
+    # `make bench-budgets` once ended on the refused approval's error instead of recording it.
+    task = scaled(quick_task(load_tasks(ROOT / "examples" / "tasks")[0]), 0.001)
+    refused = openrea_search(Bench(), task, 0, lambda status: None)
+    assert refused.refused and not refused.launched
+    assert refused.spent_device_hours == 0.0 and refused.trials == [] and refused.choice == {}
+    assert "approve at least" in refused.note
+    assert "refused at preflight" in spend_lines([refused])[0]
+    approved = task.request.budget.device_hours
+    assert refused.planned_device_hours is not None and refused.planned_device_hours > approved
+    # The searchers run with the budget openrea refused: what they find is what it gave up.
+    assert bench.search_budget(Bench(), task, 0, refused, None) == approved
