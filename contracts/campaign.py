@@ -422,6 +422,9 @@ class CampaignStatus(Record):
             gate's decision over its looks).
         gate_seeds: The seeds per arm each sequential gate may grow to, by gate, as the
             budget left at its start afforded.
+        arm_costs: What an arm's run at full fidelity cost over its estimate, by arm (the
+            screen's last rung, the whole-space search; the baseline's too): a gate costs a
+            dear arm at what it measured, not at the ratio of its epochs.
     """
 
     campaign_id: str
@@ -464,6 +467,7 @@ class CampaignStatus(Record):
     spent_estimated: float = 0.0
     looks: dict[str, GateDecision] = Field(default_factory=dict)
     gate_seeds: dict[str, int] = Field(default_factory=dict)
+    arm_costs: dict[str, float] = Field(default_factory=dict)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

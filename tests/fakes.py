@@ -77,11 +77,16 @@ def arm_noise(arm: str, seed: int) -> float:
     return 0.0005 * ((zlib.crc32(f"{arm}/{seed}".encode()) % 201) - 100) / 100
 
 
-def ne_of(spec: TrialSpec, means: dict[str, float] = NE) -> float:
+def ne_of(spec: TrialSpec, means: dict[str, float] = NE, tuned: float = TUNED_NE) -> float:
     """The fake trainer's validation NE: the arm's mean plus seed noise."""
     arm = spec.arm or spec.trial_id
-    mean = means.get(arm, TUNED_NE if spec.phase == "exploitation" else 0.95)
+    mean = means.get(arm, tuned if is_tuned(arm) else 0.95)
     return mean + seed_noise(spec.model.seed) + arm_noise(arm, spec.model.seed)
+
+
+def is_tuned(arm: str) -> bool:
+    """A move of the whole-space search (``x<n>``), whatever phase runs it."""
+    return arm.startswith("x") and arm[1:].isdigit()
 
 
 @dataclass
@@ -91,6 +96,10 @@ class FakeActivities:
     trial_seconds: float = HOUR
     # Confirmation trials cost this many times the others (a campaign's estimate runs short).
     cost_on_test: float = 1.0
+    # Every tuned arm's (x<n>) mean validation NE, and how many times the baseline its
+    # trials cost (a move to wider layers runs longer though its epochs are the same).
+    tuned_ne: float = TUNED_NE
+    tuned_cost: float = 1.0
     # Mean validation NE by arm (see NE); an arm not listed gets 0.95.
     ne: dict[str, float] = field(default_factory=lambda: dict(NE))
     # Trials that fail (a typed error) or diverge (a result without metrics), with a message;
@@ -277,7 +286,7 @@ class FakeActivities:
                     state="pruned",
                     error="successive halving: stop",
                     device_hours=self.trial_seconds / HOUR / 2,
-                    epoch_values=[ne_of(spec, self.ne) + 0.05],
+                    epoch_values=[ne_of(spec, self.ne, self.tuned_ne) + 0.05],
                 )
             if self.block_until_cancelled:
                 while True:  # a long job: heartbeats until the campaign cancels it
@@ -299,9 +308,9 @@ class FakeActivities:
         # A screening rung trains on a fraction of the data: it costs that much (and a tenth).
         cost = 1.0 if spec.data_fraction >= 1 else 0.1 + 0.9 * spec.data_fraction
         cost *= self.cost_on_test if spec.phase == "confirmation" else 1.0
-        return result_of(
-            campaign_id, trial_id, ne_of(spec, self.ne), self.trial_seconds / HOUR * cost
-        )
+        cost *= self.tuned_cost if is_tuned(spec.arm) else 1.0
+        ne = ne_of(spec, self.ne, self.tuned_ne)
+        return result_of(campaign_id, trial_id, ne, self.trial_seconds / HOUR * cost)
 
     def jobs(self) -> list[Callable[..., object]]:
         @activity.defn(name="launch_job")

@@ -45,7 +45,7 @@ class SequentialGates(EvidenceProtocol):
         )
         phase: Phase = "confirmation" if confirming else "baseline"
         open_ = list(candidates)
-        reserve = 0.0 if confirming else self._confirmation_reserve(plan)
+        reserve = 0.0 if confirming else self._confirmation_reserve(plan, open_)
         budgeted = workflow.patched("budgeted-looks")
         if budgeted:
             cap = self._seed_cap(plan, gate, phase, open_, (first, seeds_of), reserve)
@@ -75,6 +75,7 @@ class SequentialGates(EvidenceProtocol):
                     self.trials.sized_to_budget = False
                 if ctx.halted():
                     return
+                self._note_costs(specs)
                 inp = phases.gate_input(
                     request,
                     ctx.state.trials,
@@ -141,7 +142,63 @@ class SequentialGates(EvidenceProtocol):
         runs: list[tuple[str, Phase, dict[str, Any]]] = [(arms.BASELINE, phase, {})]
         runs += [(a, own, arms.arm_changes(request, plan, a, ctx.state.tuned)) for a in open_]
         tag = "t" if gate == "confirmation" else "s"
-        return arms.seeded_trials(ctx.id, request, plan, runs, seeds, tag)
+        specs = arms.seeded_trials(ctx.id, request, plan, runs, seeds, tag)
+        # An arm measured at full fidelity is estimated at what it cost: one with 4x the
+        # baseline's widths runs about 4x as long though its epochs say 1x.
+        costs = ctx.state.arm_costs
+        return [
+            s.model_copy(update={"estimated_device_hours": s.estimated_device_hours * costs[s.arm]})
+            if self._measured(s)
+            else s
+            for s in specs
+        ]
+
+    # ---- what arms cost -----------------------------------------------------------------
+
+    def _note_costs(self, specs: Sequence[TrialSpec]) -> None:
+        """Keep what each of ``specs`` run at full fidelity cost over its estimate (campaigns
+        started before arms' costs were measured keep their estimates' ways)."""
+        ctx = self.ctx
+        if not workflow.patched("measured-arm-costs"):
+            return
+        costs = ctx.state.arm_costs
+        measured = {
+            # Over the estimate before any measurement: a measured arm's spec holds its cost.
+            spec.arm: t.device_hours / t.estimated_device_hours * costs.get(spec.arm, 1.0)
+            if self._measured(spec)
+            else t.device_hours / t.estimated_device_hours
+            for spec in specs
+            if spec.data_fraction >= 1.0
+            and (t := ctx.state.trial(spec.trial_id)) is not None
+            and t.state == "succeeded"
+            and t.estimated_device_hours > 0
+        }
+        if measured:
+            ctx.set(arm_costs={**ctx.state.arm_costs, **measured})
+
+    def _measured(self, spec: TrialSpec) -> bool:
+        """Whether ``spec``'s estimate is its arm's measured cost (``_look_trials``): a
+        gate's run at full fidelity of an arm that ran at full fidelity before."""
+        return spec.data_fraction >= 1.0 and spec.arm in self.ctx.state.arm_costs
+
+    def _gating_cost(self, plan: Plan, arm: str) -> float:
+        """What gating ``arm`` costs at its first look and confirming it at the
+        confirmation's first look, with the baseline's runs not yet made, as measured so far."""
+        request = self.ctx.request
+        xp = plan.exploration
+        assert xp is not None
+        first = arms.gate_seeds(request, xp.first_look_seeds)
+        looks = [
+            self._look_trials(plan, "exploitation", "baseline", [arm], first),
+            self._look_trials(
+                plan,
+                "confirmation",
+                "confirmation",
+                [arm],
+                arms.confirmation_seeds(request, request.seeds),
+            ),
+        ]
+        return sum(self._cost(s) for look in looks for s in look)
 
     # ---- the budget -------------------------------------------------------------------------
 
@@ -160,12 +217,25 @@ class SequentialGates(EvidenceProtocol):
         gate = (1 + xp.gate_candidates) * xp.first_look_seeds
         return (gate + (1 + min(xp.confirm_top, xp.gate_candidates)) * k) * self._full_trial()
 
-    def _confirmation_reserve(self, plan: Plan) -> float:
-        """What a gate leaves for the confirmation's first look."""
+    def _confirmation_reserve(self, plan: Plan, candidates: Sequence[str] = ()) -> float:
+        """What a gate leaves for the confirmation's first look: the baseline and the most
+        it confirms, at the baseline's cost or, where arms were measured, at the cost of
+        the dearest of ``candidates``."""
         xp = plan.exploration
         assert xp is not None
-        k = self.ctx.request.seeds
-        return (1 + min(xp.confirm_top, xp.gate_candidates)) * k * self._full_trial()
+        request = self.ctx.request
+        confirmed = min(xp.confirm_top, xp.gate_candidates)
+        baseline = (1 + confirmed) * request.seeds * self._full_trial()
+        if not candidates or not self.ctx.state.arm_costs:
+            return baseline
+        # The confirmation's first look at the dearest of them, as measured.
+        seeds = arms.confirmation_seeds(request, request.seeds)
+        looks = [
+            self._look_trials(plan, "confirmation", "confirmation", [a], seeds) for a in candidates
+        ]
+        costs = sorted((sum(self._cost(s) for s in look[1:]) for look in looks), reverse=True)
+        dearest = request.seeds * self._full_trial() + sum(costs[:confirmed])
+        return max(baseline, dearest)
 
     def _full_trial(self) -> float:
         plan = self.ctx.state.plan
@@ -178,17 +248,26 @@ class SequentialGates(EvidenceProtocol):
         """The first of ``specs`` (in order) whose cost, corrected by what trials actually
         cost so far (or by ``ratio``), fits what is left after ``reserve``; those already run
         cost nothing."""
-        ctx = self.ctx
-        left = ctx.state.ledger.remaining - reserve
-        ratio = ratio or self._cost_ratio()
+        left = self.ctx.state.ledger.remaining - reserve
         kept: list[TrialSpec] = []
         for spec in specs:
-            cost = 0.0 if ctx.state.trial(spec.trial_id) else spec.estimated_device_hours * ratio
+            cost = self._cost(spec, ratio)
             if cost > left + 1e-12:
                 break
             left -= cost
             kept.append(spec)
         return kept
+
+    def _cost(self, spec: TrialSpec, ratio: float | None = None) -> float:
+        """What ``spec`` will cost: nothing when it already ran; else its estimate corrected
+        by what trials actually cost so far (or by ``ratio``), except that a measured arm's
+        estimate (``_measured``) is its cost already and takes only what ``ratio`` adds."""
+        if self.ctx.state.trial(spec.trial_id):
+            return 0.0
+        ordinary = self._cost_ratio()
+        ratio = ratio or ordinary
+        factor = ratio / ordinary if self._measured(spec) else ratio
+        return spec.estimated_device_hours * factor
 
     def _capped(self, specs: list[TrialSpec], most: float | None = None) -> list[TrialSpec]:
         """``specs``, each stopping past ``COST_CAP`` times its (corrected) estimate, and past

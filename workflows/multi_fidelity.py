@@ -84,6 +84,7 @@ class MultiFidelityProtocol(SequentialGates):
             await self.trials.run_batch(specs)
             if ctx.halted():
                 return
+            self._note_costs(specs)
             decision = screening.decide_rung(request, plan, rung, kept, ctx.state.trials)
             ctx.set(rungs=[*ctx.state.rungs, decision])
             self._archive(lambda t, r=rung: t.trial_id.endswith(f"~r{r}"))  # type: ignore[misc]
@@ -137,10 +138,21 @@ class MultiFidelityProtocol(SequentialGates):
                 f"{request.sampler} trials, pruned by successive halving).",
             )
         keep = self._kept_for_evidence(plan)
+        measured = workflow.patched("measured-arm-costs")
         while ctx.state.search_rounds < rounds and not ctx.halted():
             done = ctx.state.search_rounds
             count = per_round
             estimate = count * self._full_trial() * screening.TUNING_COST
+            if measured and done:
+                # A round costs what the rounds so far cost (the gate of a tuned move comes
+                # after the search: the phase's spend is the search's own).
+                spent = ctx.state.ledger.phases["exploitation"].spent
+                estimate = max(estimate, count * spent / (done * per_round))
+                # The best move so far gets its gate and confirmation whatever it costs: a
+                # dear move found and then not gated for want of budget is a move lost.
+                best = self._best_tuned()
+                if best is not None:
+                    keep = max(keep, self._gating_cost(plan, best))
             if estimate > ctx.state.ledger.remaining - keep:
                 ctx.note("exploitation", f"the tuning budget was spent in {done} round(s)")
                 break
@@ -151,6 +163,7 @@ class MultiFidelityProtocol(SequentialGates):
                 most=0.25 * max(xp.tuning_device_hours, ctx.state.ledger.remaining - keep),
             )
             await self.trials.run_batch(specs, after=self._tell)
+            self._note_costs(specs)
             values = {
                 s.arm: t.metric(request.metric)
                 for s in specs
@@ -272,9 +285,11 @@ class MultiFidelityProtocol(SequentialGates):
         )
         gated = {c.hypothesis_id for d in ctx.state.decisions.values() for c in d.comparisons}
         keep = set(ranked[:KEEP_TUNED]) | gated
+        dropped = set(ctx.state.tuned) - keep
         ctx.set(
             tuned={a: c for a, c in ctx.state.tuned.items() if a in keep},
             tuning={a: v for a, v in ctx.state.tuning.items() if a in keep},
+            arm_costs={a: c for a, c in ctx.state.arm_costs.items() if a not in dropped},
         )
 
     # ---- confirmation -----------------------------------------------------------------------

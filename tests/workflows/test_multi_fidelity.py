@@ -95,3 +95,28 @@ async def test_a_confirmation_the_budget_cuts_short_judges_the_pairs_it_has(
     assert 2 <= compared.n < capped
     assert status.proposal is not None and status.proposal.verdict == "launch"
     assert status.proposal.ended_by.startswith("confirmed v-probe-1 on the test split")
+
+
+async def test_a_dear_move_the_search_finds_keeps_the_budget_for_its_gate(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    # Every move of the whole-space search beats all the screen found but costs 4 baseline
+    # trials, whatever its epochs say (its estimate). A campaign once tuned on until what was
+    # left could not gate its best move, and ended "no candidate passed a gate" with the move
+    # in hand.
+    fakes.tuned_ne, fakes.tuned_cost = 0.80, 4.0
+    handle = await start_approved(
+        time_skipping_env,
+        queue,
+        protocol="multi-fidelity",
+        budget=Budget(device_hours=60.0, max_parallel_trials=2),
+    )
+    status = (await handle.result()).status
+    gated = status.decisions["exploitation"]
+    assert gated.passed and gated.passed[0].startswith("x")
+    proposal = status.proposal
+    assert proposal is not None and proposal.verdict == "launch"
+    assert proposal.candidate.startswith("x")
+    assert status.device_hours_spent <= 60.0 + 1e-9
+    # What every kept move cost at full fidelity over its estimate was measured.
+    assert {a for a in status.tuned} <= set(status.arm_costs)
