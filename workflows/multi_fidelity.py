@@ -137,7 +137,7 @@ class MultiFidelityProtocol(SequentialGates):
                 f"Searching every knob around the screen's best (about {xp.tuning_trials} "
                 f"{request.sampler} trials, pruned by successive halving).",
             )
-        keep = self._kept_for_evidence(plan)
+        keep = kept = self._kept_for_evidence(plan)
         measured = workflow.patched("measured-arm-costs")
         while ctx.state.search_rounds < rounds and not ctx.halted():
             done = ctx.state.search_rounds
@@ -146,13 +146,13 @@ class MultiFidelityProtocol(SequentialGates):
             if measured and done:
                 # A round costs what the rounds so far cost (the gate of a tuned move comes
                 # after the search: the phase's spend is the search's own).
-                spent = ctx.state.ledger.phases["exploitation"].spent
+                searched = ctx.state.ledger.phases.get("exploitation")
+                spent = searched.spent if searched else 0.0
                 estimate = max(estimate, count * spent / (done * per_round))
                 # The best move so far gets its gate and confirmation whatever it costs: a
                 # dear move found and then not gated for want of budget is a move lost.
                 best = self._best_tuned()
-                if best is not None:
-                    keep = max(keep, self._gating_cost(plan, best))
+                keep = max(kept, self._gating_cost(plan, best)) if best else kept
             if estimate > ctx.state.ledger.remaining - keep:
                 ctx.note("exploitation", f"the tuning budget was spent in {done} round(s)")
                 break
