@@ -120,7 +120,7 @@ async def _campaign(
         await handle.terminate("bench.agent_vs_baselines: refused at preflight")
         assert status.preflight is not None
         plan = status.plan
-        raise Refused(status.preflight.summary, plan.estimated_device_hours if plan else None)
+        raise Refused(status.preflight.summary(), plan.estimated_device_hours if plan else None)
     if status.phase == "awaiting_approval":
         await handle.execute_update(
             CampaignWorkflow.approve,

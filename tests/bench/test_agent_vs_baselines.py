@@ -120,6 +120,7 @@ def test_a_budget_the_preflight_refuses_is_recorded_and_given_to_the_searchers()
     refused = openrea_search(Bench(), task, 0, lambda status: None)
     assert refused.refused and not refused.launched
     assert refused.spent_device_hours == 0.0 and refused.trials == [] and refused.choice == {}
+    assert refused.note.startswith("refused: preflight failed: cost: estimated ")
     assert "approve at least" in refused.note
     assert "refused at preflight" in spend_lines([refused])[0]
     approved = task.request.budget.device_hours
