@@ -100,6 +100,8 @@ class FakeActivities:
     # trials cost (a move to wider layers runs longer though its epochs are the same).
     tuned_ne: float = TUNED_NE
     tuned_cost: float = 1.0
+    # Every trial costs this many times what it otherwise would (a busier host than planned).
+    slow: float = 1.0
     # Mean validation NE by arm (see NE); an arm not listed gets 0.95.
     ne: dict[str, float] = field(default_factory=lambda: dict(NE))
     # Trials that fail (a typed error) or diverge (a result without metrics), with a message;
@@ -309,6 +311,7 @@ class FakeActivities:
         cost = 1.0 if spec.data_fraction >= 1 else 0.1 + 0.9 * spec.data_fraction
         cost *= self.cost_on_test if spec.phase == "confirmation" else 1.0
         cost *= self.tuned_cost if is_tuned(spec.arm) else 1.0
+        cost *= self.slow
         ne = ne_of(spec, self.ne, self.tuned_ne)
         return result_of(campaign_id, trial_id, ne, self.trial_seconds / HOUR * cost)
 

@@ -12,7 +12,9 @@
 - **Confirmation** tests the best gated candidates, ranked by the lower end of their
   interval (the best alone unless the budget left gives each the plan's most seeds), on the
   test split with fresh seeds, in one look at as many seeds as the budget left affords (it is
-  the last gate: what it does not spend stays unspent), corrected for testing several.
+  the last gate: what it does not spend stays unspent), corrected for testing several. When
+  the budget stopped the validation gate before its first look, the screen's best (if it
+  beat the baseline) is confirmed ungated: the confirmation alone may fit where both did not.
 
 The schedule is sized to the approved budget in the plan (``ExplorationPlan``); a step that
 the budget cannot afford, after keeping what the confirmation needs, is skipped and the
@@ -299,6 +301,8 @@ class MultiFidelityProtocol(SequentialGates):
         assert plan.exploration is not None
         gated = [ctx.state.decisions[g] for g in SELECTION_GATES if g in ctx.state.decisions]
         ranked = sequential.by_lower_bound(gated)
+        if not ranked and workflow.patched("confirm-the-ungated-best"):
+            ranked = self._ungated_best()
         if not ranked:
             ctx.note("confirmation", "nothing passed a gate: there is nothing to confirm")
             return
@@ -313,6 +317,25 @@ class MultiFidelityProtocol(SequentialGates):
             f"Confirming {', '.join(chosen)} against the baseline on the test split, fresh seeds.",
         )
         await self._sequential_gate(plan, "confirmation", chosen)
+
+    def _ungated_best(self) -> list[str]:
+        """The screen's best, when it beat the baseline but the budget stopped the validation
+        gate before its first look (a small budget: the gate and the confirmation did not
+        both fit, while the confirmation alone may). Confirming it is worth more than the
+        budget left unspent, and keeps selection and confirmation apart: the screen chose it
+        on validation data and its own seed, the confirmation tests it on the test split and
+        fresh seeds."""
+        ctx = self.ctx
+        if not ctx.state.rungs or any(k.startswith("validation#") for k in ctx.state.looks):
+            return []
+        best = screening.beat_baseline(ctx.state.rungs[-1], ctx.request.metric, 1)
+        if best:
+            ctx.note(
+                "validation",
+                f"the budget could not pay for the gate and the confirmation both: {best[0]}, "
+                "the screen's best, goes to the confirmation ungated",
+            )
+        return best
 
     def _confirmable(self, plan: Plan, top: int) -> int:
         """How many to confirm: ``top`` when the budget left affords each of them and the

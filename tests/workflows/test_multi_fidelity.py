@@ -120,3 +120,27 @@ async def test_a_dear_move_the_search_finds_keeps_the_budget_for_its_gate(
     assert status.device_hours_spent <= 60.0 + 1e-9
     # What every kept move cost at full fidelity over its estimate was measured.
     assert {a for a in status.tuned} <= set(status.arm_costs)
+
+
+async def test_a_budget_too_small_for_the_gate_confirms_the_screens_best_ungated(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    # Trials cost 1.5x the plan's estimate: after the screen's first rung, what is left pays
+    # for the confirmation's first look but not for the validation gate's as well. A campaign
+    # once ended there "no candidate passed a gate" with most of its budget unspent.
+    fakes.slow = 1.5
+    handle = await start_approved(
+        time_skipping_env,
+        queue,
+        protocol="multi-fidelity",
+        budget=Budget(device_hours=16.0, max_parallel_trials=2),
+    )
+    status = (await handle.result()).status
+    assert len(status.rungs) == 1 and status.rungs[0].promoted[0] == "v-probe-1"
+    assert "validation" not in status.decisions
+    assert "goes to the confirmation ungated" in status.phase_notes["validation"]
+    proposal = status.proposal
+    assert proposal is not None and proposal.verdict == "launch"
+    assert proposal.candidate == "v-probe-1"
+    assert proposal.confirmation is not None and proposal.confirmation.n >= 3
+    assert status.device_hours_spent <= 16.0 + 1e-9
