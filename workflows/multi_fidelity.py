@@ -13,8 +13,9 @@
   interval (the best alone unless the budget left gives each the plan's most seeds), on the
   test split with fresh seeds, in one look at as many seeds as the budget left affords (it is
   the last gate: what it does not spend stays unspent), corrected for testing several. When
-  the budget stopped the validation gate before its first look, the screen's best (if it
-  beat the baseline) is confirmed ungated: the confirmation alone may fit where both did not.
+  nothing passed a gate, what the budget left undecided is confirmed instead: the candidate
+  whose gate it stopped with the interval across the minimum effect, or, when it stopped the
+  validation gate before its first look, the screen's best if it beat the baseline.
 
 The schedule is sized to the approved budget in the plan (``ExplorationPlan``); a step that
 the budget cannot afford, after keeping what the confirmation needs, is skipped and the
@@ -301,8 +302,8 @@ class MultiFidelityProtocol(SequentialGates):
         assert plan.exploration is not None
         gated = [ctx.state.decisions[g] for g in SELECTION_GATES if g in ctx.state.decisions]
         ranked = sequential.by_lower_bound(gated)
-        if not ranked and workflow.patched("confirm-the-ungated-best"):
-            ranked = self._ungated_best()
+        if not ranked and workflow.patched("confirm-the-undecided-best"):
+            ranked = self._undecided_best(plan)
         if not ranked:
             ctx.note("confirmation", "nothing passed a gate: there is nothing to confirm")
             return
@@ -318,24 +319,45 @@ class MultiFidelityProtocol(SequentialGates):
         )
         await self._sequential_gate(plan, "confirmation", chosen)
 
-    def _ungated_best(self) -> list[str]:
-        """The screen's best, when it beat the baseline but the budget stopped the validation
-        gate before its first look (a small budget: the gate and the confirmation did not
-        both fit, while the confirmation alone may). Confirming it is worth more than the
-        budget left unspent, and keeps selection and confirmation apart: the screen chose it
-        on validation data and its own seed, the confirmation tests it on the test split and
-        fresh seeds."""
-        ctx = self.ctx
+    def _undecided_best(self, plan: Plan) -> list[str]:
+        """What to confirm when no gate passed anything, rather than leave the budget
+        unspent: the candidate a gate's budget stopped while its interval still straddled
+        the minimum effect (the highest lower end first), or, when the budget stopped the
+        validation gate before its first look, the screen's best if it beat the baseline.
+
+        A gate filters what the confirmation spends its seeds on; the confirmation alone
+        decides a launch, and it keeps selection and confirmation apart whatever chose the
+        candidate (validation data and other seeds), so its error rate holds.
+        """
+        ctx, request = self.ctx, self.ctx.request
+        assert plan.exploration is not None
+        cap = plan.exploration.max_seeds
+        straddling = [
+            c
+            for gate in SELECTION_GATES
+            if (decision := ctx.state.decisions.get(gate)) is not None
+            for c in decision.comparisons
+            if c.hypothesis_id in sequential.undecided(decision, request.min_effect) and c.n < cap
+        ]
+        if straddling:
+            best = max(straddling, key=lambda c: (c.gain_low or 0.0, c.hypothesis_id))
+            ctx.note(
+                "confirmation",
+                f"nothing passed a gate; the budget stopped {best.hypothesis_id}'s gate at "
+                f"{best.n} seeds with its interval across the minimum effect ({best.reason}): "
+                "it goes to the confirmation",
+            )
+            return [best.hypothesis_id]
         if not ctx.state.rungs or any(k.startswith("validation#") for k in ctx.state.looks):
             return []
-        best = screening.beat_baseline(ctx.state.rungs[-1], ctx.request.metric, 1)
-        if best:
+        screened = screening.beat_baseline(ctx.state.rungs[-1], request.metric, 1)
+        if screened:
             ctx.note(
                 "validation",
-                f"the budget could not pay for the gate and the confirmation both: {best[0]}, "
-                "the screen's best, goes to the confirmation ungated",
+                f"the budget could not pay for the gate and the confirmation both: "
+                f"{screened[0]}, the screen's best, goes to the confirmation ungated",
             )
-        return best
+        return screened
 
     def _confirmable(self, plan: Plan, top: int) -> int:
         """How many to confirm: ``top`` when the budget left affords each of them and the
