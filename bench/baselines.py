@@ -1,7 +1,9 @@
-"""The baselines of the agent benchmark: random search and TPE over the whole action space.
+"""The baselines of the agent benchmark: random search and TPE over the whole action space,
+and (on request) a random search whose draws stay where they can finish.
 
-Both go through the same ``activities.search`` mapping openrea's exploitation uses, one trial
-at a time in this process, until they have spent the budget they are given; their first
+Random and TPE go through the same ``activities.search`` mapping openrea's exploitation
+uses; ``random-affordable`` draws as openrea's screen draws its whole-space points. Each runs
+one trial at a time in this process until it has spent the budget it is given; its first
 trial is the baseline, and each picks its best trial by validation metric.
 """
 
@@ -14,13 +16,26 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState, create_trial
 
 from activities import search
+from activities.agents.space import random_points
 from activities.search import changes_from_params, search_distributions
 from bench.records import Bench, Reference, SearchRun, TrialPoint
 from bench.tasks import Task, seeded
 from bench.trials import reference, run_trial
-from contracts import CampaignRequest, ModelSpec, SearchSpace, best_first
+from contracts import (
+    DEFAULT_ACTION_SPACE,
+    ActionSpace,
+    CampaignRequest,
+    ModelSpec,
+    SearchSpace,
+    best_first,
+)
 from contracts import direction as metric_direction
+from ranking_models.errors import BadSpecError
+from ranking_models.tasks import relative_cost
 from workflows.screening import COST_CAP
+
+# Points the affordable random search draws at a time (more when a budget outlasts them).
+AFFORDABLE_DRAWS = 200
 
 
 def make_sampler(method: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -95,6 +110,67 @@ def optuna_search(
         reference_validation=ref.validation,
         trials=trials,
         choice=choice,
+        note=f"{len(trials)} trials, {sum(t.state == 'failed' for t in trials)} failed, "
+        f"{sum(t.state == 'cut' for t in trials)} cut at the cost cap or the budget",
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def affordable_search(
+    bench: Bench,
+    task: Task,
+    seed: int,
+    budget: float,
+    on_spent: Callable[[float], None],
+) -> SearchRun:
+    """Random search over the whole action space that draws only what can finish: a uniform
+    draw whose estimated cost (``ranking_models.tasks.relative_cost``) is over ``COST_CAP``
+    baseline trials, or that does not build on the data, is drawn again from ranges narrowed
+    around the baseline, as openrea's screen draws its whole-space points
+    (``activities.agents.space.random_points``). Nearly all of the uniform box costs hundreds
+    of baseline trials, so plain random search finishes two or three trials per budget: this
+    is the random search an engineer would run instead.
+
+    The first trial is the baseline, as for the other searchers; the draws' seed is its own
+    (not the campaign's, whose screen draws from the same generator).
+    """
+    started = time.perf_counter()
+    request = seeded(task.request, seed)
+    baseline, dataset = request.baseline, request.dataset
+    space = ActionSpace(knobs=[k for k in DEFAULT_ACTION_SPACE.knobs if k.field in bench.knobs])
+    ref = reference(bench, task, seed)
+    trials = [TrialPoint({}, "succeeded", ref.device_hours, ref.validation)]
+    spent = ref.device_hours
+    on_spent(spent)
+
+    def affordable(change: dict[str, Any]) -> bool:
+        try:
+            return relative_cost(baseline, baseline.with_changes(change), dataset) <= COST_CAP
+        except (BadSpecError, ValueError):
+            return False
+
+    drawn: list[dict[str, Any]] = []
+    while spent < budget:
+        if len(trials) > len(drawn):  # the same generator drawing more: the same first ones
+            count = len(drawn) + AFFORDABLE_DRAWS
+            drawn = random_points(baseline, count, -1 - seed, space, affordable)
+            if len(drawn) < len(trials):
+                break  # the space holds no more affordable points
+        changes = drawn[len(trials) - 1]
+        point = run_trial(request, changes, budget - spent, cost_cap(request, changes, ref))
+        trials.append(point)
+        spent += point.device_hours
+        on_spent(spent)
+    best = best_trial(trials, request.metric)
+    return SearchRun(
+        task=task.name,
+        method="random-affordable",
+        seed=seed,
+        budget_device_hours=budget,
+        spent_device_hours=spent,
+        reference_validation=ref.validation,
+        trials=trials,
+        choice=baseline.with_changes(best.changes).changes_from(baseline),
         note=f"{len(trials)} trials, {sum(t.state == 'failed' for t in trials)} failed, "
         f"{sum(t.state == 'cut' for t in trials)} cut at the cost cap or the budget",
         wall_s=time.perf_counter() - started,

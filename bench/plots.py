@@ -34,9 +34,16 @@ def plot(path: Path, runs: Sequence[SearchRun], tasks: Sequence[Task]) -> Path:
         "openrea-evidence": "#ff9896",
         "random": "#7f7f7f",
         "tpe": "#1f77b4",
+        "random-affordable": "#2ca02c",
     }
     # TPE's few start-up trials are random: at small budgets the two curves often coincide.
-    styles = {"openrea": "-", "openrea-evidence": "-.", "random": ":", "tpe": "--"}
+    styles = {
+        "openrea": "-",
+        "openrea-evidence": "-.",
+        "random": ":",
+        "tpe": "--",
+        "random-affordable": (0, (1, 3)),
+    }
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         labelled: set[str] = set()

@@ -109,8 +109,8 @@ def summarize(runs: Sequence[SearchRun], tasks: Sequence[str], methods: Sequence
         ratios = {}
         if "openrea" in methods:
             ours = by_method["openrea"]["mean_gain"]
-            for other in TARGETS:
-                if other in methods and ours is not None:
+            for other in methods:
+                if other != "openrea" and ours is not None:
                     ratios[other] = ratio(ours, by_method[other]["mean_gain"])
         groups[task] = {"methods": by_method, "ratios": ratios}
     return groups

@@ -11,12 +11,13 @@ import pytest
 
 from activities.search import changes_from_params, search_distributions
 from bench import agent_vs_baselines as bench
-from bench.baselines import baseline_params
+from bench.baselines import affordable_search, baseline_params
 from bench.campaign import openrea_choice, openrea_search
 from bench.records import KNOB_FIELDS, Bench
 from bench.scoring import interval, ratio
 from bench.tables import fmt_ratio, spend_lines
 from bench.tasks import ROOT, load_tasks, quick_task, scaled
+from bench.trials import reference
 from contracts import LaunchProposal, ModelSpec, SearchSpace, relative_gain
 
 
@@ -127,3 +128,22 @@ def test_a_budget_the_preflight_refuses_is_recorded_and_given_to_the_searchers()
     assert refused.planned_device_hours is not None and refused.planned_device_hours > approved
     # The searchers run with the budget openrea refused: what they find is what it gave up.
     assert bench.search_budget(Bench(), task, 0, refused, None) == approved
+
+
+def test_the_affordable_random_search_draws_whole_space_points_that_finish() -> None:
+    # Uniform draws over the whole box mostly cost hundreds of baseline trials, so plain
+    # random search finishes two or three per budget; this one draws again nearer the
+    # baseline until a draw costs at most COST_CAP baseline trials.
+    task = quick_task(load_tasks(ROOT / "examples" / "tasks")[0])
+    bench_ = Bench()
+    budget = 8 * reference(bench_, task, 0).device_hours
+    run = affordable_search(bench_, task, 0, budget, lambda spent: None)
+    assert run.method == "random-affordable" and run.trials[0].changes == {}
+    moves = run.trials[1:]
+    assert len(moves) >= 3
+    assert all(len(t.changes) >= 5 for t in moves)  # whole-space points, not one-knob probes
+    # Only the last may be cut (by the budget); the rest finished with a value.
+    assert all(t.state == "succeeded" and t.validation is not None for t in moves[:-1])
+    assert run.spent_device_hours >= budget
+    again = affordable_search(Bench(), task, 0, budget, lambda spent: None)
+    assert [t.changes for t in again.trials[:3]] == [t.changes for t in run.trials[:3]]
