@@ -14,8 +14,8 @@
   test split with fresh seeds, in one look at as many seeds as the budget left affords (it is
   the last gate: what it does not spend stays unspent), corrected for testing several. When
   nothing passed a gate, what the budget left undecided is confirmed instead: the candidate
-  whose gate it stopped with the interval across the minimum effect, or, when it stopped the
-  validation gate before its first look, the screen's best if it beat the baseline.
+  whose gate it stopped with the interval across the minimum effect, or, where it stopped a
+  gate before its first look, the best tuned move or the screen's best.
 
 The schedule is sized to the approved budget in the plan (``ExplorationPlan``); a step that
 the budget cannot afford, after keeping what the confirmation needs, is skipped and the
@@ -322,8 +322,9 @@ class MultiFidelityProtocol(SequentialGates):
     def _undecided_best(self, plan: Plan) -> list[str]:
         """What to confirm when no gate passed anything, rather than leave the budget
         unspent: the candidate a gate's budget stopped while its interval still straddled
-        the minimum effect (the highest lower end first), or, when the budget stopped the
-        validation gate before its first look, the screen's best if it beat the baseline.
+        the minimum effect (the highest lower end first); else, where the budget stopped a
+        gate before its first look, the best tuned move (it beat the screen's best on the
+        same seed and data) or the screen's best (if it beat the baseline).
 
         A gate filters what the confirmation spends its seeds on; the confirmation alone
         decides a launch, and it keeps selection and confirmation apart whatever chose the
@@ -340,24 +341,30 @@ class MultiFidelityProtocol(SequentialGates):
             if c.hypothesis_id in sequential.undecided(decision, request.min_effect) and c.n < cap
         ]
         if straddling:
-            best = max(straddling, key=lambda c: (c.gain_low or 0.0, c.hypothesis_id))
+            top = max(straddling, key=lambda c: (c.gain_low or 0.0, c.hypothesis_id))
             ctx.note(
                 "confirmation",
-                f"nothing passed a gate; the budget stopped {best.hypothesis_id}'s gate at "
-                f"{best.n} seeds with its interval across the minimum effect ({best.reason}): "
+                f"nothing passed a gate; the budget stopped {top.hypothesis_id}'s gate at "
+                f"{top.n} seeds with its interval across the minimum effect ({top.reason}): "
                 "it goes to the confirmation",
             )
-            return [best.hypothesis_id]
-        if not ctx.state.rungs or any(k.startswith("validation#") for k in ctx.state.looks):
-            return []
-        screened = screening.beat_baseline(ctx.state.rungs[-1], request.metric, 1)
-        if screened:
+            return [top.hypothesis_id]
+        looked = {k.split("#")[0] for k in ctx.state.looks}
+        tuned = self._best_tuned() if "exploitation" not in looked else None
+        screened = (
+            screening.beat_baseline(ctx.state.rungs[-1], request.metric, 1)
+            if ctx.state.rungs and "validation" not in looked
+            else []
+        )
+        best = [tuned] if tuned else screened
+        if best:
             ctx.note(
-                "validation",
-                f"the budget could not pay for the gate and the confirmation both: "
-                f"{screened[0]}, the screen's best, goes to the confirmation ungated",
+                "confirmation",
+                "nothing passed a gate; the budget could not pay for a gate and the "
+                f"confirmation both: {best[0]}, the best "
+                f"{'tuned move' if tuned else 'of the screen'}, goes to the confirmation ungated",
             )
-        return screened
+        return best
 
     def _confirmable(self, plan: Plan, top: int) -> int:
         """How many to confirm: ``top`` when the budget left affords each of them and the

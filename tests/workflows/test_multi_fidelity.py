@@ -138,7 +138,10 @@ async def test_a_budget_too_small_for_the_gate_confirms_the_screens_best_ungated
     status = (await handle.result()).status
     assert len(status.rungs) == 1 and status.rungs[0].promoted[0] == "v-probe-1"
     assert "validation" not in status.decisions
-    assert "goes to the confirmation ungated" in status.phase_notes["validation"]
+    assert (
+        "v-probe-1, the best of the screen, goes to the confirmation ungated"
+        in (status.phase_notes["confirmation"])
+    )
     proposal = status.proposal
     assert proposal is not None and proposal.verdict == "launch"
     assert proposal.candidate == "v-probe-1"
@@ -172,3 +175,29 @@ async def test_a_candidate_the_budget_left_undecided_goes_to_the_confirmation(
     proposal = status.proposal
     assert proposal is not None and proposal.verdict == "no launchable improvement"
     assert proposal.ended_by.startswith("the confirmation on fresh seeds did not support")
+
+
+async def test_a_tuned_move_no_gate_could_afford_goes_to_the_confirmation_ungated(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    # Trials cost 1.5x their estimate and the search's moves beat everything the screen
+    # found: neither the validation gate nor the tuned move's gate can pay for its first look
+    # and the confirmation's both, so the best tuned move is confirmed ungated.
+    fakes.slow, fakes.tuned_ne = 1.5, 0.80
+    handle = await start_approved(
+        time_skipping_env,
+        queue,
+        protocol="multi-fidelity",
+        budget=Budget(device_hours=24.0, max_parallel_trials=2),
+    )
+    status = (await handle.result()).status
+    assert [k for k in status.looks if not k.startswith("confirmation")] == []
+    assert status.phase_notes["exploitation"] == "the budget stopped the gate at 0 seeds"
+    assert (
+        "the best tuned move, goes to the confirmation ungated"
+        in (status.phase_notes["confirmation"])
+    )
+    proposal = status.proposal
+    assert proposal is not None and proposal.verdict == "launch"
+    assert proposal.candidate.startswith("x")
+    assert status.device_hours_spent <= 24.0 + 1e-9
