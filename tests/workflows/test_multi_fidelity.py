@@ -3,10 +3,22 @@
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from contracts import Budget, CampaignResult
+from contracts import Budget, CampaignResult, CampaignStatus
 from tests.fakes import FakeActivities
 from tests.workflows.drive import start_approved
 from workflows.campaign import CampaignWorkflow
+
+
+async def campaign(env: WorkflowEnvironment, queue: str, hours: float) -> CampaignStatus:
+    """A multi-fidelity campaign on ``hours`` device-hours, approved and run to its end."""
+    handle = await start_approved(
+        env,
+        queue,
+        protocol="multi-fidelity",
+        budget=Budget(device_hours=hours, max_parallel_trials=2),
+    )
+    result: CampaignResult = await handle.result()
+    return result.status
 
 
 async def test_the_screen_finds_the_lever_and_the_campaign_launches_it(
@@ -79,13 +91,7 @@ async def test_a_confirmation_the_budget_cuts_short_judges_the_pairs_it_has(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
 ) -> None:
     fakes.cost_on_test = 3.0  # the confirmation's trials cost three times what others did
-    handle = await start_approved(
-        time_skipping_env,
-        queue,
-        protocol="multi-fidelity",
-        budget=Budget(device_hours=60.0, max_parallel_trials=2),
-    )
-    status = (await handle.result()).status
+    status = await campaign(time_skipping_env, queue, hours=60.0)
     # The look was sized to the budget by the campaign itself: no engineer is asked for more.
     assert not [n for n in fakes.notifications if n.kind == "budget_exhausted"]
     capped = status.gate_seeds["confirmation"]
@@ -105,13 +111,7 @@ async def test_a_dear_move_the_search_finds_keeps_the_budget_for_its_gate(
     # left could not gate its best move, and ended "no candidate passed a gate" with the move
     # in hand.
     fakes.tuned_ne, fakes.tuned_cost = 0.80, 4.0
-    handle = await start_approved(
-        time_skipping_env,
-        queue,
-        protocol="multi-fidelity",
-        budget=Budget(device_hours=60.0, max_parallel_trials=2),
-    )
-    status = (await handle.result()).status
+    status = await campaign(time_skipping_env, queue, hours=60.0)
     gated = status.decisions["exploitation"]
     assert gated.passed and gated.passed[0].startswith("x")
     proposal = status.proposal
@@ -129,13 +129,7 @@ async def test_a_budget_too_small_for_the_gate_confirms_the_screens_best_ungated
     # for the confirmation's first look but not for the validation gate's as well. A campaign
     # once ended there "no candidate passed a gate" with most of its budget unspent.
     fakes.slow = 1.5
-    handle = await start_approved(
-        time_skipping_env,
-        queue,
-        protocol="multi-fidelity",
-        budget=Budget(device_hours=16.0, max_parallel_trials=2),
-    )
-    status = (await handle.result()).status
+    status = await campaign(time_skipping_env, queue, hours=16.0)
     assert len(status.rungs) == 1 and status.rungs[0].promoted[0] == "v-probe-1"
     assert "validation" not in status.decisions
     assert (
@@ -156,13 +150,7 @@ async def test_a_candidate_the_budget_left_undecided_goes_to_the_confirmation(
     # zero when the budget stops it. A campaign once ended there "no candidate passed a gate"
     # with a fifth of its budget unspent (synthetic-dense: +12.6% on 3 seeds, p = 0.013).
     fakes.ne = {"baseline": 0.90, "v-probe-1": 0.8998}
-    handle = await start_approved(
-        time_skipping_env,
-        queue,
-        protocol="multi-fidelity",
-        budget=Budget(device_hours=30.0, max_parallel_trials=2),
-    )
-    status = (await handle.result()).status
+    status = await campaign(time_skipping_env, queue, hours=30.0)
     assert status.plan is not None and status.plan.exploration is not None
     (straddled,) = status.decisions["validation"].comparisons
     assert straddled.hypothesis_id == "v-probe-1" and not straddled.passed
@@ -184,13 +172,7 @@ async def test_a_tuned_move_no_gate_could_afford_goes_to_the_confirmation_ungate
     # found: neither the validation gate nor the tuned move's gate can pay for its first look
     # and the confirmation's both, so the best tuned move is confirmed ungated.
     fakes.slow, fakes.tuned_ne = 1.5, 0.80
-    handle = await start_approved(
-        time_skipping_env,
-        queue,
-        protocol="multi-fidelity",
-        budget=Budget(device_hours=24.0, max_parallel_trials=2),
-    )
-    status = (await handle.result()).status
+    status = await campaign(time_skipping_env, queue, hours=24.0)
     assert [k for k in status.looks if not k.startswith("confirmation")] == []
     assert status.phase_notes["exploitation"] == "the budget stopped the gate at 0 seeds"
     assert (
