@@ -394,8 +394,7 @@ class CampaignStatus(Record):
         tuned: The changes of each tuned arm (``x<number>``), as the study asked them.
         search_rounds: Exploitation rounds asked of the Optuna study so far.
         proposal: The launch proposal (or the honest absence of one), once confirmed.
-        task: The task's descriptor, as the planner measured it (insights transfer between
-            similar tasks).
+        task: The task's descriptor as the planner measured it (for insights' transfer).
         planner: How the plan is made (fixed when the campaign starts). "dual-source": the
             knowledge and LLM agents propose, the plan can be revised, and the campaign is
             recorded in the insights database. "fixed": the first versions' fixed mutations.
@@ -406,8 +405,7 @@ class CampaignStatus(Record):
         preflight: The checklist run before approval (``recovery == "runbook"``).
         remedies: Every remedy applied to a failed trial, and how its run ended.
         escalations: Trials handed to an engineer, open (no resolution yet) or answered.
-        ignored_signals: The last signals the campaign did not act on, and why (a malformed
-            input, a sender who may not steer it).
+        ignored_signals: The last signals the campaign did not act on, and why.
         preflight_running: The preflight checklist is running (in the ``status`` query's
             answer; approval waits for it).
         rungs: The screen's rungs as decided (multi-fidelity campaigns).
@@ -418,13 +416,11 @@ class CampaignStatus(Record):
             search, by arm, on the screen's seed at full fidelity; the study keeps them all.
         spent_estimated: The estimates of the finished trials, summed: with the ledger's
             spend, how far actual costs run from the estimates.
-        looks: Each look of a sequential gate, by ``<gate>#<seeds>`` (``decisions`` holds each
-            gate's decision over its looks).
+        looks: Each look of a sequential gate, by ``<gate>#<seeds>`` (see ``decisions``).
         gate_seeds: The seeds per arm each sequential gate may grow to, by gate, as the
             budget left at its start afforded.
-        arm_costs: What an arm's run at full fidelity cost over its estimate, by arm (the
-            screen's last rung, the whole-space search; the baseline's too): a gate costs a
-            dear arm at what it measured, not at the ratio of its epochs.
+        arm_costs: What an arm's runs at full fidelity cost over their estimate, by arm: a
+            gate costs a dear arm at what it measured, not at the ratio of its epochs.
     """
 
     campaign_id: str

@@ -44,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
         TrialSpec,
         direction,
     )
-    from workflows import arms, options, phases, proposal, screening, sequential
+    from workflows import arms, options, phases, proposal, screening, sequential, undecided
     from workflows.gates import SequentialGates
 
 SELECTION_GATES = phases.SELECTION_GATES
@@ -320,51 +320,12 @@ class MultiFidelityProtocol(SequentialGates):
         await self._sequential_gate(plan, "confirmation", chosen)
 
     def _undecided_best(self, plan: Plan) -> list[str]:
-        """What to confirm when no gate passed anything, rather than leave the budget
-        unspent: the candidate a gate's budget stopped while its interval still straddled
-        the minimum effect (the highest lower end first); else, where the budget stopped a
-        gate before its first look, the best tuned move (it beat the screen's best on the
-        same seed and data) or the screen's best (if it beat the baseline).
-
-        A gate filters what the confirmation spends its seeds on; the confirmation alone
-        decides a launch, and it keeps selection and confirmation apart whatever chose the
-        candidate (validation data and other seeds), so its error rate holds.
-        """
-        ctx, request = self.ctx, self.ctx.request
-        assert plan.exploration is not None
-        cap = plan.exploration.max_seeds
-        straddling = [
-            c
-            for gate in SELECTION_GATES
-            if (decision := ctx.state.decisions.get(gate)) is not None
-            for c in decision.comparisons
-            if c.hypothesis_id in sequential.undecided(decision, request.min_effect) and c.n < cap
-        ]
-        if straddling:
-            top = max(straddling, key=lambda c: (c.gain_low or 0.0, c.hypothesis_id))
-            ctx.note(
-                "confirmation",
-                f"nothing passed a gate; the budget stopped {top.hypothesis_id}'s gate at "
-                f"{top.n} seeds with its interval across the minimum effect ({top.reason}): "
-                "it goes to the confirmation",
-            )
-            return [top.hypothesis_id]
-        looked = {k.split("#")[0] for k in ctx.state.looks}
-        tuned = self._best_tuned() if "exploitation" not in looked else None
-        screened = (
-            screening.beat_baseline(ctx.state.rungs[-1], request.metric, 1)
-            if ctx.state.rungs and "validation" not in looked
-            else []
-        )
-        best = [tuned] if tuned else screened
-        if best:
-            ctx.note(
-                "confirmation",
-                "nothing passed a gate; the budget could not pay for a gate and the "
-                f"confirmation both: {best[0]}, the best "
-                f"{'tuned move' if tuned else 'of the screen'}, goes to the confirmation ungated",
-            )
-        return best
+        """What to confirm when no gate passed anything (``workflows.undecided``)."""
+        found = undecided.best(self.ctx.state, self.ctx.request, plan, self._best_tuned())
+        if found is None:
+            return []
+        self.ctx.note("confirmation", found.why)
+        return [found.arm]
 
     def _confirmable(self, plan: Plan, top: int) -> int:
         """How many to confirm: ``top`` when the budget left affords each of them and the
