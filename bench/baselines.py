@@ -99,21 +99,7 @@ def optuna_search(
         trials.append(point)
         spent += point.device_hours
         on_spent(spent)
-    best = best_trial(trials, request.metric)
-    choice = request.baseline.with_changes(best.changes).changes_from(request.baseline)
-    return SearchRun(
-        task=task.name,
-        method=method,
-        seed=seed,
-        budget_device_hours=budget,
-        spent_device_hours=spent,
-        reference_validation=ref.validation,
-        trials=trials,
-        choice=choice,
-        note=f"{len(trials)} trials, {sum(t.state == 'failed' for t in trials)} failed, "
-        f"{sum(t.state == 'cut' for t in trials)} cut at the cost cap or the budget",
-        wall_s=time.perf_counter() - started,
-    )
+    return searched(request, task, method, seed, budget, ref, trials, started)
 
 
 def affordable_search(
@@ -161,16 +147,31 @@ def affordable_search(
         trials.append(point)
         spent += point.device_hours
         on_spent(spent)
+    return searched(request, task, "random-affordable", seed, budget, ref, trials, started)
+
+
+def searched(
+    request: CampaignRequest,
+    task: Task,
+    method: str,
+    seed: int,
+    budget: float,
+    ref: Reference,
+    trials: list[TrialPoint],
+    started: float,
+) -> SearchRun:
+    """A searcher's run: its trials (the baseline first), what they cost, its best as the
+    choice."""
     best = best_trial(trials, request.metric)
     return SearchRun(
         task=task.name,
-        method="random-affordable",
+        method=method,
         seed=seed,
         budget_device_hours=budget,
-        spent_device_hours=spent,
+        spent_device_hours=sum(t.device_hours for t in trials),
         reference_validation=ref.validation,
         trials=trials,
-        choice=baseline.with_changes(best.changes).changes_from(baseline),
+        choice=request.baseline.with_changes(best.changes).changes_from(request.baseline),
         note=f"{len(trials)} trials, {sum(t.state == 'failed' for t in trials)} failed, "
         f"{sum(t.state == 'cut' for t in trials)} cut at the cost cap or the budget",
         wall_s=time.perf_counter() - started,
