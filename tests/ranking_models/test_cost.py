@@ -17,6 +17,7 @@ from ranking_models.cost import (
 )
 from ranking_models.datasets import load_dataset
 from ranking_models.errors import OutOfMemoryError
+from ranking_models.tasks import relative_cost
 
 TINY_DATA = DatasetRef(max_rows=3000)
 
@@ -36,6 +37,25 @@ def test_fp16_rows_halve_embedding_bytes_and_adam_moves_more():
     base = _work()
     assert _work(embedding_precision="fp16").bytes < 0.6 * base.bytes
     assert _work(sparse_optimizer="adam").bytes > 2 * base.bytes
+
+
+def test_a_change_s_cost_counts_the_step_s_fixed_part():
+    # A step costs its dispatch and optimizer loops whatever its batch: half the batch is
+    # twice the steps, dearer per sample (by FLOPs alone it cost the same), and most so for
+    # a small model, whose FLOPs are a small part of its step.
+    small = ModelSpec(embedding_dim=4, dense_hidden=[8], over_hidden=[8], batch_size=512)
+    large = ModelSpec(embedding_dim=64, dense_hidden=[512, 256], over_hidden=[512, 256])
+
+    def halved(spec: ModelSpec, **overhead) -> float:
+        return relative_cost(spec, spec.with_changes({"batch_size": 256}), TINY_DATA, **overhead)
+
+    assert halved(small, step_overhead=0.0) == pytest.approx(1.0)
+    assert 1.5 < halved(small) <= 2.0
+    assert 1.0 < halved(large) < halved(small)
+    # A DCN on the small model: its FLOPs several times the baseline's, its step much less.
+    dcn = small.with_changes({"interaction": "dcn"})
+    by_flops = relative_cost(small, dcn, TINY_DATA, step_overhead=0.0)
+    assert 1.0 < relative_cost(small, dcn, TINY_DATA) < by_flops / 2
 
 
 def test_estimate_seconds_is_positive_and_scales_with_epochs():
