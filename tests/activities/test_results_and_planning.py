@@ -239,3 +239,23 @@ def test_the_action_space_draws_only_what_the_screen_can_measure() -> None:
         )
     moved = {field for h in capped for field in h.changes}
     assert {"embedding_dim", "dense_hidden", "dense_lr", "batch_size", "epochs"} <= moved
+
+
+def test_hashed_ids_are_seen_and_the_hash_rows_move_proposed() -> None:
+    # 8 features of 20,000 ids hashed into 1,024 rows each: the descriptor counts the ids
+    # before hashing (up to 16x the rows), so the catalog's "more rows" move applies.
+    request = CampaignRequest.model_validate_json(
+        (ROOT / "examples" / "tasks" / "synthetic-long-tail.json").read_text()
+    )
+    task = describe_task(request.dataset, request.baseline)
+    assert request.baseline.max_table_rows == 1024
+    assert task.max_cardinality == 16 * 1024
+    assert task.total_cardinality == 8 * 1024  # the tables' rows
+    planning = PlanningActivities(
+        lambda m, d: (1.0, 2.0), describe_task=describe_task, relative_cost=relative_cost
+    )
+    proposals = ActivityEnvironment().run(
+        planning.propose_hypotheses,
+        ProposalInput(campaign_id="c1", request=request, max_hypotheses=40),
+    )
+    assert {"max_table_rows": 4096} in [h.changes for h in proposals.hypotheses]
