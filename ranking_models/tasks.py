@@ -50,9 +50,9 @@ def describe_task(dataset: DatasetRef, baseline: ModelSpec) -> TaskDescriptor:
 # What one training step costs whatever its batch holds (op dispatch, autograd, the
 # optimizers' per-tensor loops), in ``sample_work``'s units. Without it a change to a small model
 # was costed by its FLOPs alone: a DCN on an 8-feature, 8-wide baseline at 5.2 of its trials,
-# where it ran at 1.0-1.3. Fitted by ``python -m bench.cost_model`` to 725 whole-space trials
-# of the agent benchmark (2-core CPU host; mean log error of the ratio +0.54 without it,
-# +0.11 with it). On a GPU the step's fixed part weighs more still; refit there.
+# where it ran at 1.0-1.3. Fitted by ``python -m bench.cost_model`` to 1,486 whole-space
+# trials of the agent benchmark (2-core CPU host; log error of the ratio: mean +0.44, rms 0.77
+# without it; +0.06, rms 0.46 with it). On a GPU the step's fixed part weighs more; refit there.
 STEP_OVERHEAD_WORK = 1.8e7
 
 
