@@ -24,8 +24,8 @@ synthetic tasks with planted structure). For each task and search seed ``s``:
 3. ``random-affordable`` (on request: ``--methods openrea,random,tpe,random-affordable``) is
    random search as an engineer would run it on this space: a uniform draw that would cost
    more than the cost cap is drawn again nearer the baseline (as openrea's screen draws its
-   points), so far more of its trials finish (12 in 8 baseline trials' budget on the quick
-   task; not yet run on the nine tasks, where plain random finishes 0-4 per cell)
+   points), so far more of its trials finish (37-88 per cell on the nine tasks, where plain
+   random finishes 0-6 besides the baseline)
    (``bench.baselines.affordable_search``). Same budget, same scoring.
 
 Compute is device-hours as the ledger counts them: a trial's wall seconds x devices / 3600.
