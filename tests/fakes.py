@@ -37,6 +37,7 @@ from contracts import (
 )
 from runbooks import load_runbook
 from tests.factories import result_of
+from workflows.arms import arm_hypotheses
 
 # Validation NE by arm (the mean over seeds): two hypotheses beat the baseline (0.90), the
 # others do not, and their merge beats both; tuned arms (x<n>) get TUNED_NE.
@@ -102,6 +103,9 @@ class FakeActivities:
     tuned_cost: float = 1.0
     # Every trial costs this many times what it otherwise would (a busier host than planned).
     slow: float = 1.0
+    # How many times the baseline an arm's trials cost, by arm (a merge: the product of its
+    # parts'); 1 when absent.
+    arm_cost: dict[str, float] = field(default_factory=dict)
     # Mean validation NE by arm (see NE); an arm not listed gets 0.95.
     ne: dict[str, float] = field(default_factory=lambda: dict(NE))
     # Trials that fail (a typed error) or diverge (a result without metrics), with a message;
@@ -312,6 +316,8 @@ class FakeActivities:
         cost *= self.cost_on_test if spec.phase == "confirmation" else 1.0
         cost *= self.tuned_cost if is_tuned(spec.arm) else 1.0
         cost *= self.slow
+        for part in arm_hypotheses(spec.arm or "", set()):
+            cost *= self.arm_cost.get(f"v-{part}", 1.0)
         ne = ne_of(spec, self.ne, self.tuned_ne)
         return result_of(campaign_id, trial_id, ne, self.trial_seconds / HOUR * cost)
 

@@ -144,11 +144,20 @@ class SequentialGates(EvidenceProtocol):
         tag = "t" if gate == "confirmation" else "s"
         specs = arms.seeded_trials(ctx.id, request, plan, runs, seeds, tag)
         # An arm measured at full fidelity is estimated at what it cost: one with 4x the
-        # baseline's widths runs about 4x as long though its epochs say 1x.
+        # baseline's widths runs about 4x as long though its epochs say 1x. A merge not yet
+        # run is estimated from its parts (``arms.merged_cost``).
         costs = ctx.state.arm_costs
+        merges = workflow.patched("arm-cost-basis")
         return [
             s.model_copy(update={"estimated_device_hours": s.estimated_device_hours * costs[s.arm]})
             if self._measured(s)
+            else s.model_copy(
+                update={
+                    "estimated_device_hours": s.estimated_device_hours
+                    * arms.merged_cost(s.arm, request, plan, costs)
+                }
+            )
+            if merges and s.arm.startswith("c-")
             else s
             for s in specs
         ]
@@ -162,9 +171,17 @@ class SequentialGates(EvidenceProtocol):
         if not workflow.patched("measured-arm-costs"):
             return
         costs = ctx.state.arm_costs
+        # Over the estimate an arm's gate runs start from (the plan's trial scaled by its
+        # epochs, ``arms.trial_spec``). A screened run's own estimate also holds the cost
+        # model's factor: measured over that, a move costing 3x, rightly estimated, read 1x,
+        # and its gate's looks were budgeted at a third of what they cost.
+        basis = workflow.patched("arm-cost-basis")
+        plan = ctx.state.plan
         measured = {
+            spec.arm: t.device_hours / arms.basis_estimate(ctx.request, plan, spec)
+            if basis and plan is not None
             # Over the estimate before any measurement: a measured arm's spec holds its cost.
-            spec.arm: t.device_hours / t.estimated_device_hours * costs.get(spec.arm, 1.0)
+            else t.device_hours / t.estimated_device_hours * costs.get(spec.arm, 1.0)
             if self._measured(spec)
             else t.device_hours / t.estimated_device_hours
             for spec in specs

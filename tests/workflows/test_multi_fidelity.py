@@ -4,7 +4,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from contracts import Budget, CampaignResult, CampaignStatus
-from tests.fakes import FakeActivities
+from tests.fakes import SPACE_HYPOTHESES, FakeActivities
 from tests.workflows.drive import start_approved
 from workflows.campaign import CampaignWorkflow
 
@@ -122,6 +122,35 @@ async def test_a_dear_move_the_search_finds_keeps_the_budget_for_its_gate(
     assert {a for a in status.tuned} <= set(status.arm_costs)
 
 
+async def test_a_dear_move_s_gates_are_budgeted_at_what_it_costs(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    # The screen's lever costs 3 baseline trials (a smaller batch: more steps), as the plan's
+    # cost model said. Its gate runs were once estimated at 1x: its screen run was measured
+    # over an estimate that held the 3x already. Merges were estimated at 1x too, so a
+    # campaign (MovieLens-100k: three passed, merges costing 1.4-2x) ran one and had nothing
+    # left to confirm with.
+    lever, *others = SPACE_HYPOTHESES
+    dear = lever.model_copy(update={"changes": {"batch_size": 64}, "cost_factor": 3.0})
+    fakes.space_hypotheses = [dear, *others]
+    fakes.arm_cost = {"v-probe-1": 3.0, "v-wider-embeddings": 1.5}
+    status = await campaign(time_skipping_env, queue, hours=60.0)
+    assert status.arm_costs["v-probe-1"] == pytest.approx(3.0)
+    for look in ("s1", "t1"):
+        baseline = fakes.specs[f"baseline~{look}"].estimated_device_hours
+        assert fakes.specs[f"v-probe-1~{look}"].estimated_device_hours == pytest.approx(
+            3.0 * baseline
+        )
+    # The merge, costed at its parts' 3 x 1.5, did not fit beside the confirmation's reserve.
+    assert status.decisions["validation"].passed == ["v-probe-1", "v-wider-embeddings"]
+    assert status.phase_notes["combination"] == "the budget stopped the gate at 0 seeds"
+    assert not [t for t in fakes.specs if t.startswith("c-")]
+    proposal = status.proposal
+    assert proposal is not None and proposal.verdict == "launch"
+    assert proposal.candidate == "v-probe-1"
+    assert status.device_hours_spent <= 60.0 + 1e-9
+
+
 async def test_a_budget_too_small_for_the_gate_confirms_the_screens_best_ungated(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
 ) -> None:
@@ -156,7 +185,7 @@ async def test_a_candidate_the_budget_left_undecided_goes_to_the_confirmation(
     assert straddled.hypothesis_id == "v-probe-1" and not straddled.passed
     assert straddled.gain_low is not None and straddled.gain_low < 0 < straddled.gain
     assert straddled.n == status.gate_seeds["validation"] < status.plan.exploration.max_seeds
-    assert "v-probe-1's gate at 3 seeds" in status.phase_notes["confirmation"]
+    assert f"v-probe-1's gate at {straddled.n} seeds" in status.phase_notes["confirmation"]
     confirmed = status.decisions["confirmation"]
     assert [c.hypothesis_id for c in confirmed.comparisons] == ["v-probe-1"]
     # The confirmation decides: a gain this small does not survive it.

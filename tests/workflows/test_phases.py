@@ -234,6 +234,22 @@ def test_a_hypothesis_conflicting_with_the_plan_is_named() -> None:
     assert groups == [] and "interaction" in skipped[0]
 
 
+def test_a_merge_not_yet_run_is_costed_from_its_parts() -> None:
+    # Measured parts at full fidelity (over the same basis as the baseline's) multiply;
+    # a part not measured costs what the plan's cost model said, its epochs taken out
+    # (the merge's own epochs are in its basis already).
+    plan, request = plan_and_request()
+    dear = Hypothesis(id="deep", title="t", changes={"epochs": 8}, cost_factor=6.0)
+    plan = plan.model_copy(update={"hypotheses": [*plan.hypotheses, dear]})
+    costs = {"baseline": 1.2, "v-larger-batch": 0.6}
+    assert arms.merged_cost("c-larger-batch+deep", request, plan, costs) == pytest.approx(
+        0.5 * 6.0 * 4 / 8
+    )
+    assert arms.merged_cost("c-larger-batch+deep", request, plan, {}) == pytest.approx(
+        next(h for h in plan.hypotheses if h.id == "larger-batch").cost_factor * 3.0
+    )
+
+
 def test_a_merge_of_an_id_that_holds_a_plus_applies_its_parts() -> None:
     # The knowledge agent's merged hypotheses are ids like ``combo-a+b``: merged again with a
     # third, their arm is ``c-combo-a+b+c`` (a campaign failed its workflow task on it).
