@@ -35,6 +35,8 @@ Estimator = Callable[[ModelSpec, DatasetRef], tuple[float, float]]
 # The task's descriptor, and a candidate's cost relative to the baseline's.
 TaskDescriber = Callable[[DatasetRef, ModelSpec], TaskDescriptor]
 RelativeCost = Callable[[ModelSpec, ModelSpec, DatasetRef], float]
+# The share of a trial's cost that training on part of the data does not shrink.
+FixedShare = Callable[[ModelSpec, DatasetRef], float]
 
 # Insights handed to the agents: the most similar, best-evidenced changes are enough.
 MAX_INSIGHTS = 20
@@ -139,6 +141,8 @@ class PlanningActivities:
         relative_cost: A candidate's cost over the baseline's.
         agent: The knowledge-based research agent.
         jobs_run_on: Where trials that run as jobs go (``describe_job_backend``).
+        fixed_share: The share of a trial's cost a data fraction does not shrink (the
+            screen's rungs follow it); unmeasured when None.
     """
 
     def __init__(
@@ -149,8 +153,10 @@ class PlanningActivities:
         relative_cost: RelativeCost | None = None,
         agent: KnowledgeAgent | None = None,
         jobs_run_on: str = "",
+        fixed_share: FixedShare | None = None,
     ) -> None:
         self._estimate_seconds = estimate_seconds
+        self._fixed_share = fixed_share
         self._jobs_run_on = jobs_run_on
         self._store = store
         self._describe_task = describe_task
@@ -170,6 +176,9 @@ class PlanningActivities:
         request = inp.request
         try:
             typical_s, high_s = self._estimate_seconds(request.baseline, request.dataset)
+            share = (
+                self._fixed_share(request.baseline, request.dataset) if self._fixed_share else None
+            )
             task = (
                 self._describe_task(request.dataset, request.baseline)
                 if self._describe_task
@@ -217,6 +226,7 @@ class PlanningActivities:
                 "note": "; ".join(n for n in (proposals.note, estimate) if n),
                 "estimated_device_hours_per_trial": typical_s / 3600.0,
                 "estimated_device_hours_per_trial_high": max(high_s, typical_s) / 3600.0,
+                "fixed_cost_share": share,
                 "jobs_run_on": self._jobs_run_on,
             }
         )

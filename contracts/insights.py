@@ -101,6 +101,9 @@ class Proposals(Record):
         estimated_device_hours_per_trial: The baseline trial's typical cost (only the source
             that estimates cost sets it).
         estimated_device_hours_per_trial_high: Its high end.
+        fixed_cost_share: The share of the baseline trial's estimate that training on part of
+            the data does not shrink (building, data checks, evaluation), as measured; None
+            where not measured. The screen's rungs and their costs follow it.
         jobs_run_on: Where trials that run as jobs go, which the estimate assumes as fast as
             the host that measured it (e.g. ``Slurm partition gpu``).
     """
@@ -113,6 +116,7 @@ class Proposals(Record):
     insights: list[Insight] = Field(default_factory=list)
     estimated_device_hours_per_trial: float = 0.0
     estimated_device_hours_per_trial_high: float = 0.0
+    fixed_cost_share: float | None = Field(default=None, ge=0.0, le=1.0)
     jobs_run_on: str = ""
 
 

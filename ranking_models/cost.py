@@ -361,16 +361,33 @@ def estimate_seconds_range(spec: ModelSpec, dataset: DatasetRef) -> tuple[float,
         OutOfMemoryError: The model cannot fit in this host's memory (see
             ``memory.check_fits``; checked before it is built).
     """
+    (train_low, train_high), (rest_low, rest_high) = _trial_parts(spec, dataset)
+    return train_low + rest_low, train_high + rest_high
+
+
+def fraction_fixed_share(spec: ModelSpec, dataset: DatasetRef) -> float:
+    """The share of a trial's estimated seconds (the typical end) that training on a
+    fraction of the data does not shrink: its fixed costs and its evaluation passes.
+
+    Raises:
+        As ``estimate_seconds_range``.
+    """
+    (train, _), (rest, _) = _trial_parts(spec, dataset)
+    return rest / (train + rest) if train + rest > 0 else 0.0
+
+
+def _trial_parts(
+    spec: ModelSpec, dataset: DatasetRef
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A trial's estimated seconds, (low, high), of its training steps and of the rest."""
     data = load_dataset(dataset, max_table_rows=spec.max_table_rows)
     step_s, eval_sample_s, _ = _measured_seconds(spec.model_dump_json(), dataset.model_dump_json())
     fixed = sum(fixed_seconds(spec, dataset).values())
     steps = spec.epochs * data.train.num_batches(spec.batch_size)
     eval_samples = spec.epochs * len(data.validation) + len(data.test)
-    low, high = (
-        fixed + steps * step + eval_samples * sample
-        for step, sample in zip(step_s, eval_sample_s, strict=True)
-    )
-    return low, high
+    train = (steps * step_s[0], steps * step_s[1])
+    rest = (fixed + eval_samples * eval_sample_s[0], fixed + eval_samples * eval_sample_s[1])
+    return train, rest
 
 
 def estimate_seconds(spec: ModelSpec, dataset: DatasetRef) -> float:

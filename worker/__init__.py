@@ -66,7 +66,7 @@ def orchestration_worker(
     from activities.agents.llm import LlmActivities, LlmAgent
     from activities.estimates import HistoryCorrected
     from activities.preflight import PreflightActivities, production_ports
-    from ranking_models.cost import estimate_seconds_range
+    from ranking_models.cost import estimate_seconds_range, fraction_fixed_share
     from ranking_models.tasks import describe_task, relative_cost
 
     store = InsightsStore(settings.database)
@@ -80,6 +80,7 @@ def orchestration_worker(
         describe_task=describe_task,
         relative_cost=relative_cost,
         jobs_run_on=describe_job_backend(settings),
+        fixed_share=fraction_fixed_share,
     )
     agent = (
         LlmAgent(

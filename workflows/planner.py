@@ -268,16 +268,19 @@ def build_screen_plan(
         ordered,
         budget / spread,
         full_steps(request, task.rows if task else 0),
+        costed.fixed_cost_share if costed else None,
     )
     xp = xp.model_copy(update={"budget_device_hours": budget})
     in_pool = {h.id for h in pool}
     held = [h for h in ordered if h.id not in in_pool and h.source != "search-space"]
     sources = ", ".join(f"{n} {s}" for s, n in sorted(xp.pool.items()))
     plan_notes = [*(p.note for p in proposals if p.note), *notes]
+    measured = costed is not None and costed.fixed_cost_share is not None
+    fixed = f" (fixed costs: {xp.fixed_cost_share:.0%} of a trial)" if measured else ""
     plan_notes.append(
         f"screen: {len(pool)} candidates ({sources}) by successive halving on "
         + ", ".join(f"{r.data_fraction:.0%}" for r in xp.rungs)
-        + " of the training data; then a whole-space search of "
+        + f" of the training data{fixed}; then a whole-space search of "
         f"{xp.tuning_trials} trials; gates start at {xp.first_look_seeds} seeds and grow to "
         f"{xp.max_seeds} only where an interval straddles the minimum effect"
     )

@@ -34,9 +34,13 @@ MIN_RUNG_STEPS = 60
 # Of exploration's budget, the screen's share; the whole-space search around the leader
 # gets the rest.
 SCREEN_SHARE = 0.6
-# The share of a trial's cost a data fraction does not shrink (loading, building, scoring
-# validation): measured 5-10% on MovieLens-100k; the planner costs rungs with the high end.
+# The share of a trial's cost a data fraction does not shrink (building, checks, scoring)
+# where the estimate does not say (``Proposals.fixed_cost_share``): 5-10% on MovieLens-100k
+# with an early trainer; 35-75% on the benchmark's tasks since.
 FIXED_COST_SHARE = 0.1
+# A rung on part of the data runs only where it costs at most this share of a full run: at a
+# 72% fixed share, rungs of 1/9, 1/3 and 1 cost 1.13 full runs per candidate, one rung 1.0.
+MAX_RUNG_COST = 0.5
 # At most this many screened candidates go on to a gate (each costs seeds there).
 MAX_GATE_CANDIDATES = 3
 # Never fewer candidates than this at the first rung, whatever the budget says: a screen
@@ -58,18 +62,27 @@ COST_CAP = 4.0
 CONFIRM_TOP = 2
 
 
-def fractions(full_steps: int | None = None) -> list[float]:
+def fractions(full_steps: int | None = None, fixed_share: float | None = None) -> list[float]:
     """The data fraction of each rung, cheapest first: 1/9, 1/3 and 1 (rate 3), unless the
     cheapest would train fewer than ``MIN_RUNG_STEPS`` of the baseline's ``full_steps``: then
-    it starts there, with fewer rungs as it nears the whole data."""
+    it starts there, with fewer rungs as it nears the whole data. Where the estimate measured
+    the ``fixed_share`` of a trial's cost that a fraction does not shrink, a rung that would
+    cost more than ``MAX_RUNG_COST`` of a full run is left out (None: not measured, as in
+    plans made before it was; every rung is kept)."""
     first = HALVING_RATE ** -(RUNGS - 1)
     if full_steps:
         first = max(first, MIN_RUNG_STEPS / full_steps)
     if first >= 0.6:
         return [1.0]
-    if first >= 1 / HALVING_RATE:
-        return [first, 1.0]
-    return [first, math.sqrt(first), 1.0]
+    fracs = [first, 1.0] if first >= 1 / HALVING_RATE else [first, math.sqrt(first), 1.0]
+    if fixed_share is None:
+        return fracs
+    return [f for f in fracs if f == 1.0 or rung_share(f, fixed_share) <= MAX_RUNG_COST]
+
+
+def rung_share(fraction: float, fixed_share: float) -> float:
+    """A run's cost on ``fraction`` of the data over a full run's."""
+    return fixed_share + (1 - fixed_share) * fraction
 
 
 def screen_factor(h: Hypothesis) -> float:
@@ -78,9 +91,11 @@ def screen_factor(h: Hypothesis) -> float:
     return min(h.cost_factor, MAX_SCREEN_COST)
 
 
-def rung_cost(per_trial: float, cost_factor: float, fraction: float) -> float:
+def rung_cost(
+    per_trial: float, cost_factor: float, fraction: float, fixed_share: float = FIXED_COST_SHARE
+) -> float:
     """Estimated device-hours of one run at ``fraction`` of the data."""
-    return per_trial * cost_factor * (FIXED_COST_SHARE + (1 - FIXED_COST_SHARE) * fraction)
+    return per_trial * cost_factor * rung_share(fraction, fixed_share)
 
 
 def kept(screened: int, rate: int = HALVING_RATE) -> int:
@@ -97,14 +112,16 @@ def rung_sizes(pool: int, rungs: int, rate: int = HALVING_RATE) -> list[int]:
     return sizes
 
 
-def screen_cost(per_trial: float, cost_factors: Sequence[float], fracs: Sequence[float]) -> float:
+def screen_cost(
+    per_trial: float, cost_factors: Sequence[float], fracs: Sequence[float], fixed_share: float
+) -> float:
     """The screen's estimated cost over a pool of these cost factors (baseline runs too)."""
     mean = sum(cost_factors) / len(cost_factors) if cost_factors else 1.0
     sizes = rung_sizes(len(cost_factors), len(fracs))
     total = 0.0
     for k, fraction in enumerate(fracs):
         cost = sum(cost_factors) if k == 0 else sizes[k] * mean
-        total += rung_cost(per_trial, cost + 1.0, fraction)  # + the baseline's run
+        total += rung_cost(per_trial, cost + 1.0, fraction, fixed_share)  # + the baseline's
     return total
 
 
@@ -133,6 +150,7 @@ def exploration_plan(
     ordered: Sequence[Hypothesis],
     budget: float,
     full_steps: int | None = None,
+    fixed_share: float | None = None,
 ) -> tuple[ExplorationPlan, list[Hypothesis]]:
     """Size the schedule to the budget: the pool the screen affords, the tuning trials, the
     gates' candidates and seeds; returns it with the candidates screened.
@@ -143,6 +161,8 @@ def exploration_plan(
         ordered: Every candidate, in the screen's order (``pool_order``).
         budget: The device-hours to size for.
         full_steps: Steps of a full baseline trial (None: unknown), for the rungs' fractions.
+        fixed_share: The share of a trial's cost a data fraction does not shrink, as the
+            estimate measured it (None: ``FIXED_COST_SHARE``).
     """
     per_trial = per_trial or 1e-9  # an unmeasured estimate: size by counts alone
     first = min(request.seeds, request.max_seeds)
@@ -152,12 +172,14 @@ def exploration_plan(
     evidence = min(budget, max((1 - request.exploration_share) * budget, least))
     exploration = budget - evidence
     screen_budget = SCREEN_SHARE * exploration
-    fracs = fractions(full_steps)
+    share = FIXED_COST_SHARE if fixed_share is None else fixed_share
+    fracs = fractions(full_steps, fixed_share)
     pool: list[Hypothesis] = []
     for h in ordered:
         if len(pool) == MAX_POOL:
             break
-        cost = screen_cost(per_trial, [*(screen_factor(p) for p in pool), screen_factor(h)], fracs)
+        factors = [*(screen_factor(p) for p in pool), screen_factor(h)]
+        cost = screen_cost(per_trial, factors, fracs, share)
         # A candidate the screen cannot afford is skipped, not waited for.
         if cost <= screen_budget or (len(pool) < MIN_POOL and h.cost_factor <= MAX_FORCED_COST):
             pool.append(h)
@@ -170,7 +192,7 @@ def exploration_plan(
             data_fraction=fraction,
             candidates=sizes[k],
             estimated_device_hours=rung_cost(
-                per_trial, (sum(factors) if k == 0 else sizes[k] * mean) + 1.0, fraction
+                per_trial, (sum(factors) if k == 0 else sizes[k] * mean) + 1.0, fraction, share
             ),
         )
         for k, fraction in enumerate(fracs)
@@ -195,7 +217,7 @@ def exploration_plan(
             first_look_seeds=first,
             max_seeds=request.max_seeds,
             confirm_top=confirm,
-            fixed_cost_share=FIXED_COST_SHARE,
+            fixed_cost_share=share,
         ),
         pool,
     )

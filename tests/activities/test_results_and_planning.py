@@ -20,7 +20,7 @@ from contracts import (
     TrialRecord,
     TrialSpec,
 )
-from ranking_models.cost import estimate_seconds_range
+from ranking_models.cost import estimate_seconds_range, fraction_fixed_share
 from ranking_models.datasets import load_dataset
 from ranking_models.dlrm import validate_spec
 from ranking_models.tasks import describe_task, relative_cost
@@ -107,6 +107,7 @@ def test_the_knowledge_source_proposes_with_task_insights_and_cost(tmp_path: Pat
         store=store,
         describe_task=describe_task,
         relative_cost=relative_cost,
+        fixed_share=fraction_fixed_share,
     )
     proposals = ActivityEnvironment().run(
         planning.propose_hypotheses,
@@ -115,6 +116,8 @@ def test_the_knowledge_source_proposes_with_task_insights_and_cost(tmp_path: Pat
     assert proposals.source == "knowledge" and proposals.task == task
     assert proposals.estimated_device_hours_per_trial == pytest.approx(0.01)
     assert proposals.estimated_device_hours_per_trial_high == pytest.approx(0.02)
+    share = fraction_fixed_share(request.baseline, request.dataset)
+    assert proposals.fixed_cost_share == share and 0 < share < 1
     assert [i.change for i in proposals.insights] == ["embedding_dim ×2"]
     assert 0 < len(proposals.hypotheses) <= 8
     for h in proposals.hypotheses:

@@ -72,6 +72,15 @@ def test_the_range_is_ordered_and_its_low_end_is_estimate_seconds():
     assert estimate_seconds_range(spec, TINY_DATA) == (low, high)  # cached per process
 
 
+def test_the_share_a_data_fraction_cannot_shrink_falls_as_training_grows():
+    # Building, checking and the test pass are paid once; the steps grow with the epochs.
+    one = cost.fraction_fixed_share(ModelSpec(epochs=1), TINY_DATA)
+    four = cost.fraction_fixed_share(ModelSpec(epochs=4), TINY_DATA)
+    assert 0 < four < one < 1
+    fixed = sum(cost.fixed_seconds(ModelSpec(epochs=1), TINY_DATA).values())
+    assert one >= fixed / estimate_seconds(ModelSpec(epochs=1), TINY_DATA)
+
+
 def test_both_ends_of_the_range_grow_with_epochs():
     one = estimate_seconds_range(ModelSpec(epochs=1), TINY_DATA)
     four = estimate_seconds_range(ModelSpec(epochs=4), TINY_DATA)

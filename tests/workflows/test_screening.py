@@ -57,3 +57,32 @@ def test_a_screen_stopped_short_sends_what_beat_the_baseline_at_its_last_rung() 
     assert screening.beat_baseline(rung, "ne", most=3) == ["a", "b"]  # c lost to it
     assert screening.beat_baseline(rung, "ne", most=1) == ["a"]
     assert screening.beat_baseline(rung, "auc", most=3) == ["c"]  # higher is better
+
+
+def test_rungs_follow_the_measured_share_a_data_fraction_does_not_shrink() -> None:
+    # Unmeasured (plans made before it was): every rung, as before.
+    assert screening.fractions(10_000) == pytest.approx([1 / 9, 1 / 3, 1.0])
+    # Cheap fixed costs: the same three rungs.
+    assert screening.fractions(10_000, 0.1) == pytest.approx([1 / 9, 1 / 3, 1.0])
+    # At 40% fixed, 1/3 of the data costs 60% of a full run: that rung is left out.
+    assert screening.fractions(10_000, 0.4) == pytest.approx([1 / 9, 1.0])
+    # At 72% (the benchmark's small tasks), 1/9 costs 75%: one rung, on all of the data.
+    assert screening.fractions(10_000, 0.72) == [1.0]
+
+
+def test_a_plan_with_dear_fixed_costs_screens_on_all_of_the_data_and_stays_in_budget() -> None:
+    per_trial = 0.001
+    budget = 60 * per_trial
+    request = campaign_request(protocol="multi-fidelity", budget={"device_hours": budget})
+    cheap = planner.build_screen_plan(request, proposals(per_trial, per_trial))
+    measured = [
+        p.model_copy(update={"fixed_cost_share": 0.72}) for p in proposals(per_trial, per_trial)
+    ]
+    dear = planner.build_screen_plan(request, measured)
+    assert cheap.exploration is not None and dear.exploration is not None
+    assert dear.exploration.fixed_cost_share == 0.72
+    assert [r.data_fraction for r in dear.exploration.rungs] == [1.0]
+    assert dear.fits(budget)
+    # A first rung costed at 19% of a run (the old 10% fixed) screened more candidates
+    # than its runs, at 75%, could pay for.
+    assert len(dear.hypotheses) < len(cheap.hypotheses)
