@@ -16,9 +16,8 @@ class TaskDescriptor(Record):
         dense_features: Dense feature columns.
         sparse_features: Sparse features (embedding tables).
         total_cardinality: Embedding rows over all tables.
-        max_cardinality: Distinct ids of the largest sparse feature before hashing, counted
-            up to 16 times the baseline's ``max_table_rows`` (for data hashed as it is read,
-            whose ids are not counted, the largest table's rows).
+        max_cardinality: Distinct ids of the largest sparse feature before hashing (for data
+            hashed as it is read, whose ids are not counted, the largest table's rows).
         label_rate: Share of positive labels in the train split.
         model_family: The baseline's interaction (``dot``, ``dcn``, ``projection``).
         model_params: Parameters of the baseline (embeddings included).

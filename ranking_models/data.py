@@ -34,11 +34,14 @@ class FeatureSchema:
         sparse_features: The F sparse feature names, in KJT key order.
         table_rows: Rows of each feature's embedding table (ids are hashed into this).
         dense_features: The dense feature names, in column order.
+        id_counts: Distinct ids of each feature before hashing, where the loader knows them
+            (empty for data hashed as it is read, whose ids are never counted).
     """
 
     sparse_features: tuple[str, ...]
     table_rows: tuple[int, ...]
     dense_features: tuple[str, ...]
+    id_counts: tuple[int, ...] = ()
 
     @property
     def num_dense(self) -> int:

@@ -258,7 +258,8 @@ def _build(
         fix="raise DatasetRef.max_rows or adjust validation_fraction/test_fraction",
     )
     joined = _join(raw, order)
-    ids, lengths, table_rows = _into_tables(_sparse_features(joined), max_table_rows)
+    features = _sparse_features(joined)
+    ids, lengths, table_rows = _into_tables(features, max_table_rows)
     columns = _Columns(
         ids=ids,
         lengths=lengths,
@@ -272,6 +273,7 @@ def _build(
             sparse_features=SPARSE_FEATURES,
             table_rows=table_rows,
             dense_features=DENSE_FEATURES,
+            id_counts=tuple(features[name][2] for name in SPARSE_FEATURES),
         ),
         train=cut("train", 0, n_train),
         validation=cut("validation", n_train, n_train + n_validation),

@@ -308,6 +308,7 @@ def _load(
             sparse_features=source.keys,
             table_rows=source.table_rows,
             dense_features=source.dense_names,
+            id_counts=tuple(spec.cardinalities),
         ),
         train=splits["train"],
         validation=splits["validation"],

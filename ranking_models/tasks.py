@@ -10,9 +10,6 @@ from ranking_models.memory import dense_parameter_count
 
 # Labels read to estimate the label rate: enough for three digits, cheap on streaming data.
 LABEL_SAMPLE = 65_536
-# Ids are counted before hashing up to this many times the baseline's table rows.
-HASH_PROBE = 16
-HASHED_AS_READ = {"criteo-tsv", "table"}
 
 
 def describe_task(dataset: DatasetRef, baseline: ModelSpec) -> TaskDescriptor:
@@ -23,12 +20,6 @@ def describe_task(dataset: DatasetRef, baseline: ModelSpec) -> TaskDescriptor:
     """
     data = load_dataset(dataset, max_table_rows=baseline.max_table_rows)
     schema = data.schema
-    # The ids before hashing, up to HASH_PROBE times the tables' rows: measured on the hashed
-    # tables, the largest feature never had more ids than rows, so nothing could tell that
-    # ids collide. Data hashed as it is read has no count of its ids: its tables' rows.
-    wide = data
-    if dataset.name not in HASHED_AS_READ:
-        wide = load_dataset(dataset, max_table_rows=HASH_PROBE * baseline.max_table_rows)
     rows = sum(data.splits().values())
     labels = data.train.batch(slice(0, min(len(data.train), LABEL_SAMPLE))).labels
     params = (
@@ -40,7 +31,9 @@ def describe_task(dataset: DatasetRef, baseline: ModelSpec) -> TaskDescriptor:
         dense_features=schema.num_dense,
         sparse_features=len(schema.sparse_features),
         total_cardinality=sum(schema.table_rows),
-        max_cardinality=max(wide.schema.table_rows, default=0),
+        # Ids before hashing: counted on the hashed tables, the largest feature never had
+        # more ids than rows, so nothing could tell that ids collide.
+        max_cardinality=max(schema.id_counts or schema.table_rows, default=0),
         label_rate=float(labels.float().mean()) if len(labels) else 0.0,
         model_family=baseline.interaction,
         model_params=params,
