@@ -114,7 +114,7 @@ def trial_spec(
         model.epochs / max(request.baseline.epochs, 1) if cost_factor is None else cost_factor
     )
     if data_fraction < 1.0:
-        fidelity *= fixed_cost_share + (1.0 - fixed_cost_share) * data_fraction
+        fidelity *= rung_share(data_fraction, fixed_cost_share)
     devices = request.devices_per_trial if data_fraction >= 1.0 else 1
     estimate = plan.estimated_device_hours_per_trial * devices * fidelity
     return TrialSpec(
@@ -131,6 +131,11 @@ def trial_spec(
         search=search,
         data_fraction=data_fraction,
     )
+
+
+def rung_share(fraction: float, fixed_share: float) -> float:
+    """A run's cost on ``fraction`` of the data over a full run's."""
+    return fixed_share + (1 - fixed_share) * fraction
 
 
 def basis_estimate(request: CampaignRequest, plan: Plan, spec: TrialSpec) -> float:

@@ -24,7 +24,7 @@ from contracts import (
     TrialSummary,
     relative_gain,
 )
-from workflows.arms import BASELINE, hypothesis_arm, screen_seed, trial_spec
+from workflows.arms import BASELINE, hypothesis_arm, rung_share, screen_seed, trial_spec
 
 HALVING_RATE = 3
 RUNGS = 3  # data fractions 1/9, 1/3, 1 at rate 3, on data large enough
@@ -78,11 +78,6 @@ def fractions(full_steps: int | None = None, fixed_share: float | None = None) -
     if fixed_share is None:
         return fracs
     return [f for f in fracs if f == 1.0 or rung_share(f, fixed_share) <= MAX_RUNG_COST]
-
-
-def rung_share(fraction: float, fixed_share: float) -> float:
-    """A run's cost on ``fraction`` of the data over a full run's."""
-    return fixed_share + (1 - fixed_share) * fraction
 
 
 def screen_factor(h: Hypothesis) -> float:
