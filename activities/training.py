@@ -88,12 +88,17 @@ class _Progress:
         if value is None or epoch <= self._asked_after:
             return
         self._asked_after = epoch
-        # After the last epoch there is nothing left to save.
-        if spec.search and self._prune and epoch < spec.model.epochs:
+        search = spec.search
+        if search is None or self._prune is None:
+            return
+        last = spec.model.epochs - 1  # after the last epoch there is nothing left to save
+        if search.last_prunable_epoch is not None:  # after a late one, too little
+            last = min(last, search.last_prunable_epoch)
+        if epoch <= last:
             decision = self._prune(
                 PruneInput(
-                    study_name=spec.search.study_name,
-                    number=spec.search.number,
+                    study_name=search.study_name,
+                    number=search.number,
                     step=epoch,
                     value=value,
                 )

@@ -24,10 +24,14 @@ class SearchRef(Spec):
     Attributes:
         study_name: The study, e.g. ``f"{campaign_id}/exploitation"``.
         number: The Optuna trial number returned by ``search_ask``.
+        last_prunable_epoch: The pruner is asked after this epoch and the ones before it only,
+            those where a stop saves at least half the trial's cost (0: never; None: after
+            every epoch but the last).
     """
 
     study_name: str = Field(min_length=1)
     number: int = Field(ge=0)
+    last_prunable_epoch: int | None = Field(default=None, ge=0)
 
 
 class TrialSpec(Spec):

@@ -15,6 +15,10 @@ from typing import Any
 
 from contracts import CampaignRequest, Phase, Plan, SearchRef, TrialSpec
 
+# A run stopped early (a screening rung on part of the data, a tuned trial stopped after
+# some epochs) is worth its cost only when it costs at most this share of a full run: at a 72%
+# fixed share, rungs of 1/9, 1/3 and 1 cost 1.13 full runs per candidate, one rung 1.0.
+MAX_RUNG_COST = 0.5
 BASELINE = "baseline"
 CONFIRMATION_SEED_OFFSET = 1000
 
@@ -134,8 +138,18 @@ def trial_spec(
 
 
 def rung_share(fraction: float, fixed_share: float) -> float:
-    """A run's cost on ``fraction`` of the data over a full run's."""
+    """A run's cost on ``fraction`` of the data (or of its epochs) over a full run's."""
     return fixed_share + (1 - fixed_share) * fraction
+
+
+def last_prunable_epoch(epochs: int, fixed_share: float) -> int:
+    """The last epoch after which stopping a tuned trial costs at most ``MAX_RUNG_COST`` of
+    running it through (0: none). Where building, data checks and scoring dominate a trial,
+    a stop after the first of two epochs saves a quarter of its cost and loses its answer:
+    successive halving stops three in four trials, so the search ends with a quarter of the
+    finished trials it could have had for three quarters of the compute."""
+    cheap = [e for e in range(1, epochs) if rung_share(e / epochs, fixed_share) <= MAX_RUNG_COST]
+    return max(cheap, default=0)
 
 
 def basis_estimate(request: CampaignRequest, plan: Plan, spec: TrialSpec) -> float:

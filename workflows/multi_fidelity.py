@@ -228,7 +228,7 @@ class MultiFidelityProtocol(SequentialGates):
     def _tuning_trial(self, plan: Plan, asked: AskedTrial, study: str) -> TrialSpec:
         """A tuned move at full fidelity on the screen's seed, comparable with the last rung."""
         ctx = self.ctx
-        return arms.trial_spec(
+        spec = arms.trial_spec(
             ctx.id,
             ctx.request,
             plan,
@@ -238,7 +238,14 @@ class MultiFidelityProtocol(SequentialGates):
             seed=arms.screen_seed(ctx.request),
             tag="x",
             search=SearchRef(study_name=study, number=asked.number),
-        ).model_copy(update={"exploratory": True})
+        )
+        search = spec.search
+        assert search is not None and plan.exploration is not None
+        if workflow.patched("prune-where-it-saves"):
+            share = plan.exploration.fixed_cost_share
+            last = arms.last_prunable_epoch(spec.model.epochs, share)
+            search = search.model_copy(update={"last_prunable_epoch": last})
+        return spec.model_copy(update={"exploratory": True, "search": search})
 
     def _center(self, plan: Plan) -> dict[str, Any]:
         """Every knob's value in the screen's best full-data run (the baseline when nothing

@@ -24,7 +24,14 @@ from contracts import (
     TrialSummary,
     relative_gain,
 )
-from workflows.arms import BASELINE, hypothesis_arm, rung_share, screen_seed, trial_spec
+from workflows.arms import (
+    BASELINE,
+    MAX_RUNG_COST,
+    hypothesis_arm,
+    rung_share,
+    screen_seed,
+    trial_spec,
+)
 
 HALVING_RATE = 3
 RUNGS = 3  # data fractions 1/9, 1/3, 1 at rate 3, on data large enough
@@ -38,9 +45,6 @@ SCREEN_SHARE = 0.6
 # where the estimate does not say (``Proposals.fixed_cost_share``): 5-10% on MovieLens-100k
 # with an early trainer; 35-75% on the benchmark's tasks since.
 FIXED_COST_SHARE = 0.1
-# A rung on part of the data runs only where it costs at most this share of a full run: at a
-# 72% fixed share, rungs of 1/9, 1/3 and 1 cost 1.13 full runs per candidate, one rung 1.0.
-MAX_RUNG_COST = 0.5
 # At most this many screened candidates go on to a gate (each costs seeds there).
 MAX_GATE_CANDIDATES = 3
 # Never fewer candidates than this at the first rung, whatever the budget says: a screen

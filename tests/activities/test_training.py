@@ -168,6 +168,34 @@ def test_a_resumed_trial_reports_every_epoch_once_at_its_own_step(tmp_path: Path
     assert [a.step for a in asked] == [1, 2, 2]
 
 
+def test_a_tuned_trial_asks_the_pruner_only_after_the_epochs_its_spec_allows(
+    tmp_path: Path,
+) -> None:
+    asked: list[int] = []
+
+    def always_prune(inp: PruneInput) -> PruneDecision:
+        asked.append(inp.step)
+        return PruneDecision(prune=True, reason="stop")
+
+    activities = TrainingActivities(train=train, data_dir=tmp_path, prune=always_prune)
+    spec = tiny_spec(epochs=3).model_copy(
+        update={
+            "phase": "exploitation",
+            "search": SearchRef(study_name="s", number=0, last_prunable_epoch=0),
+        }
+    )
+    # A stop would save too little anywhere (0): the trial trains through, never asking.
+    result = ActivityEnvironment().run(activities.train_trial, spec)
+    assert result.state == "succeeded" and len(result.epoch_values) == 3 and asked == []
+    # Allowed after its first epoch: asked then, and stopped.
+    search = SearchRef(study_name="s", number=1, last_prunable_epoch=1)
+    stopped = ActivityEnvironment().run(
+        TrainingActivities(train=train, data_dir=tmp_path / "b", prune=always_prune).train_trial,
+        spec.model_copy(update={"search": search, "trial_id": "t2"}),
+    )
+    assert stopped.state == "pruned" and asked == [1]
+
+
 @pytest.mark.parametrize(
     ("read", "write", "named"),
     [("allowed", None, "elsewhere"), ("elsewhere", "out", "checkpoints/c1/t1")],

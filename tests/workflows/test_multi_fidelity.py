@@ -6,6 +6,7 @@ from temporalio.testing import WorkflowEnvironment
 from contracts import Budget, CampaignResult, CampaignStatus
 from tests.fakes import SPACE_HYPOTHESES, FakeActivities
 from tests.workflows.drive import start_approved
+from workflows import arms
 from workflows.campaign import CampaignWorkflow
 
 
@@ -66,6 +67,14 @@ async def test_the_screen_finds_the_lever_and_the_campaign_launches_it(
     assert len(fakes.recorded) == len(status.trials) + status.trials_archived
     assert status.device_hours_spent <= 60.0 + 1e-9
     assert result.improvement is not None and result.improvement > 0.05
+    # The search's trials may be stopped early only where the stop saves half their cost.
+    share = plan.exploration.fixed_cost_share
+    tuned = [r.spec for r in fakes.recorded if r.spec.search is not None]
+    assert tuned and all(
+        s.search.last_prunable_epoch == arms.last_prunable_epoch(s.model.epochs, share)
+        for s in tuned
+        if s.search is not None
+    )
 
 
 async def test_a_task_where_nothing_helps_says_which_rule_ended_it(

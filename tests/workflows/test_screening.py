@@ -5,7 +5,7 @@ import pytest
 from contracts import Hypothesis, RungDecision
 from contracts.insights import Proposals
 from tests.factories import campaign_request
-from workflows import planner, screening
+from workflows import arms, planner, screening
 
 
 def proposals(per_trial: float, high: float, count: int = 30) -> list[Proposals]:
@@ -68,6 +68,17 @@ def test_rungs_follow_the_measured_share_a_data_fraction_does_not_shrink() -> No
     assert screening.fractions(10_000, 0.4) == pytest.approx([1 / 9, 1.0])
     # At 72% (the benchmark's small tasks), 1/9 costs 75%: one rung, on all of the data.
     assert screening.fractions(10_000, 0.72) == [1.0]
+
+
+def test_a_tuned_trial_is_stopped_early_only_where_the_stop_saves_half_its_cost() -> None:
+    # Two epochs at 40% fixed: stopping after the first costs 70% of the run. Never.
+    assert arms.last_prunable_epoch(2, 0.4) == 0
+    # Nothing fixed: after the first of two epochs the stop costs exactly half.
+    assert arms.last_prunable_epoch(2, 0.0) == 1
+    # Ten epochs at 10% fixed: after epoch 4 a stop costs 46%, after epoch 5, 55%.
+    assert arms.last_prunable_epoch(10, 0.1) == 4
+    # One epoch: there is no epoch before the last to stop after.
+    assert arms.last_prunable_epoch(1, 0.0) == 0
 
 
 def test_a_plan_with_dear_fixed_costs_screens_on_all_of_the_data_and_stays_in_budget() -> None:
