@@ -212,7 +212,7 @@ def openrea_search(
         )
     spec, note = openrea_choice(request, result)
     spent = result.status.ledger.spent
-    plan = result.status.plan
+    plan, proposal = result.status.plan, result.status.proposal
     return SearchRun(
         task=task.name,
         method=method,
@@ -223,9 +223,10 @@ def openrea_search(
         trials=campaign_trials(stored, request.metric),
         choice=spec.changes_from(request.baseline),
         note=f"{note}; {len(result.status.trials) + result.status.trials_archived} trials, "
-        f"phase {result.status.phase}"
-        + (f"; {result.status.proposal.ended_by}" if result.status.proposal else ""),
+        f"phase {result.status.phase}" + (f"; {proposal.ended_by}" if proposal else ""),
         wall_s=time.perf_counter() - started,
         planned_device_hours=plan.estimated_device_hours if plan else None,
         launched=note.startswith("launch"),
+        story=[*(proposal.explored if proposal else [])]
+        + [f"{phase}: {why}" for phase, why in result.status.phase_notes.items() if why],
     )

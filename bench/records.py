@@ -51,7 +51,9 @@ class SearchRun:
     ``choice`` is the chosen change as a diff from the baseline (empty: keep the baseline).
     ``reference_validation`` is the baseline's validation metric on the search's trial seed,
     the zero of the validation curves. ``refused``: openrea's preflight refused its plan
-    (too small a budget, say), so it ran nothing and keeps the baseline.
+    (too small a budget, say), so it ran nothing and keeps the baseline. ``story``: openrea's
+    account of what it explored and why each phase ran short (its proposal's lines and its
+    phase notes), for reading where its compute went.
     """
 
     task: str
@@ -68,6 +70,7 @@ class SearchRun:
     planned_device_hours: float | None = None
     launched: bool = False
     refused: bool = False
+    story: list[str] = field(default_factory=list)
 
     @property
     def test_gain(self) -> float:

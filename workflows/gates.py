@@ -299,10 +299,23 @@ class SequentialGates(EvidenceProtocol):
         factor = ratio / ordinary if self._measured(spec) else ratio
         return spec.estimated_device_hours * factor
 
-    def _capped(self, specs: list[TrialSpec], most: float | None = None) -> list[TrialSpec]:
-        """``specs``, each stopping past ``COST_CAP`` times its (corrected) estimate, and past
-        ``most`` device-hours when given."""
-        ratio = self._cost_ratio()
+    def _tuning_ratio(self) -> float | None:
+        """What a tuned trial's estimate (the plan's trial, scaled by its epochs) is corrected
+        by: at least what the baseline cost over the same estimate. The average over every
+        trial so far falls below it where the screen's dear points cost less than the cost
+        model said: on synthetic-undertrained s0 the four tuned trials of a round, run
+        through rather than stopped after an epoch, were all cut at their cap, with no value."""
+        baseline = self.ctx.state.arm_costs.get(arms.BASELINE)
+        if baseline is None or not workflow.patched("prune-where-it-saves"):
+            return None
+        return max(self._cost_ratio(), baseline)
+
+    def _capped(
+        self, specs: list[TrialSpec], most: float | None = None, ratio: float | None = None
+    ) -> list[TrialSpec]:
+        """``specs``, each stopping past ``COST_CAP`` times its estimate corrected by what
+        trials cost so far (or by ``ratio``), and past ``most`` device-hours when given."""
+        ratio = ratio or self._cost_ratio()
         out = []
         for spec in specs:
             cap = screening.COST_CAP * spec.estimated_device_hours * ratio

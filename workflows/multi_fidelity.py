@@ -164,6 +164,7 @@ class MultiFidelityProtocol(SequentialGates):
                 [self._tuning_trial(plan, a, study) for a in asked],
                 # No trial takes more than a quarter of what tuning may spend.
                 most=0.25 * max(xp.tuning_device_hours, ctx.state.ledger.remaining - keep),
+                ratio=self._tuning_ratio(),
             )
             await self.trials.run_batch(specs, after=self._tell)
             self._note_costs(specs)
