@@ -4,9 +4,9 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from contracts import Budget, CampaignResult, CampaignStatus
-from tests.fakes import SPACE_HYPOTHESES, FakeActivities
+from tests.fakes import HOUR, SPACE_HYPOTHESES, FakeActivities
 from tests.workflows.drive import start_approved
-from workflows import arms
+from workflows import arms, screening
 from workflows.campaign import CampaignWorkflow
 
 
@@ -201,6 +201,24 @@ async def test_a_candidate_the_budget_left_undecided_goes_to_the_confirmation(
     proposal = status.proposal
     assert proposal is not None and proposal.verdict == "no launchable improvement"
     assert proposal.ended_by.startswith("the confirmation on fresh seeds did not support")
+
+
+async def test_a_tuned_trial_may_cost_what_the_baseline_costs_however_the_screen_was_estimated(
+    time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
+) -> None:
+    # The screen's drawn points are estimated at 8x the baseline's cost (the cost model) but
+    # cost what the baseline does: actual over estimated, averaged over every trial, falls to
+    # its floor. Tuned trials' caps once followed that average and cut a trial of the
+    # baseline's cost before its end, with no value.
+    fakes.space_hypotheses = [h.model_copy(update={"cost_factor": 8.0}) for h in SPACE_HYPOTHESES]
+    await campaign(time_skipping_env, queue, hours=200.0)
+    tuned = [s for s in fakes.specs.values() if s.search is not None]
+    assert tuned
+    base_epochs = fakes.specs["baseline~r0"].model.epochs
+    for spec in tuned:
+        baseline_cost = fakes.trial_seconds / HOUR * spec.model.epochs / base_epochs
+        assert spec.max_device_hours is not None
+        assert spec.max_device_hours >= screening.COST_CAP * baseline_cost * 0.999, spec.trial_id
 
 
 async def test_the_gates_ahead_of_the_search_leave_it_its_planned_share(
