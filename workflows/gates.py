@@ -220,6 +220,16 @@ class SequentialGates(EvidenceProtocol):
 
     # ---- the budget -------------------------------------------------------------------------
 
+    def _confirmable(self, plan: Plan, top: int) -> int:
+        """How many to confirm: ``top`` when the budget left affords each of them and the
+        baseline the plan's ``max_seeds``, else only the most certain one. Confirming a second
+        at fewer seeds costs the first both seeds and half its alpha, and a close second
+        mostly shares the first's changes."""
+        xp = plan.exploration
+        assert xp is not None
+        cost = (1 + top) * xp.max_seeds * self._full_trial()
+        return top if cost <= self.ctx.state.ledger.remaining else 1
+
     def _cost_ratio(self) -> float:
         """Actual over estimated cost of the trials finished so far (1 before any)."""
         state = self.ctx.state

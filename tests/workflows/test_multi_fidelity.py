@@ -221,6 +221,28 @@ async def test_a_tuned_trial_may_cost_what_the_baseline_costs_however_the_screen
         assert spec.max_device_hours >= screening.COST_CAP * baseline_cost * 0.999, spec.trial_id
 
 
+@pytest.mark.parametrize("hours", [30.0, 52.0, 60.0])
+async def test_dear_candidates_after_an_over_estimated_screen_are_still_confirmed(
+    time_skipping_env: WorkflowEnvironment,
+    queue: str,
+    fakes: FakeActivities,
+    workers: None,
+    hours: float,
+) -> None:
+    # The best candidates cost 4 baseline trials; the screen's drawn points were estimated
+    # at 8 and cost 1, so the average correction of estimates put a trial below what the
+    # baseline costs. Campaigns sized their steps with it and ended with a fifth to a quarter
+    # of their budget left and nothing confirmed: the search had kept the confirmation at
+    # the baseline's cost, or two dear candidates were chosen whose look did not fit.
+    fakes.space_hypotheses = [h.model_copy(update={"cost_factor": 8.0}) for h in SPACE_HYPOTHESES]
+    fakes.arm_cost = {"v-probe-1": 4.0, "v-wider-embeddings": 4.0}
+    status = await campaign(time_skipping_env, queue, hours=hours)
+    proposal = status.proposal
+    assert proposal is not None and proposal.verdict == "launch", proposal
+    assert proposal.ended_by.startswith(f"confirmed {proposal.candidate} on the test split")
+    assert status.device_hours_spent <= hours + 1e-9
+
+
 async def test_the_gates_ahead_of_the_search_leave_it_its_planned_share(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
 ) -> None:
