@@ -8,7 +8,7 @@
 - **Combination** merges what passed, gated the same way.
 - **Exploitation** searches the whole action space around what the screen found (every knob,
   TPE by default, told the screen's full-fidelity results first), pruned by successive
-  halving over epochs; the best move found is gated.
+  halving after the epochs where a stop saves half a trial; the best move found is gated.
 - **Confirmation** tests the best gated candidates, ranked by the lower end of their
   interval (the best alone unless the budget left gives each the plan's most seeds), on the
   test split with fresh seeds, in one look at as many seeds as the budget left affords (it is
