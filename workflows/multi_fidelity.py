@@ -335,7 +335,7 @@ class MultiFidelityProtocol(SequentialGates):
             return
         top = plan.exploration.confirm_top
         if workflow.patched("budgeted-looks"):
-            top = self._confirmable(plan, top)
+            top = self._confirmable(plan, ranked, top)
         chosen = await self._within_serving_limit(plan, ranked, top)
         if not chosen:
             return
