@@ -22,6 +22,17 @@ async def campaign(env: WorkflowEnvironment, queue: str, hours: float) -> Campai
     return result.status
 
 
+async def straddling_campaign(
+    env: WorkflowEnvironment, queue: str, fakes: FakeActivities
+) -> CampaignStatus:
+    """A campaign on 30 device-hours whose one better candidate beats the baseline by less
+    than the noise, so that its gate's interval straddles zero."""
+    fakes.ne = {"baseline": 0.90, "v-probe-1": 0.8998}
+    status = await campaign(env, queue, hours=30.0)
+    assert status.plan is not None and status.plan.exploration is not None
+    return status
+
+
 async def test_the_screen_finds_the_lever_and_the_campaign_launches_it(
     time_skipping_env: WorkflowEnvironment, queue: str, fakes: FakeActivities, workers: None
 ) -> None:
@@ -187,9 +198,7 @@ async def test_a_candidate_the_budget_left_undecided_goes_to_the_confirmation(
     # One candidate beats the baseline by less than the noise: its gate's interval straddles
     # zero when the budget stops it. A campaign once ended there "no candidate passed a gate"
     # with a fifth of its budget unspent (synthetic-dense: +12.6% on 3 seeds, p = 0.013).
-    fakes.ne = {"baseline": 0.90, "v-probe-1": 0.8998}
-    status = await campaign(time_skipping_env, queue, hours=30.0)
-    assert status.plan is not None and status.plan.exploration is not None
+    status = await straddling_campaign(time_skipping_env, queue, fakes)
     (straddled,) = status.decisions["validation"].comparisons
     assert straddled.hypothesis_id == "v-probe-1" and not straddled.passed
     assert straddled.gain_low is not None and straddled.gain_low < 0 < straddled.gain
@@ -249,9 +258,7 @@ async def test_the_gates_ahead_of_the_search_leave_it_its_planned_share(
     # A candidate as close to the baseline as the noise keeps its gate growing. Gates once
     # grew into the whole-space search's share, and the search, where combinations of knobs
     # are found, got nothing in 12 of 27 benchmark campaigns.
-    fakes.ne = {"baseline": 0.90, "v-probe-1": 0.8998}
-    status = await campaign(time_skipping_env, queue, hours=30.0)
-    assert status.plan is not None and status.plan.exploration is not None
+    status = await straddling_campaign(time_skipping_env, queue, fakes)
     assert status.plan.exploration.tuning_trials > 0
     assert status.search_rounds >= 1 and status.tuning
 
