@@ -197,20 +197,21 @@ class MultiFidelityProtocol(SequentialGates):
         return ahead
 
     def _to_confirm(self, plan: Plan) -> list[str]:
-        """What the confirmation takes if the search finds nothing better: the gated one with
-        the highest lower bound, else what the budget left undecided. Kept at the baseline's
-        cost, a search left 11 trials where confirming a dear candidate needed 15, and the
-        campaign confirmed nothing with a quarter of its budget left."""
+        """What the confirmation takes if the search finds nothing better (its reserve is
+        kept at this one's cost: at the baseline's, a search left 11 trials where confirming
+        a dear candidate needed 15, and nothing was confirmed with a quarter left)."""
         if not workflow.patched("keep-the-confirmation-s-cost"):
             return []
-        gated = [
-            self.ctx.state.decisions[g] for g in SELECTION_GATES if g in self.ctx.state.decisions
-        ]
-        ranked = sequential.by_lower_bound(gated)
+        ranked = self._gated_ranked()
         if ranked:
             return ranked[:1]
         found = undecided.best(self.ctx.state, self.ctx.request, plan, self._best_tuned())
         return [found.arm] if found else []
+
+    def _gated_ranked(self) -> list[str]:
+        """What passed the selection gates, the highest lower bound first."""
+        decisions = self.ctx.state.decisions
+        return sequential.by_lower_bound([decisions[g] for g in SELECTION_GATES if g in decisions])
 
     async def _ask(self, plan: Plan, study: str, done: int, count: int) -> list[AskedTrial]:
         ctx, request = self.ctx, self.ctx.request
@@ -326,8 +327,7 @@ class MultiFidelityProtocol(SequentialGates):
     async def _confirmation(self, plan: Plan) -> None:
         ctx = self.ctx
         assert plan.exploration is not None
-        gated = [ctx.state.decisions[g] for g in SELECTION_GATES if g in ctx.state.decisions]
-        ranked = sequential.by_lower_bound(gated)
+        ranked = self._gated_ranked()
         if not ranked and workflow.patched("confirm-the-undecided-best"):
             ranked = self._undecided_best(plan)
         if not ranked:
